@@ -1,0 +1,124 @@
+"""The terminal adapter: type `/ask …` or `/imagine …`, watch status and text stream, find images on disk.
+
+How a newcomer tries the bot without a chat account. Reads a line at a time from a terminal or a
+pipe and exits 0 at end of input. Model output is untrusted: control characters (terminal escape
+sequences) are removed before printing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from pathlib import Path
+from typing import TextIO, assert_never
+
+from bot.core import CommandCore
+from bot.replies import Failure, Images, Status, TextDelta, TextDone
+from bot.requests import CommandName, CommandRequest, Origin
+
+PROMPT = "> "
+HELP_TEXT = (
+    "Type `/ask <question>` or `/imagine <description>` (options at the end, e.g. `--ar 16:9`). "
+    "A line without a command is an /ask. Ctrl-D quits."
+)
+_COMMAND_LINE = re.compile(r"^/(\w+)\s*(.*)$", re.S)
+
+
+def printable(text: str) -> str:
+    """Model text without control characters, so it cannot drive the terminal."""
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines of standard input, read in a thread so the event loop never blocks on the terminal."""
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            return
+        yield line
+
+
+class ConsoleAdapter:
+    """Runs commands one at a time, printing what each platform adapter would render."""
+
+    def __init__(self, core: CommandCore, out: TextIO, image_dir: Path, *, interactive: bool = False) -> None:
+        self._core = core
+        self._out = out
+        self._image_dir = image_dir
+        self._interactive = interactive
+
+    async def run(self, lines: AsyncIterator[str]) -> None:
+        if self._interactive:
+            self._write(HELP_TEXT + "\n" + PROMPT)
+        async for line in lines:
+            await self.handle_line(line.strip())
+            if self._interactive:
+                self._write(PROMPT)
+
+    async def handle_line(self, line: str) -> None:
+        if not line:
+            return
+        match = _COMMAND_LINE.match(line)
+        command, text = (match.group(1).lower(), match.group(2)) if match else ("ask", line)
+        if command in ("help", "h"):
+            self._write(HELP_TEXT + "\n")
+            return
+        if command not in {name.value for name in CommandName}:
+            self._write(f"✗ Unknown command /{command}. {HELP_TEXT}\n")
+            return
+        prepared = self._core.prepare(command, text, Origin(platform="console", user_id="you", channel_id="terminal"))
+        if isinstance(prepared, Failure):
+            self._write(f"✗ {prepared.message}\n")
+            return
+        await self._render(prepared)
+
+    async def _render(self, request: CommandRequest) -> None:
+        streamed = ""
+        last_status = ""
+        async with aclosing(self._core.execute(request)) as events:
+            async for event in events:
+                match event:
+                    case Status():
+                        if event.text != last_status:
+                            last_status = event.text
+                            self._write(f"· {event.text}\n")
+                    case TextDelta():
+                        streamed += event.text
+                        self._write(printable(event.text))
+                    case TextDone():
+                        if event.text.startswith(streamed):
+                            self._write(printable(event.text[len(streamed) :]))
+                        else:
+                            self._write("\n" + printable(event.text))
+                        self._write("\n")
+                    case Images():
+                        for path in self._save(event):
+                            self._write(f"🖼  saved {path}\n")
+                        self._write(f"   prompt: {printable(event.prompt)} · model: {event.run.model} · seed: {event.seed}\n")
+                    case Failure():
+                        self._write(("\n" if streamed else "") + f"✗ {event.message}\n")
+                    case _:
+                        assert_never(event)
+
+    def _save(self, images: Images) -> list[Path]:
+        self._image_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        paths = []
+        for index, image in enumerate(images.images, start=1):
+            if not image.data:
+                self._write(f"⚠ could not download image {index}; link: {image.url}\n")
+                continue
+            extension = image.filename.rsplit(".", 1)[-1]
+            path = self._image_dir / f"{stamp}-{images.run.prediction_id or 'image'}-{index}.{extension}"
+            path.write_bytes(image.data)
+            paths.append(path)
+        return paths
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()

@@ -1,0 +1,10 @@
+"""`python -m bot` serves every configured chat platform; `python -m bot console` is the terminal adapter.
+
+The composition root: the one module under `bot/` allowed to reach the adapters.
+"""
+
+import sys
+
+from adapters.runtime import main
+
+sys.exit(main(sys.argv[1:]))

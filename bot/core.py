@@ -1,0 +1,155 @@
+"""The command core: text in, validated request, reply events out. Platform-neutral.
+
+Adapters call `prepare()` (pure: parse and validate, no network) and acknowledge the command at
+once, then iterate `execute()`. The model runs in a task of its own that feeds a queue, so a slow
+chat API on the adapter's side can never stall reading the model or skew its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Callable
+
+from bot.admission import AdmissionQueue
+from bot.errors import BotError, FailureKind, InvalidCommand, describe_failure
+from bot.model_input import build_model_input
+from bot.parsing import InputLimits, parse_command
+from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, Status
+from bot.requests import CommandName, CommandRequest, Origin
+from bot.runner import ImagesResult, PredictionRunner
+from config.models import profile_for
+
+log = logging.getLogger(__name__)
+
+SEED_PICK_RANGE = 2**31  # every image model we know takes seeds this large
+INTERNAL_ERROR_TEXT = "Something went wrong on our side. Try again in a moment."
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    ask_model: str
+    imagine_model: str
+    limits: InputLimits
+
+
+class CommandCore:
+    """Holds the runner and the admission queue; every adapter holds one core."""
+
+    def __init__(self, runner: PredictionRunner, admission: AdmissionQueue, config: CoreConfig) -> None:
+        self._runner = runner
+        self._admission = admission
+        self._config = config
+        self._producers: set[asyncio.Task[None]] = set()
+        self._accepting = True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._producers)
+
+    @property
+    def queued(self) -> int:
+        return self._admission.queued
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def prepare(
+        self,
+        command: CommandName | str,
+        text: str,
+        origin: Origin,
+        typed_options: Mapping[str, object] | None = None,
+    ) -> CommandRequest | Failure:
+        """Parse and validate without any I/O; a `Failure` here is private and cost nothing."""
+        name = CommandName(str(command).lstrip("/"))
+        try:
+            parsed = parse_command(name, text, self._config.limits, typed_options)
+            options = parsed.options
+            if name is CommandName.IMAGINE and options.seed is None:
+                # Pick the seed ourselves so every picture's caption can say how to reproduce it.
+                options = dataclasses.replace(options, seed=random.randrange(SEED_PICK_RANGE))
+            default = self._config.ask_model if name is CommandName.ASK else self._config.imagine_model
+            request = CommandRequest(
+                command=name,
+                prompt=parsed.prompt,
+                options=options,
+                origin=origin,
+                model=options.model or default,
+            )
+            build_model_input(request, profile_for(request.model, is_image=name is CommandName.IMAGINE))
+        except InvalidCommand as error:
+            return Failure(kind=error.kind, message=error.user_message, private=True)
+        if not self._accepting:
+            return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN), private=True)
+        return request
+
+    async def execute(self, request: CommandRequest) -> AsyncIterator[ReplyEvent]:
+        """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`)."""
+        if not self._accepting:
+            yield Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
+            return
+        events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(request, events.put_nowait), name=f"command-{request.request_id}")
+        self._producers.add(producer)
+        producer.add_done_callback(self._producers.discard)
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if isinstance(event, FINAL_EVENTS):
+                    return
+        finally:
+            if not producer.done():
+                producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    def stop_accepting(self) -> None:
+        """New commands get a polite "restarting" from now on (shutdown)."""
+        self._accepting = False
+
+    async def drain(self, grace_s: float) -> None:
+        """Let in-flight commands finish for up to `grace_s`, then cancel the rest on Replicate."""
+        pending = set(self._producers)
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=grace_s)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.gather(*still_running, return_exceptions=True)
+        await self._runner.aclose()
+
+    async def _produce(self, request: CommandRequest, emit: Callable[[ReplyEvent], None]) -> None:
+        try:
+            await self._run(request, emit)
+        except BotError as error:
+            emit(Failure(kind=error.kind, message=error.user_message, private=error.is_input_error))
+        except asyncio.CancelledError:
+            emit(Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN)))
+            raise
+        except Exception:
+            log.exception("Command %s (%s) failed unexpectedly", request.request_id, request.command)
+            emit(Failure(FailureKind.MODEL_FAILED, INTERNAL_ERROR_TEXT))
+
+    async def _run(self, request: CommandRequest, emit: Callable[[ReplyEvent], None]) -> None:
+        is_image = request.command is CommandName.IMAGINE
+        model_input = build_model_input(request, profile_for(request.model, is_image=is_image))
+        async for position in self._admission.wait_turn():
+            emit(Status(Phase.QUEUED, queue_position=position))
+        try:
+            if is_image:
+                async for event in self._runner.generate_images(request.model, model_input):
+                    if isinstance(event, ImagesResult):
+                        emit(Images(images=event.images, prompt=request.prompt, seed=request.options.seed, run=event.run))
+                    else:
+                        emit(event)
+            else:
+                async for event in self._runner.stream_text(request.model, model_input):
+                    emit(event)
+        finally:
+            self._admission.release()

@@ -1,0 +1,93 @@
+"""The way out: the reply events a command yields, rendered by each adapter in its own idiom.
+
+Contract: any number of `Status` and `TextDelta`, then exactly one `TextDone`, `Images` or `Failure`.
+Adapters `match` on the union and end with `assert_never`, so a new event type is a type error in each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.errors import FailureKind
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where the command is; `queue_position` (1 = next) and `progress` (0..1) when known."""
+
+    phase: Phase
+    queue_position: int | None = None
+    progress: float | None = None
+
+    @property
+    def text(self) -> str:
+        if self.phase is Phase.QUEUED:
+            ahead = f" (position {self.queue_position})" if self.queue_position else ""
+            return f"Queued{ahead}: waiting for a free slot…"
+        if self.phase is Phase.STARTING:
+            return "Starting the model (a cold start can take a minute)…"
+        if self.progress is not None:
+            return f"Running… {round(self.progress * 100)}%"
+        return "Running…"
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text appended to the answer; adapters accumulate it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts about the finished prediction, for captions and the per-command log line."""
+
+    model: str
+    prediction_id: str | None = None
+    predict_time_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TextDone:
+    """The whole answer, final. Adapters render this, not their accumulated deltas, as the last word."""
+
+    text: str
+    run: RunInfo
+
+
+@dataclass(frozen=True)
+class Image:
+    """One generated image: its bytes (Replicate deletes outputs after an hour) and the URL as a fallback."""
+
+    data: bytes
+    content_type: str
+    filename: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Images:
+    images: tuple[Image, ...]
+    prompt: str
+    seed: int | None
+    run: RunInfo
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One clear reply for a failure. `private` failures (bad input) go only to the user who asked."""
+
+    kind: FailureKind
+    message: str
+    private: bool = False
+
+
+ReplyEvent = Status | TextDelta | TextDone | Images | Failure
+FINAL_EVENTS = (TextDone, Images, Failure)

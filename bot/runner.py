@@ -1,0 +1,371 @@
+"""Owns each prediction's life on Replicate: create (with safe retries), stream or poll, download, cancel.
+
+`replicate.async_run` / `async_stream` hide the prediction id, so a timeout or shutdown would leave
+the prediction running and billed (NOTES). We create predictions ourselves and cancel whatever we
+give up on. Creates are retried only when nothing can have been created: a 429 (after the wait the
+API asks for) or a connection that never opened. A 5xx or timeout after sending is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import replicate
+from replicate.exceptions import ReplicateError
+from replicate.helpers import FileOutput
+from replicate.prediction import Prediction
+from replicate.stream import ServerSentEvent
+
+from bot.errors import (
+    BotMisconfigured,
+    EmptyOutput,
+    FailureKind,
+    InvalidModelInput,
+    ModelFailed,
+    ModelNotFound,
+    PredictionCancelled,
+    PredictionError,
+    PredictionTimedOut,
+    ReplicateBusy,
+    ReplicateUnavailable,
+    SafetyFilterBlocked,
+    describe_failure,
+)
+from bot.images import sniff_image_type
+from bot.replicate_client import last_retry_after_s
+from bot.replies import Image, Phase, RunInfo, Status, TextDelta, TextDone
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+_NSFW = re.compile(r"nsfw|safety (checker|filter)|content (policy|moderation)|flagged as (sensitive|unsafe)", re.I)
+_RETRY_IN_DETAIL = re.compile(r"(?:in|after)\s+~?(\d+(?:\.\d+)?)\s*s", re.I)
+# Failures of the connection itself, before any byte of the request left: always safe to retry.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """Timings and retry bounds for predictions; defaults suit production, tests shrink them."""
+
+    timeout_s: float = 300.0
+    create_attempts: int = 4
+    max_retry_wait_s: float = 30.0
+    base_backoff_s: float = 1.0
+    poll_interval_s: float = 1.0
+    create_wait_s: int = 5  # `Prefer: wait=N` for image creates: fast models finish in one request
+    cancel_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ImagesResult:
+    images: tuple[Image, ...]
+    run: RunInfo
+
+
+class PredictionRunner:
+    """Runs one model call per method call; every exit path leaves nothing running on Replicate."""
+
+    def __init__(
+        self,
+        client: replicate.Client,
+        policy: RunPolicy = RunPolicy(),
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._sleep = sleep
+        self._jitter = jitter
+        self._cancels: set[asyncio.Task[None]] = set()
+
+    async def stream_text(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[Status | TextDelta | TextDone]:
+        """Yield status and text as the model writes; end with exactly one `TextDone` or raise."""
+        tracker = _PredictionTracker()
+        try:
+            async with asyncio.timeout(self._policy.timeout_s):
+                prediction = await self._create(model, model_input, stream=True, wait=None)
+                tracker.prediction = prediction
+                yield Status(Phase.STARTING)
+                parts: list[str] = []
+                async for piece in self._text_pieces(prediction, tracker):
+                    parts.append(piece)
+                    yield TextDelta(piece)
+                text = "".join(parts)
+                if not text.strip():
+                    raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
+                yield TextDone(text=text, run=_run_info(model, prediction))
+        except TimeoutError as error:
+            raise self._timed_out(tracker, model, error) from error
+        finally:
+            await self._cancel_if_running(tracker)
+
+    async def generate_images(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[Status | ImagesResult]:
+        """Yield status while the model works; end with one `ImagesResult` holding every image's bytes."""
+        tracker = _PredictionTracker()
+        try:
+            async with asyncio.timeout(self._policy.timeout_s):
+                prediction = await self._create(model, model_input, stream=False, wait=self._policy.create_wait_s)
+                tracker.prediction = prediction
+                async for status in self._until_terminal(prediction):
+                    yield status
+                tracker.finished = True
+                self._raise_for_outcome(model, prediction)
+                urls = _output_urls(prediction.output)
+                if not urls:
+                    raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
+                images = await asyncio.gather(*(self._download(url, index) for index, url in enumerate(urls)))
+                yield ImagesResult(images=tuple(images), run=_run_info(model, prediction))
+        except TimeoutError as error:
+            raise self._timed_out(tracker, model, error) from error
+        finally:
+            await self._cancel_if_running(tracker)
+
+    async def aclose(self) -> None:
+        """Wait for cancels still on their way to Replicate (shutdown)."""
+        if self._cancels:
+            await asyncio.gather(*self._cancels, return_exceptions=True)
+
+    # --- creating -------------------------------------------------------------------------------
+
+    async def _create(self, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None) -> Prediction:
+        attempt = 0
+        while True:
+            attempt += 1
+            last_retry_after_s.set(None)
+            try:
+                return await self._send_create(model, model_input, stream=stream, wait=wait)
+            except ReplicateError as error:
+                if error.status != 429 or attempt >= self._policy.create_attempts:
+                    raise _api_error(model, error) from error
+                delay = self._retry_delay(attempt, last_retry_after_s.get() or _retry_after_from_detail(error.detail))
+                if delay is None:
+                    raise _api_error(model, error) from error
+                log.warning("Replicate throttled a create for %s; retrying in %.1fs (attempt %d)", model, delay, attempt)
+            except _NOT_SENT as error:
+                if attempt >= self._policy.create_attempts:
+                    raise ReplicateUnavailable(
+                        describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error
+                    ) from error
+                delay = self._retry_delay(attempt, None) or self._policy.base_backoff_s
+                log.warning("Could not connect to Replicate (%s); retrying in %.1fs", type(error).__name__, delay)
+            except httpx.HTTPError as error:
+                # The request may have reached Replicate and created a prediction: retrying could pay twice.
+                log.error("Create for %s failed after sending (%s); not retrying", model, type(error).__name__)
+                raise ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error) from error
+            await self._sleep(delay)
+
+    async def _send_create(self, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None) -> Prediction:
+        name, _, version = model.partition(":")
+        extra: dict[str, Any] = {"stream": True} if stream else {}
+        if wait:
+            extra["wait"] = wait
+        if version:
+            return await self._client.predictions.async_create(version=version, input=model_input, **extra)
+        return await self._client.models.predictions.async_create(model=name, input=model_input, **extra)
+
+    def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float | None:
+        """Seconds before the next try, with jitter so a crowd of throttled commands doesn't return at once."""
+        base = retry_after_s if retry_after_s is not None else self._policy.base_backoff_s * 2 ** (attempt - 1)
+        if base > self._policy.max_retry_wait_s:
+            return None
+        return base * (1 + 0.25 * self._jitter())
+
+    # --- following a prediction -------------------------------------------------------------------
+
+    async def _text_pieces(self, prediction: Prediction, tracker: _PredictionTracker) -> AsyncIterator[str]:
+        """Text as the SSE stream delivers it; if the stream breaks, the rest comes from polling."""
+        delivered = 0
+        if prediction.urls and prediction.urls.get("stream"):
+            try:
+                async for event in prediction.async_stream():
+                    if event.event is ServerSentEvent.EventType.OUTPUT:
+                        piece = str(event.data)  # a token like "https:" arrives as a FileOutput; str() restores it
+                        delivered += len(piece)
+                        yield piece
+                    elif event.event is ServerSentEvent.EventType.DONE:
+                        tracker.finished = True
+                        reason = _done_reason(event.data)
+                        if reason == "canceled":
+                            raise PredictionCancelled(describe_failure(FailureKind.CANCELLED), prediction_id=prediction.id)
+                        if reason == "error":
+                            break  # the details come from the prediction itself, below
+                        return
+            except RuntimeError as error:  # the client raises the SSE `error` event as RuntimeError
+                tracker.finished = True
+                raise self._model_error(prediction.model, _error_detail(str(error)), prediction.id, error) from error
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
+                log.warning("Stream of prediction %s broke (%s); polling instead", prediction.id, type(error).__name__)
+        async for _ in self._until_terminal(prediction):
+            pass
+        tracker.finished = True
+        self._raise_for_outcome(prediction.model, prediction)
+        remainder = _joined_text(prediction.output)[delivered:]
+        if remainder:
+            yield remainder
+
+    async def _until_terminal(self, prediction: Prediction) -> AsyncIterator[Status]:
+        """Poll until the prediction ends, yielding each new status (phase, progress)."""
+        last: Status | None = None
+        failed_polls = 0
+        while prediction.status not in TERMINAL_STATUSES:
+            status = _status_of(prediction)
+            if status != last:
+                last = status
+                yield status
+            await self._sleep(self._policy.poll_interval_s)
+            try:
+                await prediction.async_reload()
+                failed_polls = 0
+            except ReplicateError as error:
+                raise _api_error(prediction.model, error, prediction.id) from error
+            except httpx.HTTPError as error:
+                failed_polls += 1  # a GET is safe to repeat; give up only if Replicate stays away
+                if failed_polls >= self._policy.create_attempts:
+                    raise ReplicateUnavailable(
+                        describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error, prediction_id=prediction.id
+                    ) from error
+
+    def _raise_for_outcome(self, model: str, prediction: Prediction) -> None:
+        if prediction.status == "failed":
+            raise self._model_error(model, prediction.error or "", prediction.id, None)
+        if prediction.status in ("canceled", "aborted"):
+            raise PredictionCancelled(describe_failure(FailureKind.CANCELLED), prediction_id=prediction.id)
+
+    def _model_error(self, model: str, detail: str, prediction_id: str | None, cause: BaseException | None) -> PredictionError:
+        log.warning("Prediction %s of %s failed: %s", prediction_id, model, detail)
+        if _NSFW.search(detail):
+            return SafetyFilterBlocked(describe_failure(FailureKind.SAFETY_FILTER), cause=cause, prediction_id=prediction_id)
+        return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=cause, prediction_id=prediction_id)
+
+    async def _download(self, url: str, index: int) -> Image:
+        """The output's bytes now, because Replicate deletes outputs after an hour; the URL stays as a fallback."""
+        try:
+            data = await FileOutput(url, self._client).aread()
+        except httpx.HTTPError as error:
+            log.warning("Could not download output %d (%s); the link will be posted instead", index, type(error).__name__)
+            return Image(data=b"", content_type="", filename=f"image-{index + 1}", url=url)
+        content_type, extension = sniff_image_type(data)
+        fallback_url = None if url.startswith("data:") else url
+        return Image(data=data, content_type=content_type, filename=f"image-{index + 1}.{extension}", url=fallback_url)
+
+    # --- giving up ------------------------------------------------------------------------------
+
+    def _timed_out(self, tracker: _PredictionTracker, model: str, error: TimeoutError) -> PredictionError:
+        if tracker.prediction is None:
+            log.warning("Could not create a prediction of %s within %.0fs", model, self._policy.timeout_s)
+            return ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error)
+        prediction_id = tracker.prediction.id
+        log.warning("Prediction %s of %s passed %.0fs; cancelling it", prediction_id, model, self._policy.timeout_s)
+        return PredictionTimedOut(
+            describe_failure(FailureKind.TIMED_OUT, timeout_s=self._policy.timeout_s), cause=error, prediction_id=prediction_id
+        )
+
+    async def _cancel_if_running(self, tracker: _PredictionTracker) -> None:
+        prediction = tracker.prediction
+        if prediction is None or tracker.finished or prediction.status in TERMINAL_STATUSES:
+            return
+        # Shielded, so a second cancellation of the command (shutdown) cannot stop the cancel itself.
+        task = asyncio.create_task(self._cancel(prediction.id))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+        await asyncio.shield(task)
+
+    async def _cancel(self, prediction_id: str) -> None:
+        try:
+            async with asyncio.timeout(self._policy.cancel_timeout_s):
+                await self._client.predictions.async_cancel(prediction_id)
+            log.info("Cancelled prediction %s on Replicate", prediction_id)
+        except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
+            log.error("Could not cancel prediction %s (%s); it may still be running", prediction_id, type(error).__name__)
+
+
+class _PredictionTracker:
+    """What `finally` needs to know: which prediction exists and whether it already ended."""
+
+    __slots__ = ("prediction", "finished")
+
+    def __init__(self) -> None:
+        self.prediction: Prediction | None = None
+        self.finished = False
+
+
+def _api_error(model: str, error: ReplicateError, prediction_id: str | None = None) -> PredictionError:
+    """One user-facing class per API failure; the raw detail goes to the log only (except 422's)."""
+    status = error.status or 0
+    log.warning("Replicate answered %s for %s: %s %s", status, model, error.title, error.detail)
+    if status == 401:
+        log.error("Replicate rejected REPLICATE_API_TOKEN (401): check the token")
+        return BotMisconfigured(describe_failure(FailureKind.MISCONFIGURED), cause=error, prediction_id=prediction_id)
+    if status in (403, 404):
+        return ModelNotFound(describe_failure(FailureKind.MODEL_NOT_FOUND, model=model), cause=error, prediction_id=prediction_id)
+    if status == 422:
+        detail = (error.detail or error.title or "invalid input").strip()
+        return InvalidModelInput(
+            describe_failure(FailureKind.INVALID_MODEL_INPUT, model=model, detail=detail[:500]),
+            cause=error,
+            prediction_id=prediction_id,
+        )
+    if status == 429:
+        return ReplicateBusy(describe_failure(FailureKind.REPLICATE_BUSY), cause=error, prediction_id=prediction_id)
+    if status >= 500:
+        return ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error, prediction_id=prediction_id)
+    return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=error, prediction_id=prediction_id)
+
+
+def _status_of(prediction: Prediction) -> Status:
+    if prediction.status == "starting":
+        return Status(Phase.STARTING)
+    progress = prediction.progress
+    return Status(Phase.RUNNING, progress=progress.percentage if progress else None)
+
+
+def _run_info(model: str, prediction: Prediction) -> RunInfo:
+    metrics = prediction.metrics or {}
+    predict_time = metrics.get("predict_time")
+    return RunInfo(
+        model=model,
+        prediction_id=prediction.id,
+        predict_time_s=float(predict_time) if isinstance(predict_time, (int, float)) else None,
+    )
+
+
+def _output_urls(output: Any) -> list[str]:
+    items = output if isinstance(output, list) else [output]
+    return [str(item) for item in items if isinstance(item, str) and item.strip()]
+
+
+def _joined_text(output: Any) -> str:
+    if isinstance(output, list):
+        return "".join(str(item) for item in output if item is not None)
+    return str(output) if output is not None else ""
+
+
+def _done_reason(data: str) -> str:
+    try:
+        payload = json.loads(data) if data else {}
+    except ValueError:
+        return ""
+    return str(payload.get("reason", "")) if isinstance(payload, dict) else ""
+
+
+def _error_detail(data: str) -> str:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return data
+    return str(payload.get("detail", data)) if isinstance(payload, dict) else data
+
+
+def _retry_after_from_detail(detail: str | None) -> float | None:
+    match = _RETRY_IN_DETAIL.search(detail or "")
+    return float(match.group(1)) if match else None

@@ -1,0 +1,202 @@
+"""Settings from the environment and `.env`, read and validated once at start, then passed explicitly.
+
+Nothing else reads `os.environ`. A bad value stops start-up with one line that names the variable
+and the fix (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from dotenv import dotenv_values
+
+from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+
+DEFAULT_REPLICATE_BASE_URL = "https://api.replicate.com"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
+REPLICATE_TOKEN_PAGE = "https://replicate.com/account/api-tokens"
+
+_MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(?::[0-9a-f]{64})?$")
+T = TypeVar("T")
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; `str()` is the one line the operator sees."""
+
+    def __init__(self, variable: str, problem: str, fix: str) -> None:
+        super().__init__(f"{variable} {problem}: {fix}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Secrets are kept out of repr() so that logging a Settings can never leak them.
+    replicate_api_token: str | None = field(default=None, repr=False)
+    replicate_base_url: str = DEFAULT_REPLICATE_BASE_URL
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_app_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    discord_token: str | None = field(default=None, repr=False)
+    discord_api_url: str = DEFAULT_DISCORD_API_URL
+    discord_gateway_url: str | None = None
+    discord_guild_ids: tuple[int, ...] = ()
+    ask_model: str = DEFAULT_ASK_MODEL
+    imagine_model: str = DEFAULT_IMAGINE_MODEL
+    allowed_models: frozenset[str] = frozenset({DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL})
+    max_prompt_chars: int = 4000
+    max_concurrent_predictions: int = 50
+    image_dir: Path = Path("images")
+    prediction_timeout_s: float = 300.0
+    shutdown_grace_s: float = 25.0
+    port: int = 3000
+    log_level: str = "INFO"
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token)
+
+    @property
+    def slack_socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+    @property
+    def discord_enabled(self) -> bool:
+        return bool(self.discord_token)
+
+    def require_replicate_token(self) -> str:
+        """The token, or the one-line error that tells the operator where to get one."""
+        if not self.replicate_api_token:
+            raise SettingsError(
+                "REPLICATE_API_TOKEN",
+                "is not set",
+                f"create a token at {REPLICATE_TOKEN_PAGE} and put REPLICATE_API_TOKEN=r8_... in .env "
+                "or the environment",
+            )
+        return self.replicate_api_token
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Read `env_file` (if present) under the real environment, which wins, and validate everything."""
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({key: value for key, value in dotenv_values(env_file).items() if value is not None})
+    values.update(os.environ if environ is None else environ)
+    env = {key: value.strip() for key, value in values.items() if value.strip()}
+    return _settings_from(env)
+
+
+def _settings_from(env: Mapping[str, str]) -> Settings:
+    ask_model = _model_ref(env, "ASK_MODEL", DEFAULT_ASK_MODEL)
+    imagine_model = _model_ref(env, "IMAGINE_MODEL", DEFAULT_IMAGINE_MODEL)
+    settings = Settings(
+        replicate_api_token=env.get("REPLICATE_API_TOKEN"),
+        replicate_base_url=_url(env, "REPLICATE_BASE_URL", DEFAULT_REPLICATE_BASE_URL, ("http://", "https://")),
+        slack_bot_token=_token(env, "SLACK_BOT_TOKEN", "xoxb-", "the Bot User OAuth Token from OAuth & Permissions"),
+        slack_app_token=_token(env, "SLACK_APP_TOKEN", "xapp-", "an App-Level Token with connections:write"),
+        slack_signing_secret=env.get("SLACK_SIGNING_SECRET"),
+        slack_api_url=_slack_api_url(env),
+        discord_token=env.get("DISCORD_TOKEN"),
+        discord_api_url=_url(env, "DISCORD_API_URL", DEFAULT_DISCORD_API_URL, ("http://", "https://")).rstrip("/"),
+        discord_gateway_url=_optional_url(env, "DISCORD_GATEWAY_URL", ("ws://", "wss://")),
+        discord_guild_ids=_guild_ids(env),
+        ask_model=ask_model,
+        imagine_model=imagine_model,
+        allowed_models=_allowed_models(env, ask_model, imagine_model),
+        max_prompt_chars=_number(env, "MAX_PROMPT_CHARS", 4000, int, minimum=1),
+        max_concurrent_predictions=_number(env, "MAX_CONCURRENT_PREDICTIONS", 50, int, minimum=1),
+        image_dir=Path(env.get("IMAGE_DIR", "images")),
+        prediction_timeout_s=_number(env, "PREDICTION_TIMEOUT", 300.0, float, minimum=0.1),
+        shutdown_grace_s=_number(env, "SHUTDOWN_GRACE", 25.0, float, minimum=0.0),
+        port=_number(env, "PORT", 3000, int, minimum=0, maximum=65535),
+        log_level=_log_level(env),
+    )
+    if settings.slack_enabled and not (settings.slack_app_token or settings.slack_signing_secret):
+        raise SettingsError(
+            "SLACK_APP_TOKEN",
+            "is not set (nor SLACK_SIGNING_SECRET)",
+            "set SLACK_APP_TOKEN=xapp-... for Socket Mode, or SLACK_SIGNING_SECRET for HTTP mode",
+        )
+    return settings
+
+
+def _token(env: Mapping[str, str], name: str, prefix: str, what: str) -> str | None:
+    value = env.get(name)
+    if value is not None and not value.startswith(prefix):
+        raise SettingsError(name, f"does not start with {prefix}", f"use {what} ({prefix}...)")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    return _optional_url(env, name, schemes) or default
+
+
+def _optional_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = env.get(name)
+    if value is not None and not value.startswith(schemes):
+        raise SettingsError(name, f"is not a {' or '.join(s[:-3] for s in schemes)} URL", f"e.g. {schemes[-1]}host/...")
+    return value
+
+
+def _slack_api_url(env: Mapping[str, str]) -> str:
+    url = _url(env, "SLACK_API_URL", DEFAULT_SLACK_API_URL, ("http://", "https://"))
+    return url if url.endswith("/") else url + "/"  # slack_sdk joins method names onto it
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: T,
+    kind: Callable[[str], T],
+    *,
+    minimum: float,
+    maximum: float | None = None,
+) -> T:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(name, f"is {raw!r}, not a number", f"set it to a number like {default}") from None
+    if value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator]
+        bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
+        raise SettingsError(name, f"is {raw}", f"set it to a number {bound}")
+    return value
+
+
+def _model_ref(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if not _MODEL_REF.match(value):
+        raise SettingsError(name, f"is {value!r}", "use owner/name or owner/name:<64-hex version id>")
+    return value
+
+
+def _allowed_models(env: Mapping[str, str], ask_model: str, imagine_model: str) -> frozenset[str]:
+    listed = [item.strip() for item in env.get("ALLOWED_MODELS", "").split(",") if item.strip()]
+    for item in listed:
+        if not _MODEL_REF.match(item):
+            raise SettingsError("ALLOWED_MODELS", f"has {item!r}", "list owner/name[:version] entries, comma-separated")
+    return frozenset(ref.lower() for ref in (*listed, ask_model, imagine_model))
+
+
+def _guild_ids(env: Mapping[str, str]) -> tuple[int, ...]:
+    items = [item.strip() for item in env.get("DISCORD_GUILD_IDS", "").split(",") if item.strip()]
+    for item in items:
+        if not item.isdigit():
+            raise SettingsError("DISCORD_GUILD_IDS", f"has {item!r}", "list numeric server ids, comma-separated")
+    return tuple(int(item) for item in items)
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise SettingsError("LOG_LEVEL", f"is {level!r}", "use DEBUG, INFO, WARNING or ERROR")
+    return level

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 
+from aiohttp import web
+
 from adapters.console import ConsoleAdapter, stdin_lines
+from adapters.discord_adapter import DiscordAdapter, DiscordConfig
+from adapters.health import ConnectionProbe, HealthMonitor
+from adapters.slack import SlackAdapter, SlackConfig
 from bot.factory import create_core
 from bot.logs import install_logging
+from bot.runner import RunPolicy
+from bot.tasks import BackgroundTasks
 from config.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+HTTP_HOST = "0.0.0.0"  # Heroku and containers route to all interfaces
+FINAL_REPLY_TIMEOUT_S = 5.0
 
 USAGE = "usage: python -m bot [console]"
 
@@ -25,7 +38,7 @@ def main(argv: Sequence[str]) -> int:
     except SettingsError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
-    install_logging(settings.log_level if argv else settings.log_level, _secrets(settings))
+    install_logging(settings.log_level, _secrets(settings))
     if argv == ["console"]:
         return asyncio.run(run_console(settings))
     return asyncio.run(serve(settings))
@@ -43,7 +56,7 @@ async def run_console(settings: Settings) -> int:
 
 
 async def serve(settings: Settings) -> int:
-    """Every adapter whose credentials are present, in one process and one event loop."""
+    """Every adapter whose credentials are present, in one process and one event loop, until SIGTERM/SIGINT."""
     if not (settings.slack_enabled or settings.discord_enabled):
         print(
             "Configuration error: no chat platform is configured: set SLACK_BOT_TOKEN (with SLACK_APP_TOKEN or "
@@ -51,7 +64,108 @@ async def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    raise NotImplementedError("chat adapters arrive with the Slack and Discord issues")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stop.set)
+    service = BotService(settings)
+    try:
+        await service.start()
+        log.info("Bot running: %s", ", ".join(service.adapter_names))
+        await stop.wait()
+        log.info("Stopping: finishing in-flight commands for up to %.0fs", settings.shutdown_grace_s)
+    finally:
+        await service.shutdown()
+    return 0
+
+
+class BotService:
+    """The chat adapters, the HTTP server (health, Slack HTTP mode) and the core, started and stopped together."""
+
+    def __init__(self, settings: Settings, policy: RunPolicy | None = None) -> None:
+        self._settings = settings
+        self._resources = create_core(settings, policy)
+        self.core = self._resources.core
+        self.tasks = BackgroundTasks("command")
+        self.slack: SlackAdapter | None = None
+        self.discord: DiscordAdapter | None = None
+        if settings.slack_enabled:
+            assert settings.slack_bot_token is not None
+            self.slack = SlackAdapter(
+                self.core,
+                SlackConfig(
+                    bot_token=settings.slack_bot_token,
+                    api_url=settings.slack_api_url,
+                    app_token=settings.slack_app_token,
+                    signing_secret=settings.slack_signing_secret,
+                ),
+                self.tasks,
+            )
+        if settings.discord_enabled:
+            assert settings.discord_token is not None
+            self.discord = DiscordAdapter(
+                self.core,
+                DiscordConfig(
+                    token=settings.discord_token,
+                    api_url=settings.discord_api_url,
+                    gateway_url=settings.discord_gateway_url,
+                    guild_ids=settings.discord_guild_ids,
+                    ask_models=_models_for(settings, exclude=settings.imagine_model),
+                    imagine_models=_models_for(settings, exclude=settings.ask_model),
+                ),
+                self.tasks,
+            )
+        probes: dict[str, ConnectionProbe] = {}
+        if self.slack is not None:
+            probes["slack"] = self.slack.is_connected
+        if self.discord is not None:
+            discord_adapter = self.discord
+            probes["discord"] = lambda: _as_awaitable(discord_adapter.is_connected())
+        self.health = HealthMonitor(self.core, probes)
+        self._http_runner: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [name for name, adapter in (("slack", self.slack), ("discord", self.discord)) if adapter is not None]
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.add_routes(self.health.routes())
+        if self.slack is not None:
+            app.add_routes(self.slack.http_routes())
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, host=HTTP_HOST, port=self._settings.port)
+        await site.start()
+        self.http_port = self._http_runner.addresses[0][1]
+        if self.slack is not None:
+            await self.slack.start()
+        if self.discord is not None:
+            await self.discord.start()
+
+    async def shutdown(self) -> None:
+        """Refuse new commands, let in-flight ones finish within the grace, cancel the rest, close everything."""
+        self.core.stop_accepting()
+        await self.core.drain(self._settings.shutdown_grace_s)
+        await self.tasks.wait(FINAL_REPLY_TIMEOUT_S)  # the cancelled commands' last replies
+        await self.tasks.cancel_all()
+        if self.slack is not None:
+            await self.slack.close()
+        if self.discord is not None:
+            await self.discord.close()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        await self._resources.aclose()
+        log.info("Stopped cleanly")
+
+
+def _models_for(settings: Settings, *, exclude: str) -> tuple[str, ...]:
+    return tuple(sorted(model for model in settings.allowed_models if model != exclude.lower()))
+
+
+async def _as_awaitable(value: bool) -> bool:
+    return value
 
 
 def _secrets(settings: Settings) -> list[str | None]:

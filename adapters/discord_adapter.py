@@ -1,0 +1,346 @@
+"""Discord: `/ask` and `/imagine` as application commands, answered by editing the deferred response.
+
+Flow per interaction: parse and validate (no I/O) → bad input answered ephemerally → otherwise defer
+at once (inside the 3 s deadline, before any call to Replicate) → stream the answer into the
+original response (edits coalesced, budgeted per channel), continuing in follow-ups past 2,000
+characters → images as attachments. Every send and edit carries `AllowedMentions.none()`.
+"""
+
+# No `from __future__ import annotations`: discord.py reads the command signatures' annotations at runtime.
+
+import datetime
+import io
+import logging
+from collections.abc import Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Optional, assert_never
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
+from bot.core import CommandCore
+from bot.replies import Failure, Image, Images, Status, TextDelta, TextDone
+from bot.requests import CommandName, CommandRequest, Origin
+from bot.tasks import BackgroundTasks
+from bot.text import split_message
+from config.models import FLUX_ASPECT_RATIOS
+
+log = logging.getLogger(__name__)
+
+# Limits and timings (NOTES, Discord section).
+MAX_MESSAGE_CHARS = 2000
+EDIT_INTERVAL_S = 1.0
+CHANNEL_EDITS_PER_MINUTE = 60  # message edits in one channel share a bucket of about 5 per 5 s
+CHANNEL_EDIT_BURST = 5
+INTERACTION_TOKEN_LIFETIME = datetime.timedelta(minutes=15)
+TOKEN_SAFETY_MARGIN = datetime.timedelta(seconds=60)
+MAX_ATTACHMENTS = 10
+MAX_CHOICES = 25
+NO_MENTIONS = discord.AllowedMentions.none()
+THINKING_TEXT = "⏳ Working on it…"
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    token: str
+    api_url: str
+    gateway_url: Optional[str] = None
+    guild_ids: tuple[int, ...] = ()
+    ask_models: tuple[str, ...] = ()  # offered as choices when more than one
+    imagine_models: tuple[str, ...] = ()
+
+
+class InteractionMessages:
+    """The messages of one interaction, as the streaming renderer sees them (original + follow-ups)."""
+
+    ORIGINAL = "@original"
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self._interaction = interaction
+
+    async def post(self, text: str) -> str:
+        message = await _call(self._interaction.followup.send(content=text, wait=True, allowed_mentions=NO_MENTIONS))
+        return str(message.id)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        if message_id == self.ORIGINAL:
+            await _call(self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS))
+        else:
+            await _call(self._interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS))
+
+
+async def _call(request: Any) -> Any:
+    """discord.py already waits out 429s; a rate limit it gives up on becomes `RateLimited`."""
+    try:
+        return await request
+    except discord.RateLimited as error:
+        raise RateLimited(error.retry_after) from error
+
+
+class DiscordAdapter:
+    """Holds the core; turns interactions into core requests and reply events into Discord messages."""
+
+    def __init__(self, core: CommandCore, config: DiscordConfig, tasks: BackgroundTasks) -> None:
+        self._core = core
+        self._config = config
+        self._tasks = tasks
+        intents = discord.Intents.none()
+        intents.guilds = True  # channel cache for follow-up posts; no privileged intent is needed
+        self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
+        self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
+        self.tree = app_commands.CommandTree(self.client)
+        self.tree.add_command(self._ask_command())
+        self.tree.add_command(self._imagine_command())
+        self._budgets: dict[int, EditBudget] = {}
+        self.registrations_skipped = 0
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Point discord.py at the configured API (tests, proxies), log in and connect in the background."""
+        discord.http.Route.BASE = self._config.api_url
+        if self._config.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
+        await self.client.login(self._config.token)
+        self._tasks.spawn(self.client.connect(reconnect=True), name="discord-gateway")
+
+    async def _setup_hook(self) -> None:
+        if not self._config.gateway_url and self._config.api_url.rstrip("/") != "https://discord.com/api/v10":
+            # SPEC: with only DISCORD_API_URL set, ask it where the gateway is.
+            _, url, _ = await self.client.http.get_bot_gateway()
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+        await self._register_commands()
+
+    async def _register_commands(self) -> None:
+        """PUT the command set only where it differs from what Discord has (PUTs are rate limited per day)."""
+        application_id = self.client.application_id
+        assert application_id is not None
+        targets: list[Optional[discord.Object]] = [discord.Object(id=gid) for gid in self._config.guild_ids] or [None]
+        for guild in targets:
+            if guild is not None:
+                self.tree.copy_global_to(guild=guild)
+                current = await self.client.http.get_guild_commands(application_id, guild.id)
+            else:
+                current = await self.client.http.get_global_commands(application_id)
+            wanted = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+            if _command_shape(current) == _command_shape(wanted):
+                self.registrations_skipped += 1
+                log.info("Discord: commands unchanged in %s; not re-registering", guild.id if guild else "global scope")
+                continue
+            await self.tree.sync(guild=guild)
+            log.info("Discord: registered /ask and /imagine in %s", guild.id if guild else "global scope")
+
+    async def wait_until_ready(self) -> None:
+        await self.client.wait_until_ready()
+
+    def is_connected(self) -> bool:
+        return self.client.is_ready() and not self.client.is_closed()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # --- commands -----------------------------------------------------------------------------------
+
+    def _ask_command(self) -> app_commands.Command:
+        models = self._config.ask_models
+
+        async def ask(
+            interaction: discord.Interaction,
+            prompt: str,
+            max_tokens: Optional[app_commands.Range[int, 1, 8192]] = None,
+            temperature: Optional[app_commands.Range[float, 0.0, 2.0]] = None,
+            model: Optional[str] = None,
+        ) -> None:
+            await self._on_command(
+                interaction, CommandName.ASK, prompt, {"max_tokens": max_tokens, "temperature": temperature, "model": model}
+            )
+
+        described = app_commands.describe(
+            prompt="Your question",
+            max_tokens="Longest answer, in tokens",
+            temperature="0 = focused, 2 = adventurous",
+            model="Which model answers",
+        )(ask)
+        return self._with_model_choices(app_commands.Command(name="ask", description="Ask a model on Replicate", callback=described), models)
+
+    def _imagine_command(self) -> app_commands.Command:
+        models = self._config.imagine_models
+
+        @app_commands.choices(aspect_ratio=[app_commands.Choice(name=ratio, value=ratio) for ratio in FLUX_ASPECT_RATIOS])
+        async def imagine(
+            interaction: discord.Interaction,
+            prompt: str,
+            aspect_ratio: Optional[str] = None,
+            seed: Optional[app_commands.Range[int, 0, 2**32 - 1]] = None,
+            negative_prompt: Optional[str] = None,
+            model: Optional[str] = None,
+        ) -> None:
+            await self._on_command(
+                interaction,
+                CommandName.IMAGINE,
+                prompt,
+                {"aspect_ratio": aspect_ratio, "seed": seed, "negative_prompt": negative_prompt, "model": model},
+            )
+
+        described = app_commands.describe(
+            prompt="What to draw",
+            aspect_ratio="Width:height",
+            seed="Same seed + same prompt = same picture",
+            negative_prompt="What to leave out (models that support it)",
+            model="Which model draws",
+        )(imagine)
+        command = app_commands.Command(name="imagine", description="Generate an image on Replicate", callback=described)
+        return self._with_model_choices(command, models)
+
+    @staticmethod
+    def _with_model_choices(command: app_commands.Command, models: tuple[str, ...]) -> app_commands.Command:
+        """Offer `model` as a choice list when the operator allows more than one; otherwise drop it."""
+        if len(models) > 1:
+            command._params["model"].choices = [app_commands.Choice(name=m[:100], value=m) for m in models[:MAX_CHOICES]]
+        else:
+            command._params.pop("model", None)
+        return command
+
+    async def _on_command(
+        self, interaction: discord.Interaction, command: CommandName, prompt: str, typed_options: Mapping[str, object]
+    ) -> None:
+        origin = Origin(
+            platform="discord",
+            user_id=str(interaction.user.id),
+            channel_id=str(interaction.channel_id),
+            user_name=interaction.user.name,
+            workspace_id=str(interaction.guild_id) if interaction.guild_id else None,
+        )
+        prepared = self._core.prepare(command, prompt, origin, typed_options)
+        if isinstance(prepared, Failure):
+            await interaction.response.send_message(prepared.message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            return
+        if command is CommandName.IMAGINE and interaction.guild_id and not interaction.app_permissions.attach_files:
+            await interaction.response.send_message(
+                "I can't attach files in this channel. Ask a server admin to give me the **Attach Files** permission here.",
+                ephemeral=True,
+                allowed_mentions=NO_MENTIONS,
+            )
+            return
+        await interaction.response.defer(thinking=True)
+        self._tasks.spawn(self._answer(interaction, prepared), name=f"discord-{prepared.request_id}")
+
+    # --- answers --------------------------------------------------------------------------------------
+
+    async def _answer(self, interaction: discord.Interaction, request: CommandRequest) -> None:
+        reply = StreamingReply(
+            InteractionMessages(interaction),
+            InteractionMessages.ORIGINAL,
+            RenderLimits(max_chars=MAX_MESSAGE_CHARS, edit_interval_s=EDIT_INTERVAL_S),
+            budget=self._budget(interaction.channel_id or 0),
+        )
+        streamed = False
+        try:
+            async with aclosing(self._core.execute(request)) as events:
+                async for event in events:
+                    match event:
+                        case Status():
+                            reply.set_status(f"⏳ {event.text}")
+                        case TextDelta():
+                            streamed = True
+                            reply.append(event.text)
+                        case TextDone():
+                            if self._token_expired(interaction):
+                                await reply.aclose()
+                                await self._post_in_channel(interaction, request, event.text)
+                            else:
+                                await reply.finish(event.text)
+                        case Images():
+                            await reply.aclose()
+                            await self._send_images(interaction, event)
+                        case Failure():
+                            await reply.aclose()
+                            await self._send_failure(interaction, event, keep_original=streamed)
+                        case _:
+                            assert_never(event)
+        finally:
+            await reply.aclose()
+
+    async def _send_images(self, interaction: discord.Interaction, images: Images) -> None:
+        limit = getattr(interaction, "filesize_limit", 25 * 1024 * 1024)
+        attachable = [image for image in images.images if image.data and len(image.data) <= limit][:MAX_ATTACHMENTS]
+        links = [image for image in images.images if image not in attachable]
+        caption = _image_caption(images, links)
+        files = [discord.File(io.BytesIO(image.data), filename=image.filename) for image in attachable]
+        try:
+            if self._token_expired(interaction):
+                await self._channel_send(interaction, content=caption, files=files)
+            else:
+                await interaction.edit_original_response(content=caption, attachments=files, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as error:
+            log.warning("Discord: attaching images failed (%s); posting links", error.status)
+            await interaction.edit_original_response(
+                content=_image_caption(images, list(images.images)), attachments=[], allowed_mentions=NO_MENTIONS
+            )
+
+    async def _send_failure(self, interaction: discord.Interaction, failure: Failure, *, keep_original: bool) -> None:
+        """Errors are ephemeral; a half-streamed answer keeps its text and gets the error appended."""
+        text = f"⚠️ {failure.message}"
+        try:
+            if keep_original:
+                await interaction.followup.send(content=text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+                return
+            await interaction.delete_original_response()
+            await interaction.followup.send(content=text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as error:
+            log.warning("Discord: ephemeral error failed (%s); editing the response instead", error.status)
+            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+
+    async def _post_in_channel(self, interaction: discord.Interaction, request: CommandRequest, text: str) -> None:
+        """Past the 15-minute interaction token: the answer becomes a normal channel message."""
+        header = f"Answer to /{request.command} from <@{request.origin.user_id}>:\n"
+        for index, chunk in enumerate(split_message(header + text, MAX_MESSAGE_CHARS)):
+            await self._channel_send(interaction, content=chunk)
+
+    async def _channel_send(self, interaction: discord.Interaction, **fields: Any) -> None:
+        channel = interaction.channel
+        if channel is None or not hasattr(channel, "send"):
+            channel = await self.client.fetch_channel(interaction.channel_id)  # type: ignore[arg-type]
+        await channel.send(allowed_mentions=NO_MENTIONS, **fields)  # type: ignore[union-attr]
+
+    @staticmethod
+    def _token_expired(interaction: discord.Interaction) -> bool:
+        deadline = interaction.created_at + INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
+        return discord.utils.utcnow() >= deadline
+
+    def _budget(self, channel_id: int) -> EditBudget:
+        budget = self._budgets.get(channel_id)
+        if budget is None:
+            budget = self._budgets[channel_id] = EditBudget(CHANNEL_EDITS_PER_MINUTE, CHANNEL_EDIT_BURST)
+        return budget
+
+
+def _image_caption(images: Images, links: list[Image]) -> str:
+    caption = f"🖼 **prompt:** {images.prompt[:1500]}\n**model:** `{images.run.model}` · **seed:** {images.seed}"
+    if links:
+        urls = " ".join(f"<{image.url}>" for image in links if image.url)
+        caption += f"\n{urls} (links expire in an hour)" if urls else "\n(an image could not be fetched)"
+    return caption[:MAX_MESSAGE_CHARS]
+
+
+_OPTION_KEYS = ("type", "name", "description", "required", "choices", "min_value", "max_value", "min_length", "max_length", "autocomplete")
+
+
+def _command_shape(commands: Any) -> list[dict[str, Any]]:
+    """What decides whether two command sets differ, ignoring fields Discord adds (ids, versions…)."""
+
+    def option_shape(option: Mapping[str, Any]) -> dict[str, Any]:
+        shape = {key: option.get(key) for key in _OPTION_KEYS}
+        shape["required"] = bool(option.get("required", False))
+        shape["autocomplete"] = bool(option.get("autocomplete", False))
+        shape["options"] = [option_shape(child) for child in option.get("options") or []]
+        return shape
+
+    return sorted(
+        ({"name": c.get("name"), "description": c.get("description"), "type": c.get("type", 1),
+          "options": [option_shape(o) for o in c.get("options") or []]} for c in commands),
+        key=lambda shape: str(shape["name"]),
+    )

@@ -1,0 +1,224 @@
+"""Post once, then edit on a timer: the streaming renderer shared by the Slack and Discord adapters.
+
+Why a timer: chat APIs rate-limit edits (Slack: Tier 3 per workspace; Discord: ~5 per 5 s per
+channel), while models emit tokens many times a second. Deltas go into a buffer; one task per reply
+renders the latest text at most once per `edit_interval_s`, skips unchanged text, honours
+Retry-After, and never lets a failed interim edit stall the model. The final text is always
+delivered: edited in, retried after a rate limit, or posted as a new message as a last resort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.text import split_message
+
+log = logging.getLogger(__name__)
+
+CURSOR = " ▍"
+FINAL_EDIT_ATTEMPTS = 4
+
+
+class RateLimited(Exception):
+    """Raised by a target whose platform said "slow down" and whose SDK did not already wait."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"rate limited for {retry_after_s:.1f}s")
+        self.retry_after_s = retry_after_s
+
+
+class MessageTarget(Protocol):
+    """Where a reply's messages live (a Slack thread, a Discord interaction)."""
+
+    async def post(self, text: str) -> str:
+        """Send a new message; return its id."""
+
+    async def edit(self, message_id: str, text: str) -> None:
+        """Replace a message's text."""
+
+
+class EditBudget:
+    """A token bucket for interim edits shared by every reply in one rate-limit scope (a Slack workspace).
+
+    Interim edits take a token or are skipped; final edits always go but are counted, so a crowd of
+    finished answers spends the budget first and progress edits wait. When the bucket is overdrawn,
+    `exhausted` tells the renderer to post a final answer as a new message instead of editing.
+    """
+
+    def __init__(self, per_minute: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate_per_s = per_minute / 60.0
+        self._burst = burst
+        self._tokens = burst
+        self._clock = clock
+        self._updated = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._updated) * self._rate_per_s)
+        self._updated = now
+
+    def try_take(self) -> bool:
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def spend(self) -> None:
+        self._refill()
+        self._tokens -= 1
+
+    @property
+    def exhausted(self) -> bool:
+        self._refill()
+        return self._tokens < 0
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    max_chars: int
+    edit_interval_s: float
+
+
+class StreamingReply:
+    """One answer rendered into one or more messages; the first message already exists."""
+
+    def __init__(
+        self,
+        target: MessageTarget,
+        first_message_id: str,
+        limits: RenderLimits,
+        *,
+        budget: EditBudget | None = None,
+        prepare_text: Callable[[str], str] = lambda text: text,
+        shown_text: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._target = target
+        self._limits = limits
+        self._budget = budget
+        self._prepare = prepare_text
+        self._clock = clock
+        self._message_ids = [first_message_id]
+        self._shown = [shown_text]
+        self._status = ""
+        self._text = ""
+        self._dirty = asyncio.Event()
+        self._next_edit_at = 0.0
+        self._lock = asyncio.Lock()  # one platform call at a time per reply keeps edits in order
+        self._pump = asyncio.create_task(self._pump_edits(), name="streaming-reply")
+        self.edits = 0
+        self.posts = 0
+
+    @property
+    def message_ids(self) -> list[str]:
+        return list(self._message_ids)
+
+    def set_status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            self._dirty.set()
+
+    def append(self, delta: str) -> None:
+        if delta:
+            self._text += delta
+            self._dirty.set()
+
+    async def finish(self, final_text: str) -> None:
+        """Stop streaming and make the messages say exactly `final_text` (already in platform form)."""
+        await self._stop_pump()
+        chunks = split_message(final_text, self._limits.max_chars)
+        async with self._lock:
+            for index, chunk in enumerate(chunks):
+                if index < len(self._message_ids):
+                    if self._shown[index] != chunk:
+                        await self._final_edit(index, chunk)
+                else:
+                    await self._post(chunk)
+
+    async def replace(self, text: str) -> None:
+        """Stop streaming and show `text` (an error, a caption) in the first message only."""
+        await self._stop_pump()
+        async with self._lock:
+            if self._shown[0] != text:
+                await self._final_edit(0, text)
+
+    async def aclose(self) -> None:
+        await self._stop_pump()
+
+    async def _stop_pump(self) -> None:
+        if not self._pump.done():
+            self._pump.cancel()
+        await asyncio.gather(self._pump, return_exceptions=True)
+
+    def _interim_chunks(self) -> list[str]:
+        if not self._text:
+            return [self._status] if self._status else []
+        return split_message(self._prepare(self._text) + CURSOR, self._limits.max_chars)
+
+    async def _pump_edits(self) -> None:
+        while True:
+            await self._dirty.wait()
+            delay = self._next_edit_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)  # coalesce: everything that arrives meanwhile goes in one edit
+            self._dirty.clear()
+            chunks = self._interim_chunks()
+            if not any(chunk != shown for chunk, shown in zip(chunks, self._shown)) and len(chunks) <= len(self._shown):
+                continue
+            if self._budget is not None and not self._budget.try_take():
+                self._next_edit_at = self._clock() + self._limits.edit_interval_s
+                self._dirty.set()
+                continue
+            try:
+                async with self._lock:
+                    await self._apply_interim(chunks)
+                self._next_edit_at = self._clock() + self._limits.edit_interval_s
+            except RateLimited as limited:
+                self._next_edit_at = self._clock() + max(limited.retry_after_s, self._limits.edit_interval_s)
+                self._dirty.set()
+            except Exception as error:  # an interim edit is disposable; the final one is not
+                log.warning("Interim edit failed (%s); will try again", type(error).__name__)
+                self._next_edit_at = self._clock() + self._limits.edit_interval_s
+
+    async def _apply_interim(self, chunks: list[str]) -> None:
+        for index, chunk in enumerate(chunks):
+            if index < len(self._message_ids):
+                if self._shown[index] != chunk:
+                    await self._target.edit(self._message_ids[index], chunk)
+                    self._shown[index] = chunk
+                    self.edits += 1
+            else:
+                await self._post(chunk)
+
+    async def _post(self, text: str) -> None:
+        message_id = await self._target.post(text)
+        self._message_ids.append(message_id)
+        self._shown.append(text)
+        self.posts += 1
+
+    async def _final_edit(self, index: int, text: str) -> None:
+        if self._budget is not None:
+            if self._budget.exhausted and index == len(self._message_ids) - 1:
+                # The workspace's edit budget is gone: a new message arrives now, an edit would queue.
+                await self._post(text)
+                return
+            self._budget.spend()
+        for attempt in range(1, FINAL_EDIT_ATTEMPTS + 1):
+            try:
+                await self._target.edit(self._message_ids[index], text)
+                self._shown[index] = text
+                self.edits += 1
+                return
+            except RateLimited as limited:
+                log.info("Final edit rate limited; retrying in %.1fs (attempt %d)", limited.retry_after_s, attempt)
+                await asyncio.sleep(limited.retry_after_s)
+            except Exception as error:
+                log.warning("Final edit failed (%s); posting the text as a new message", type(error).__name__)
+                break
+        await self._post(text)

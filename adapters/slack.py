@@ -1,0 +1,254 @@
+"""Slack: `/ask` and `/imagine` in channels, answered in threads, over Socket Mode or HTTP (Events API).
+
+Flow per command: parse and validate (no I/O) → ack at once (bad input is answered in the ack,
+privately) → post a visible parent message → stream the answer into one thread reply (edits
+coalesced per message and budgeted per workspace) → images uploaded as files into the thread.
+If the bot can't post in the channel, the user is told privately and answered through the
+command's `response_url`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters import slack_format as fmt
+from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
+from bot.core import CommandCore
+from bot.replies import Failure, Images, Status, TextDelta, TextDone
+from bot.requests import CommandRequest, Origin
+from bot.tasks import BackgroundTasks
+from bot.text import split_message
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+RATE_LIMIT_RETRIES = 3  # slack_sdk waits Retry-After between tries
+CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+WORKING_TEXT = "_⏳ Working on it…_"
+
+Respond = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    bot_token: str
+    api_url: str
+    app_token: str | None = None  # Socket Mode when set
+    signing_secret: str | None = None  # HTTP mode
+
+
+class SlackThread:
+    """A command's thread, as the streaming renderer sees it."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
+        self._client = client
+        self._channel = channel
+        self._thread_ts = thread_ts
+
+    async def post(self, text: str) -> str:
+        response = await _call(self._client.chat_postMessage(
+            channel=self._channel, thread_ts=self._thread_ts, text=text, unfurl_links=False, unfurl_media=False
+        ))
+        return str(response["ts"])
+
+    async def edit(self, message_id: str, text: str) -> None:
+        await _call(self._client.chat_update(channel=self._channel, ts=message_id, text=text))
+
+
+async def _call(request: Awaitable[Any]) -> Any:
+    """A Web API call whose 429, once slack_sdk's own retries are spent, becomes `RateLimited`."""
+    try:
+        return await request
+    except SlackApiError as error:
+        if error.response.status_code == 429:
+            retry_after = error.response.headers.get("Retry-After") or error.response.headers.get("retry-after") or 1
+            raise RateLimited(float(retry_after)) from error
+        raise
+
+
+class SlackAdapter:
+    """Holds the core; turns Slack slash commands into core requests and reply events into Slack messages."""
+
+    def __init__(self, core: CommandCore, config: SlackConfig, tasks: BackgroundTasks) -> None:
+        self._core = core
+        self._config = config
+        self._tasks = tasks
+        self.client = AsyncWebClient(
+            token=config.bot_token,
+            base_url=config.api_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            ],
+        )
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=config.signing_secret or "",
+            request_verification_enabled=config.app_token is None,
+        )
+        self.app.command("/ask")(self._on_command)
+        self.app.command("/imagine")(self._on_command)
+        self._socket_handler: AsyncSocketModeHandler | None = None
+        self._budgets: dict[str, EditBudget] = {}
+        self.bot_user_id: str | None = None
+
+    @property
+    def socket_mode(self) -> bool:
+        return self._config.app_token is not None
+
+    async def start(self) -> None:
+        """auth.test now, not on the first command (it would delay that ack); then connect the socket."""
+        auth = await self.client.auth_test()
+        self.bot_user_id = auth.get("user_id")
+        for middleware in self.app._async_middleware_list:
+            # bolt calls auth.test lazily inside the first request's ack path; hand it the answer up front.
+            if isinstance(middleware, AsyncSingleTeamAuthorization):
+                middleware.auth_test_result = auth
+        log.info("Slack: signed in as %s in %s", auth.get("user"), auth.get("team"))
+        if self._config.app_token:
+            self._socket_handler = AsyncSocketModeHandler(self.app, self._config.app_token)
+            await self._socket_handler.connect_async()
+            log.info("Slack: Socket Mode connected")
+
+    async def is_connected(self) -> bool:
+        if self._socket_handler is None:
+            return True  # HTTP mode: Slack calls us
+        return await self._socket_handler.client.is_connected()
+
+    async def close(self) -> None:
+        if self._socket_handler is not None:
+            await self._socket_handler.close_async()
+
+    async def handle_http(self, request: web.Request) -> web.Response:
+        """HTTP mode: bolt verifies the signature (401 otherwise) and dispatches."""
+        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    def http_routes(self) -> list[web.RouteDef]:
+        return [web.post(EVENTS_PATH, self.handle_http)] if not self.socket_mode else []
+
+    # --- commands ---------------------------------------------------------------------------------
+
+    async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any], respond: Respond) -> None:
+        origin = Origin(
+            platform="slack",
+            user_id=command.get("user_id", ""),
+            channel_id=command.get("channel_id", ""),
+            user_name=command.get("user_name"),
+            workspace_id=command.get("team_id"),
+        )
+        prepared = self._core.prepare(command.get("command", ""), command.get("text", ""), origin)
+        if isinstance(prepared, Failure):
+            await ack(text=prepared.message)  # an ack's text is ephemeral: only the user sees it
+            return
+        await ack()
+        self._tasks.spawn(self._answer(prepared, respond), name=f"slack-{prepared.request_id}")
+
+    async def _answer(self, request: CommandRequest, respond: Respond) -> None:
+        channel = request.origin.channel_id
+        try:
+            parent = await _call(self.client.chat_postMessage(
+                channel=channel, text=fmt.parent_text(request), unfurl_links=False, unfurl_media=False
+            ))
+            first_reply = await _call(self.client.chat_postMessage(
+                channel=channel, thread_ts=parent["ts"], text=WORKING_TEXT, unfurl_links=False, unfurl_media=False
+            ))
+        except SlackApiError as error:
+            code = error.response.get("error", "")
+            if code in CANNOT_POST_ERRORS:
+                log.info("Slack: cannot post in %s (%s); answering privately", channel, code)
+                await self._answer_privately(request, respond)
+                return
+            log.error("Slack: could not start the thread in %s: %s", channel, code)
+            await respond(text=fmt.failure_text("I couldn't post in this channel. Try again in a moment."))
+            return
+        thread = SlackThread(self.client, channel, parent["ts"])
+        reply = StreamingReply(
+            thread,
+            first_reply["ts"],
+            RenderLimits(max_chars=fmt.CHAT_UPDATE_MAX_CHARS, edit_interval_s=fmt.EDIT_INTERVAL_S),
+            budget=self._budget(request.origin.workspace_id or ""),
+            prepare_text=fmt.escape,
+            shown_text=WORKING_TEXT,
+        )
+        try:
+            await self._render(request, reply, channel, parent["ts"])
+        finally:
+            await reply.aclose()
+
+    async def _render(self, request: CommandRequest, reply: StreamingReply, channel: str, thread_ts: str) -> None:
+        async with aclosing(self._core.execute(request)) as events:
+            async for event in events:
+                match event:
+                    case Status():
+                        reply.set_status(fmt.status_text(event))
+                    case TextDelta():
+                        reply.append(event.text)
+                    case TextDone():
+                        await reply.finish(fmt.escape(event.text))
+                    case Images():
+                        await self._post_images(event, reply, channel, thread_ts)
+                    case Failure():
+                        await reply.replace(fmt.failure_text(event.message))
+                    case _:
+                        assert_never(event)
+
+    async def _post_images(self, images: Images, reply: StreamingReply, channel: str, thread_ts: str) -> None:
+        """Upload the bytes (Replicate deletes outputs after an hour); post links only if the upload fails."""
+        caption = fmt.image_caption(images)
+        uploads = [
+            {"content": image.data, "filename": image.filename, "title": f"{images.prompt[:80]} ({index})"}
+            for index, image in enumerate(images.images, start=1)
+            if image.data
+        ]
+        missing = [image for image in images.images if not image.data]
+        try:
+            if uploads:
+                await self.client.files_upload_v2(file_uploads=uploads, channel=channel, thread_ts=thread_ts)
+        except Exception as error:  # any failure of the three-step upload: fall back to links, once
+            log.warning("Slack: image upload failed (%s); posting links instead", type(error).__name__)
+            missing = list(images.images)
+        links = [f"<{fmt.escape(image.url)}|image {index}>" for index, image in enumerate(missing, start=1) if image.url]
+        if missing:
+            caption += "\n" + (" · ".join(links) + " (links expire in an hour)" if links else "The image could not be fetched.")
+        await reply.replace(caption)
+
+    async def _answer_privately(self, request: CommandRequest, respond: Respond) -> None:
+        """No channel access: the answer goes through response_url (5 uses), final text only."""
+        await respond(text=fmt.not_in_channel_text(self.bot_user_id), response_type="ephemeral", replace_original=False)
+        async with aclosing(self._core.execute(request)) as events:
+            async for event in events:
+                match event:
+                    case Status() | TextDelta():
+                        continue
+                    case TextDone():
+                        chunks = split_message(fmt.escape(event.text), fmt.CHAT_UPDATE_MAX_CHARS)
+                        for chunk in chunks[: fmt.RESPONSE_URL_MAX_USES - 1]:
+                            await respond(text=chunk, response_type="ephemeral", replace_original=False)
+                    case Images():
+                        links = " · ".join(f"<{fmt.escape(i.url)}|image {n}>" for n, i in enumerate(event.images, 1) if i.url)
+                        await respond(text=fmt.image_caption(event) + "\n" + (links or "(no link available)"),
+                                      response_type="ephemeral", replace_original=False)
+                    case Failure():
+                        await respond(text=fmt.failure_text(event.message), response_type="ephemeral", replace_original=False)
+                    case _:
+                        assert_never(event)
+
+    def _budget(self, workspace_id: str) -> EditBudget:
+        budget = self._budgets.get(workspace_id)
+        if budget is None:
+            budget = self._budgets[workspace_id] = EditBudget(fmt.INTERIM_EDITS_PER_MINUTE, fmt.INTERIM_EDIT_BURST)
+        return budget

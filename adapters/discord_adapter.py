@@ -11,6 +11,7 @@ characters → images as attachments. Every send and edit carries `AllowedMentio
 import datetime
 import io
 import logging
+import time
 from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ class DiscordAdapter:
     async def wait_until_ready(self) -> None:
         await self.client.wait_until_ready()
 
-    def is_connected(self) -> bool:
+    async def is_connected(self) -> bool:
         return self.client.is_ready() and not self.client.is_closed()
 
     async def close(self) -> None:
@@ -207,6 +208,10 @@ class DiscordAdapter:
     async def _on_command(
         self, interaction: discord.Interaction, command: CommandName, prompt: str, typed_options: Mapping[str, object]
     ) -> None:
+        received = time.monotonic()
+        if not self._core.claim_delivery(f"discord:{interaction.id}"):
+            log.info("Discord: dropped a repeated delivery of interaction %s", interaction.id)
+            return
         origin = Origin(
             platform="discord",
             user_id=str(interaction.user.id),
@@ -226,11 +231,12 @@ class DiscordAdapter:
             )
             return
         await interaction.response.defer(thinking=True)
-        self._tasks.spawn(self._answer(interaction, prepared), name=f"discord-{prepared.request_id}")
+        ack_latency_s = time.monotonic() - received
+        self._tasks.spawn(self._answer(interaction, prepared, ack_latency_s), name=f"discord-{prepared.request_id}")
 
     # --- answers --------------------------------------------------------------------------------------
 
-    async def _answer(self, interaction: discord.Interaction, request: CommandRequest) -> None:
+    async def _answer(self, interaction: discord.Interaction, request: CommandRequest, ack_latency_s: float) -> None:
         reply = StreamingReply(
             InteractionMessages(interaction),
             InteractionMessages.ORIGINAL,
@@ -239,7 +245,7 @@ class DiscordAdapter:
         )
         streamed = False
         try:
-            async with aclosing(self._core.execute(request)) as events:
+            async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
                 async for event in events:
                     match event:
                         case Status():

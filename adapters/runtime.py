@@ -38,7 +38,9 @@ def main(argv: Sequence[str]) -> int:
     except SettingsError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
-    install_logging(settings.log_level, _secrets(settings))
+    # The terminal shows the conversation; routine INFO lines would drown it unless asked for.
+    console_quiet = argv == ["console"] and settings.log_level == "INFO"
+    install_logging("WARNING" if console_quiet else settings.log_level, _secrets(settings))
     if argv == ["console"]:
         return asyncio.run(run_console(settings))
     return asyncio.run(serve(settings))
@@ -119,8 +121,7 @@ class BotService:
         if self.slack is not None:
             probes["slack"] = self.slack.is_connected
         if self.discord is not None:
-            discord_adapter = self.discord
-            probes["discord"] = lambda: _as_awaitable(discord_adapter.is_connected())
+            probes["discord"] = self.discord.is_connected
         self.health = HealthMonitor(self.core, probes)
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -163,9 +164,6 @@ class BotService:
 def _models_for(settings: Settings, *, exclude: str) -> tuple[str, ...]:
     return tuple(sorted(model for model in settings.allowed_models if model != exclude.lower()))
 
-
-async def _as_awaitable(value: bool) -> bool:
-    return value
 
 
 def _secrets(settings: Settings) -> list[str | None]:

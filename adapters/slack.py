@@ -10,6 +10,7 @@ command's `response_url`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -143,6 +144,11 @@ class SlackAdapter:
     # --- commands ---------------------------------------------------------------------------------
 
     async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any], respond: Respond) -> None:
+        received = time.monotonic()
+        if not self._core.claim_delivery(f"slack:{command.get('team_id')}:{command.get('trigger_id')}"):
+            await ack()  # a redelivery of a command we already took: answer it once, not twice
+            log.info("Slack: dropped a repeated delivery of trigger %s", command.get("trigger_id"))
+            return
         origin = Origin(
             platform="slack",
             user_id=command.get("user_id", ""),
@@ -155,9 +161,10 @@ class SlackAdapter:
             await ack(text=prepared.message)  # an ack's text is ephemeral: only the user sees it
             return
         await ack()
-        self._tasks.spawn(self._answer(prepared, respond), name=f"slack-{prepared.request_id}")
+        ack_latency_s = time.monotonic() - received
+        self._tasks.spawn(self._answer(prepared, respond, ack_latency_s), name=f"slack-{prepared.request_id}")
 
-    async def _answer(self, request: CommandRequest, respond: Respond) -> None:
+    async def _answer(self, request: CommandRequest, respond: Respond, ack_latency_s: float) -> None:
         channel = request.origin.channel_id
         try:
             parent = await _call(self.client.chat_postMessage(
@@ -170,7 +177,7 @@ class SlackAdapter:
             code = error.response.get("error", "")
             if code in CANNOT_POST_ERRORS:
                 log.info("Slack: cannot post in %s (%s); answering privately", channel, code)
-                await self._answer_privately(request, respond)
+                await self._answer_privately(request, respond, ack_latency_s)
                 return
             log.error("Slack: could not start the thread in %s: %s", channel, code)
             await respond(text=fmt.failure_text("I couldn't post in this channel. Try again in a moment."))
@@ -185,12 +192,14 @@ class SlackAdapter:
             shown_text=WORKING_TEXT,
         )
         try:
-            await self._render(request, reply, channel, parent["ts"])
+            await self._render(request, reply, channel, parent["ts"], ack_latency_s)
         finally:
             await reply.aclose()
 
-    async def _render(self, request: CommandRequest, reply: StreamingReply, channel: str, thread_ts: str) -> None:
-        async with aclosing(self._core.execute(request)) as events:
+    async def _render(
+        self, request: CommandRequest, reply: StreamingReply, channel: str, thread_ts: str, ack_latency_s: float
+    ) -> None:
+        async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
             async for event in events:
                 match event:
                     case Status():
@@ -226,10 +235,10 @@ class SlackAdapter:
             caption += "\n" + (" · ".join(links) + " (links expire in an hour)" if links else "The image could not be fetched.")
         await reply.replace(caption)
 
-    async def _answer_privately(self, request: CommandRequest, respond: Respond) -> None:
+    async def _answer_privately(self, request: CommandRequest, respond: Respond, ack_latency_s: float) -> None:
         """No channel access: the answer goes through response_url (5 uses), final text only."""
         await respond(text=fmt.not_in_channel_text(self.bot_user_id), response_type="ephemeral", replace_original=False)
-        async with aclosing(self._core.execute(request)) as events:
+        async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
             async for event in events:
                 match event:
                     case Status() | TextDelta():

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bot.admission import AdmissionQueue
+from bot.command_log import CommandRecord
+from bot.dedupe import RecentKeys
 from bot.errors import BotError, FailureKind, InvalidCommand, describe_failure
 from bot.model_input import build_model_input
 from bot.parsing import InputLimits, parse_command
@@ -46,6 +48,7 @@ class CommandCore:
         self._config = config
         self._producers: set[asyncio.Task[None]] = set()
         self._accepting = True
+        self._deliveries = RecentKeys()
 
     @property
     def in_flight(self) -> int:
@@ -58,6 +61,10 @@ class CommandCore:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    def claim_delivery(self, key: str) -> bool:
+        """False when this delivery (Slack trigger, Discord interaction) was already taken: drop it."""
+        return self._deliveries.claim(key)
 
     def prepare(
         self,
@@ -89,10 +96,14 @@ class CommandCore:
             return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN), private=True)
         return request
 
-    async def execute(self, request: CommandRequest) -> AsyncIterator[ReplyEvent]:
+    async def execute(self, request: CommandRequest, *, ack_latency_s: float | None = None) -> AsyncIterator[ReplyEvent]:
         """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`)."""
+        record = CommandRecord.start(request, ack_latency_s)
         if not self._accepting:
-            yield Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
+            failure = Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
+            record.observe(failure)
+            record.emit()
+            yield failure
             return
         events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
         producer = asyncio.create_task(self._produce(request, events.put_nowait), name=f"command-{request.request_id}")
@@ -101,6 +112,7 @@ class CommandCore:
         try:
             while True:
                 event = await events.get()
+                record.observe(event)
                 yield event
                 if isinstance(event, FINAL_EVENTS):
                     return
@@ -108,6 +120,7 @@ class CommandCore:
             if not producer.done():
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+            record.emit()
 
     def stop_accepting(self) -> None:
         """New commands get a polite "restarting" from now on (shutdown)."""
@@ -128,7 +141,8 @@ class CommandCore:
         try:
             await self._run(request, emit)
         except BotError as error:
-            emit(Failure(kind=error.kind, message=error.user_message, private=error.is_input_error))
+            prediction_id = getattr(error, "prediction_id", None)
+            emit(Failure(error.kind, error.user_message, private=error.is_input_error, prediction_id=prediction_id))
         except asyncio.CancelledError:
             emit(Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN)))
             raise

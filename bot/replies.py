@@ -87,6 +87,7 @@ class Failure:
     kind: FailureKind
     message: str
     private: bool = False
+    prediction_id: str | None = None
 
 
 ReplyEvent = Status | TextDelta | TextDone | Images | Failure

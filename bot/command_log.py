@@ -1,0 +1,63 @@
+"""One structured log line per command when it ends: what ran, how it ended, and how fast.
+
+Operators grep and chart these; the fields are stable. No prompt text (it may be private) and no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+from bot.replies import Failure, Images, ReplyEvent, TextDelta, TextDone
+from bot.requests import CommandRequest
+
+log = logging.getLogger("bot.commands")
+
+
+@dataclass
+class CommandRecord:
+    platform: str
+    command: str
+    model: str
+    request_id: str
+    prediction_id: str | None = None
+    outcome: str = "unfinished"
+    ack_latency_ms: float | None = None
+    first_token_ms: float | None = None
+    total_ms: float | None = None
+    predict_time_s: float | None = None
+    _started: float = field(default_factory=time.monotonic, repr=False)
+
+    @classmethod
+    def start(cls, request: CommandRequest, ack_latency_s: float | None) -> CommandRecord:
+        return cls(
+            platform=request.origin.platform,
+            command=str(request.command),
+            model=request.model,
+            request_id=request.request_id,
+            ack_latency_ms=_ms(ack_latency_s),
+        )
+
+    def observe(self, event: ReplyEvent) -> None:
+        elapsed = time.monotonic() - self._started
+        if isinstance(event, TextDelta) and self.first_token_ms is None:
+            self.first_token_ms = _ms(elapsed)
+        elif isinstance(event, (TextDone, Images)):
+            self.outcome = "ok"
+            self.prediction_id = event.run.prediction_id
+            self.predict_time_s = event.run.predict_time_s
+        elif isinstance(event, Failure):
+            self.outcome = str(event.kind)
+            self.prediction_id = event.prediction_id
+        if isinstance(event, (TextDone, Images, Failure)):
+            self.total_ms = _ms(elapsed)
+
+    def emit(self) -> None:
+        fields = {key: value for key, value in asdict(self).items() if not key.startswith("_")}
+        log.info("command %s", json.dumps(fields, separators=(",", ":")))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

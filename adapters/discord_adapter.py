@@ -8,6 +8,7 @@ characters → images as attachments. Every send and edit carries `AllowedMentio
 
 # No `from __future__ import annotations`: discord.py reads the command signatures' annotations at runtime.
 
+import base64
 import datetime
 import io
 import logging
@@ -52,6 +53,20 @@ class DiscordConfig:
     guild_ids: tuple[int, ...] = ()
     ask_models: tuple[str, ...] = ()  # offered as choices when more than one
     imagine_models: tuple[str, ...] = ()
+
+
+# Send Messages (2048) + Embed Links (16384) + Attach Files (32768); scopes: bot + applications.commands.
+INVITE_PERMISSIONS = 2048 + 16384 + 32768
+INVITE_URL = "https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot+applications.commands&permissions={permissions}"
+
+
+def invite_url(token: str) -> str:
+    """The invite URL for the bot whose token this is (a token's first part is the bot's id, base64)."""
+    first_part = token.split(".", 1)[0]
+    application_id = base64.b64decode(first_part + "=" * (-len(first_part) % 4)).decode()
+    if not application_id.isdigit():
+        raise ValueError("DISCORD_TOKEN does not look like a bot token")
+    return INVITE_URL.format(application_id=application_id, permissions=INVITE_PERMISSIONS)
 
 
 class InteractionMessages:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import signal
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from adapters.console import ConsoleAdapter, stdin_lines
-from adapters.discord_adapter import DiscordAdapter, DiscordConfig
+from adapters.discord_adapter import DiscordAdapter, DiscordConfig, invite_url
 from adapters.health import ConnectionProbe, HealthMonitor
 from adapters.slack import SlackAdapter, SlackConfig
 from bot.factory import create_core
@@ -24,16 +25,18 @@ log = logging.getLogger(__name__)
 HTTP_HOST = "0.0.0.0"  # Heroku and containers route to all interfaces
 FINAL_REPLY_TIMEOUT_S = 5.0
 
-USAGE = "usage: python -m bot [console]"
+USAGE = "usage: python -m bot [console | discord-invite]"
 
 
 def main(argv: Sequence[str]) -> int:
     """Exit status: 0 after a clean stop, 2 for a configuration problem (one line on stderr)."""
-    if list(argv) not in ([], ["console"]):
+    if list(argv) not in ([], ["console"], ["discord-invite"]):
         print(USAGE, file=sys.stderr)
         return 2
     try:
         settings = load_settings()
+        if argv == ["discord-invite"]:
+            return print_discord_invite(settings)
         settings.require_replicate_token()
     except SettingsError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
@@ -44,6 +47,16 @@ def main(argv: Sequence[str]) -> int:
     if argv == ["console"]:
         return asyncio.run(run_console(settings))
     return asyncio.run(serve(settings))
+
+
+def print_discord_invite(settings: Settings) -> int:
+    if not settings.discord_token:
+        raise SettingsError("DISCORD_TOKEN", "is not set", "copy the bot token from the Developer Portal's Bot page")
+    try:
+        print(invite_url(settings.discord_token))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise SettingsError("DISCORD_TOKEN", "is not a bot token", "copy it again from the Developer Portal's Bot page") from None
+    return 0
 
 
 async def run_console(settings: Settings) -> int:

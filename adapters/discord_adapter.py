@@ -87,6 +87,12 @@ class InteractionMessages:
         else:
             await _call(self._interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS))
 
+    async def delete(self, message_id: str) -> None:
+        if message_id == self.ORIGINAL:
+            await _call(self._interaction.delete_original_response())
+        else:
+            await _call(self._interaction.followup.delete_message(int(message_id)))
+
 
 async def _call(request: Any) -> Any:
     """discord.py already waits out 429s; a rate limit it gives up on becomes `RateLimited`."""

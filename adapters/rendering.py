@@ -41,6 +41,9 @@ class MessageTarget(Protocol):
     async def edit(self, message_id: str, text: str) -> None:
         """Replace a message's text."""
 
+    async def delete(self, message_id: str) -> None:
+        """Remove a continuation message the final text no longer needs."""
+
 
 class EditBudget:
     """A token bucket for interim edits shared by every reply in one rate-limit scope (a Slack workspace).
@@ -140,6 +143,7 @@ class StreamingReply:
                         await self._final_edit(index, chunk)
                 else:
                     await self._post(chunk)
+            await self._delete_beyond(len(chunks))
 
     async def replace(self, text: str) -> None:
         """Stop streaming and show `text` (an error, a caption) in the first message only."""
@@ -147,6 +151,7 @@ class StreamingReply:
         async with self._lock:
             if self._shown[0] != text:
                 await self._final_edit(0, text)
+            await self._delete_beyond(1)
 
     async def aclose(self) -> None:
         await self._stop_pump()
@@ -202,11 +207,21 @@ class StreamingReply:
         self._shown.append(text)
         self.posts += 1
 
+    async def _delete_beyond(self, count: int) -> None:
+        """Streaming (with its cursor) can take one message more than the final text: remove the rest."""
+        while len(self._message_ids) > count:
+            message_id = self._message_ids.pop()
+            self._shown.pop()
+            try:
+                await self._target.delete(message_id)
+            except Exception as error:
+                log.warning("Could not delete a leftover message (%s)", type(error).__name__)
+
     async def _final_edit(self, index: int, text: str) -> None:
         if self._budget is not None:
             if self._budget.exhausted and index == len(self._message_ids) - 1:
                 # The workspace's edit budget is gone: a new message arrives now, an edit would queue.
-                await self._post(text)
+                await self._post_instead(index, text)
                 return
             self._budget.spend()
         for attempt in range(1, FINAL_EDIT_ATTEMPTS + 1):
@@ -221,4 +236,11 @@ class StreamingReply:
             except Exception as error:
                 log.warning("Final edit failed (%s); posting the text as a new message", type(error).__name__)
                 break
-        await self._post(text)
+        await self._post_instead(index, text)
+
+    async def _post_instead(self, index: int, text: str) -> None:
+        """The final text as a new message that takes the place of message `index` (left as it was)."""
+        message_id = await self._target.post(text)
+        self._message_ids[index] = message_id
+        self._shown[index] = text
+        self.posts += 1

@@ -68,6 +68,9 @@ class SlackThread:
     async def edit(self, message_id: str, text: str) -> None:
         await _call(self._client.chat_update(channel=self._channel, ts=message_id, text=text))
 
+    async def delete(self, message_id: str) -> None:
+        await _call(self._client.chat_delete(channel=self._channel, ts=message_id))
+
 
 async def _call(request: Awaitable[Any]) -> Any:
     """A Web API call whose 429, once slack_sdk's own retries are spent, becomes `RateLimited`."""

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 REDACTED = "[redacted]"
 # Token shapes of the platforms we talk to, caught even when they are not our configured values.
-_TOKEN_SHAPES = re.compile(r"(xox[abpers]-[\w-]+|xapp-[\w-]+|r8_[\w]+|Bearer\s+[\w.-]+|Bot\s+[\w.-]{20,})")
+_TOKEN_SHAPES = re.compile(r"(xox[abpers]-[\w-]+|xapp-[\w-]+|r8_[\w]+|Bearer\s+[\w.~+/=-]+|Bot\s+[\w.-]{20,})")
 
 
 class SecretRedactor(logging.Filter):

@@ -7,10 +7,21 @@ with a closing fence and the next chunk reopens it with the same language, so bo
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-_FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w+#.-]*)")
-_CLOSING_FENCE_LEN = len("\n```")
+_FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})[ \t]*([^`\s]*)")
 _ENTITY_TAIL = re.compile(r"&[#\w]{0,8}$")  # a cut must not split `&amp;` and friends
+
+
+@dataclass(frozen=True)
+class _OpenFence:
+    marker: str  # the run of backticks or tildes that opened the block; closing needs as many
+    info: str  # the language tag
+
+    def reopening(self, limit: int) -> str:
+        # A language tag too long to repeat in a chunk is dropped rather than crowd out the content.
+        info = self.info if len(self.marker) + len(self.info) <= limit // 4 else ""
+        return self.marker + info
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -20,66 +31,77 @@ def split_message(text: str, limit: int) -> list[str]:
     chunks: list[str] = []
     remaining = text
     while len(remaining) > limit:
-        cut, fence = _best_cut(remaining, limit)
-        head, remaining = remaining[:cut], remaining[cut:]
-        if fence is not None:
-            head = head.rstrip("\n") + "\n" + fence.marker
-            remaining = fence.opening + "\n" + remaining.lstrip("\n")
-        else:
-            remaining = remaining.lstrip("\n")
-        chunks.append(head.rstrip())
+        head, remaining = _take_chunk(remaining, limit)
+        if head.strip():
+            chunks.append(head)
     if remaining.strip() or not chunks:
         chunks.append(remaining.rstrip() if chunks else remaining)
-    return [chunk for chunk in chunks if chunk.strip()] or [text[:limit]]
+    return chunks
 
 
-class _OpenFence:
-    __slots__ = ("marker", "opening")
+def _take_chunk(text: str, limit: int) -> tuple[str, str]:
+    """The next chunk (≤ limit, fences closed) and what is left (fence reopened if needed)."""
+    reserve = 1 + _longest_marker(text, limit)  # room for "\n" + a closing fence
+    window = text[: limit - reserve]
+    content_start = _first_line_end(text) if _FENCE.match(text) else 0
+    cut = _best_cut(window, text, floor=max(limit // 3, content_start), minimum=content_start + 1)
+    fence = _open_fence_at(text, cut)
+    head, rest = text[:cut], text[cut:]
+    if fence is None:
+        return head.rstrip(), rest.lstrip("\n")
+    closed = head.rstrip("\n") + "\n" + fence.marker
+    return closed, fence.reopening(limit) + "\n" + rest.lstrip("\n")
 
-    def __init__(self, marker: str, opening: str) -> None:
-        self.marker = marker
-        self.opening = opening
+
+def _best_cut(window: str, text: str, floor: int, minimum: int) -> int:
+    """Where to cut, preferring a paragraph break outside code, then any line break, then a space.
+
+    Breaks before `floor` would make silly short chunks; a cut before `minimum` would make no progress.
+    """
+    index = window.rfind("\n\n")
+    while index > floor:
+        if _open_fence_at(text, index + 2) is None:
+            return index + 2
+        index = window.rfind("\n\n", 0, index)
+    for separator in ("\n", " ", "\t"):
+        index = window.rfind(separator)
+        if index >= floor and index + 1 > floor:
+            return index + 1
+    cut = len(window)
+    entity = _ENTITY_TAIL.search(window)
+    if entity and entity.start() >= minimum:
+        cut = entity.start()
+    return max(cut, minimum)
+
+
+def _first_line_end(text: str) -> int:
+    newline = text.find("\n")
+    return len(text) if newline < 0 else newline + 1
+
+
+def _longest_marker(text: str, limit: int) -> int:
+    longest = 3
+    for line in text.splitlines():
+        match = _FENCE.match(line)
+        if match:
+            longest = max(longest, len(match.group(1)))
+    return min(longest, limit // 4)
 
 
 def _open_fence_at(text: str, position: int) -> _OpenFence | None:
-    """The code block open at `position` (a line start), if any."""
+    """The code block still open at `position`, by CommonMark's rule: a closing fence is the same
+    character, at least as long as the opening one, with no info string."""
     open_fence: _OpenFence | None = None
     offset = 0
-    for line in text[:position].splitlines(keepends=True):
+    for line in text.splitlines(keepends=True):
+        if offset >= position:
+            break
         match = _FENCE.match(line)
-        if match and offset + len(line) <= position:
-            marker = match.group(1)
+        if match and offset + len(line.rstrip("\n")) <= position:
+            marker, info = match.group(1), match.group(2)
             if open_fence is None:
-                open_fence = _OpenFence(marker, f"{marker}{match.group(2)}")
-            elif marker.startswith(open_fence.marker[:3]) and not match.group(2):
+                open_fence = _OpenFence(marker, info)
+            elif marker[0] == open_fence.marker[0] and len(marker) >= len(open_fence.marker) and not info:
                 open_fence = None
         offset += len(line)
     return open_fence
-
-
-def _best_cut(text: str, limit: int) -> tuple[int, _OpenFence | None]:
-    """Where to cut (an index), preferring a paragraph break, then a line break, then a space."""
-    window = text[: limit - _CLOSING_FENCE_LEN]
-    floor = limit // 3  # don't make silly short chunks just to hit a paragraph break
-    for separator in ("\n\n", "\n"):
-        index = window.rfind(separator)
-        while index > floor:
-            cut = index + len(separator)
-            fence = _open_fence_at(text, cut)
-            if fence is None or separator == "\n":
-                return cut, fence
-            index = window.rfind(separator, 0, index)
-    for separator in (" ", "\t"):
-        index = window.rfind(separator)
-        if index > floor:
-            return index + 1, _open_fence_inside_line(text, index + 1)
-    cut = len(window)
-    entity = _ENTITY_TAIL.search(window)
-    if entity:
-        cut = entity.start()
-    return cut, _open_fence_inside_line(text, cut)
-
-
-def _open_fence_inside_line(text: str, position: int) -> _OpenFence | None:
-    line_start = text.rfind("\n", 0, position) + 1
-    return _open_fence_at(text, line_start)

@@ -7,6 +7,7 @@ and the fix (`SettingsError`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -166,7 +167,7 @@ def _number(
         value = kind(raw)
     except ValueError:
         raise SettingsError(name, f"is {raw!r}, not a number", f"set it to a number like {default}") from None
-    if value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator]
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator,arg-type]
         bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
         raise SettingsError(name, f"is {raw}", f"set it to a number {bound}")
     return value
@@ -190,7 +191,7 @@ def _allowed_models(env: Mapping[str, str], ask_model: str, imagine_model: str) 
 def _guild_ids(env: Mapping[str, str]) -> tuple[int, ...]:
     items = [item.strip() for item in env.get("DISCORD_GUILD_IDS", "").split(",") if item.strip()]
     for item in items:
-        if not item.isdigit():
+        if not (item.isascii() and item.isdigit()):
             raise SettingsError("DISCORD_GUILD_IDS", f"has {item!r}", "list numeric server ids, comma-separated")
     return tuple(int(item) for item in items)
 

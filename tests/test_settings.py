@@ -246,15 +246,11 @@ def test_a_malformed_token_is_not_echoed_in_the_error(variable: str, value: str)
     assert value not in str(settings_error(**environ))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: float('nan') passes the `value < minimum` check, so NaN is accepted")
 @pytest.mark.parametrize("variable", ["PREDICTION_TIMEOUT", "SHUTDOWN_GRACE"])
 def test_nan_duration_is_rejected(variable: str) -> None:
     assert settings_error(**{variable: "nan"}).variable == variable
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: '²'.isdigit() is True but int('²') raises ValueError, escaping as a non-SettingsError"
-)
 def test_superscript_digit_guild_id_is_a_settings_error() -> None:
     assert settings_error(DISCORD_GUILD_IDS="12²").variable == "DISCORD_GUILD_IDS"
 

@@ -26,7 +26,8 @@ GUILD, CHANNEL, USER = 222, 333, 444
 @dataclass
 class AskBot:
     """A minimal real discord.py bot: `/ask` defers, edits the original, then follows up with a file;
-    `/think` defers and answers only with a follow-up (which Discord turns into the original)."""
+    `/think` defers and answers only with a follow-up (which Discord turns into the original); `/imagine`
+    edits the original with two attachments and opens a thread on it."""
 
     client: discord.Client
     tree: app_commands.CommandTree
@@ -201,9 +202,9 @@ async def test_dm_interaction(fake: FakeDiscord, bot: AskBot) -> None:
 
 async def test_first_followup_after_defer_replaces_the_thinking_message(fake: FakeDiscord, bot: AskBot) -> None:
     sent = await fake.send_interaction(name="think")
-    await fake.wait_until(lambda: fake.original_message(sent.token) is not None
-                          and not fake.original_message(sent.token).loading)  # type: ignore[union-attr]
-    assert fake.original_message(sent.token).content == "done thinking"  # type: ignore[union-attr]
+    await fake.wait_until(lambda: not fake.original_message(sent.token).loading)  # type: ignore[union-attr]
+    original = fake.original_message(sent.token)
+    assert original is not None and original.content == "done thinking" and not original.ephemeral
     assert fake.followups(sent.token) == []
 
 

@@ -1,0 +1,224 @@
+"""A running bot wired to a fake Discord and a fake Replicate, for end-to-end tests of the Discord adapter.
+
+Both fakes are real servers on 127.0.0.1 (port 0) driven by the unmodified discord.py and replicate clients;
+the bot is the real `BotService` with a fast `RunPolicy`. Tests script the fakes, send wire-shaped
+interactions through the fake gateway, and assert on what the fakes received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import discord
+from discord.gateway import DiscordWebSocket
+
+from adapters.rendering import CURSOR
+from adapters.runtime import BotService
+from bot.runner import RunPolicy
+from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+from config.settings import Settings
+from tests.fakes.discord_gateway import StoredMessage
+from tests.fakes.discord_server import FakeDiscord, RecordedRequest, SentInteraction
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+
+REPLICATE_TOKEN = "r8_test_token"
+DISCORD_TOKEN = "fake-bot-token"
+APPLICATION_ID = 111
+GUILD, CHANNEL, SECOND_CHANNEL, USER = 222, 333, 334, 444
+ASK_MODEL, IMAGINE_MODEL = DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+# A real 1x1 PNG: the adapter uploads whatever bytes the model produced.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63f8cfc0f01f0005fe02fe0dd7c5e70000000049454e44ae426082"
+)
+NO_MENTIONS = {"parse": []}
+FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1, cancel_timeout_s=2.0)
+WAIT_S = 10.0  # generous: a wait that times out is a failure, never a pass
+
+
+@dataclass
+class DiscordBot:
+    """A started `BotService` (Discord only) plus the two fakes it talks to."""
+
+    discord: FakeDiscord
+    replicate: FakeReplicate
+    service: BotService
+    settings: Settings
+
+    async def interact(self, name: str, options: Optional[dict[str, Any]] = None, **where: Any) -> SentInteraction:
+        return await self.discord.send_interaction(name, options, **where)
+
+    async def until(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+        """Wait on the Discord fake (everything the bot shows ends there)."""
+        await self.discord.wait_until(predicate, timeout, what=what)
+
+    def original(self, sent: SentInteraction) -> StoredMessage:
+        message = self.discord.original_message(sent.token)
+        assert message is not None, "the interaction was never answered"
+        return message
+
+    def messages(self, sent: SentInteraction) -> list[StoredMessage]:
+        """Every message of the interaction (original first, then follow-ups), deleted ones included."""
+        state = self.discord.interactions[sent.token]
+        return ([state.original] if state.original else []) + list(state.followups)
+
+    def visible(self, sent: SentInteraction) -> list[StoredMessage]:
+        return [m for m in self.messages(sent) if not m.deleted]
+
+    def requests_for(self, sent: SentInteraction) -> list[RecordedRequest]:
+        """REST requests made on behalf of this interaction (its callback and its webhook)."""
+        return [r for r in self.discord.requests if sent.token in r.path]
+
+    def callbacks(self, sent: SentInteraction) -> list[Any]:
+        return [c for c in self.discord.callbacks if c.interaction_id == sent.id]
+
+    async def answered(self, sent: SentInteraction, what: str = "the final answer") -> StoredMessage:
+        """Until the original response holds something other than the "thinking…"/status placeholder."""
+        await self.until(lambda: _finished(self.original(sent)), what)
+        return self.original(sent)
+
+
+def _finished(message: StoredMessage) -> bool:
+    return not message.loading and not message.deleted and bool(message.content or message.attachments) \
+        and not message.content.startswith("⏳") and not message.content.endswith(CURSOR)
+
+
+def default_models(replicate: FakeReplicate) -> None:
+    replicate.add_model(ASK_MODEL, TextModel(tokens=["Hello", ",", " world"]))
+    replicate.add_model(IMAGINE_MODEL, ImageModel(images=[(PNG, "image/png")]))
+
+
+def redirect_snapshot() -> tuple[str, Any]:
+    return discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+
+
+def restore_redirect(saved: tuple[str, Any]) -> None:
+    discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+def settings_for(discord_fake: FakeDiscord, replicate: FakeReplicate, **overrides: Any) -> Settings:
+    settings = Settings(
+        replicate_api_token=replicate.api_token,
+        replicate_base_url=replicate.base_url,
+        discord_token=discord_fake.token,
+        discord_api_url=discord_fake.api_url,
+        discord_gateway_url=discord_fake.gateway_url,
+        discord_guild_ids=(GUILD,),
+        port=0,
+        prediction_timeout_s=FAST_POLICY.timeout_s,
+        shutdown_grace_s=2.0,
+    )
+    return dataclasses.replace(settings, **overrides)
+
+
+@asynccontextmanager
+async def running_bot(
+    discord_fake: FakeDiscord, replicate: FakeReplicate, *, policy: RunPolicy = FAST_POLICY, **overrides: Any
+) -> AsyncIterator[BotService]:
+    """A `BotService` started against the fakes, connected (READY written); shut down and un-redirected after."""
+    saved = redirect_snapshot()
+    settings = settings_for(discord_fake, replicate, **overrides)
+    service = BotService(settings, policy)  # after FakeReplicate.start(): the transport trusts its certificate now
+    ready_before = discord_fake.ready_count
+    try:
+        await service.start()
+        await discord_fake.wait_for_ready(ready_before + 1, timeout=WAIT_S)
+        yield service
+    finally:
+        await stop_service(service)
+        restore_redirect(saved)
+
+
+async def stop_service(service: BotService) -> None:
+    """`BotService.shutdown()`, with the gateway closed first.
+
+    The gateway connection runs in the service's command task set, which `shutdown()` waits on for
+    `FINAL_REPLY_TIMEOUT_S` (see the xfail test about idle shutdown); closing discord.py first ends that
+    task so each test's teardown does not pay 5 s. Commands in flight are over by now in every test.
+    """
+    if service.discord is not None:
+        await service.discord.close()
+    await service.shutdown()
+
+
+class SlowFollowUpDiscord(FakeDiscord):
+    """A fake Discord that is slow to answer one follow-up post: the message is created at once (as on
+    Discord), but the response is held until the bot's next request arrives (or `hold_s` passes).
+
+    `on_hold` runs when the hold starts, so a test can make something happen exactly while the bot waits.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hold_s = 1.0
+        self.holding = False  # set True to hold the next follow-up post
+        self.on_hold: Callable[[], None] = lambda: None
+        self.held: list[int] = []  # ids of the messages whose responses were held
+
+    async def _execute_webhook(self, request: Any) -> Any:
+        response = await super()._execute_webhook(request)
+        if self.holding and request.query.get("wait", "").lower() in ("1", "true"):
+            self.holding = False
+            self.held.append(int(json.loads(response.body)["id"]))
+            seen = len(self.requests)
+            self.on_hold()
+            try:
+                await self.wait_until(lambda: len(self.requests) > seen, self.hold_s, what="the bot's next request")
+            except TimeoutError:
+                pass  # a bot that waits for the answer gets it after `hold_s`
+        return response
+
+
+@asynccontextmanager
+async def fakes(
+    guilds: Optional[dict[int, list[int]]] = None, discord_class: type[FakeDiscord] = FakeDiscord
+) -> AsyncIterator[tuple[FakeDiscord, FakeReplicate]]:
+    replicate = FakeReplicate(api_token=REPLICATE_TOKEN, max_wait_s=5.0)
+    await replicate.start()
+    discord_fake = discord_class(token=DISCORD_TOKEN, application_id=APPLICATION_ID, bot_user_id=APPLICATION_ID,
+                                 guilds=guilds or {GUILD: [CHANNEL, SECOND_CHANNEL]})
+    await discord_fake.start()
+    try:
+        default_models(replicate)
+        yield discord_fake, replicate
+        assert discord_fake.server_errors == [], discord_fake.server_errors
+        assert replicate.errors == [], replicate.errors
+    finally:
+        await discord_fake.close()
+        await replicate.close()
+
+
+@asynccontextmanager
+async def discord_bot(discord_class: type[FakeDiscord] = FakeDiscord, **overrides: Any) -> AsyncIterator[DiscordBot]:
+    async with fakes(discord_class=discord_class) as (discord_fake, replicate):
+        async with running_bot(discord_fake, replicate, **overrides) as service:
+            yield DiscordBot(discord_fake, replicate, service, settings_for(discord_fake, replicate, **overrides))
+
+
+# --- reading what the fakes received ----------------------------------------------------------------
+
+FENCE_LINE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+
+
+def fence_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if FENCE_LINE.match(line))
+
+
+def bodies_with_content(requests: list[RecordedRequest]) -> list[tuple[RecordedRequest, dict[str, Any]]]:
+    """Every message body the bot sent with text in it: callbacks' `data`, webhook and channel sends/edits."""
+    found = []
+    for request in requests:
+        body = request.json
+        if not isinstance(body, dict):
+            continue
+        if request.path.startswith("/interactions/"):
+            body = body.get("data") or {}
+        if body.get("content"):
+            found.append((request, body))
+    return found

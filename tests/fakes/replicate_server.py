@@ -1,0 +1,638 @@
+"""`FakeReplicate`: Replicate's HTTP API on 127.0.0.1, for driving the real `replicate` client in tests.
+
+Why a server and not mocks: what the bot gets wrong about Replicate lives in the client library (which calls
+poll, which retry, what `async_run` returns, how SSE is decoded, when a URL becomes a `FileOutput`). Pointing
+the unmodified `replicate.Client(api_token=..., base_url=fake.base_url)` at this server exercises all of it.
+
+Wire formats follow the real API: prediction JSON with every field, RFC 7807 errors
+(`application/problem+json`), `Prefer: wait[=N]` holding the create, SSE streams (`output`/`logs`/`error`/
+`done`), output files that need the bearer token. Each prediction is driven by one task (no polling loops),
+so hundreds run at once. Everything received is recorded (`requests`, `creates`, `cancels`) for assertions.
+
+Output files are served over HTTPS (`files_url`, a second port with a self-signed certificate for 127.0.0.1):
+the client turns only strings starting with `https:` or `data:` into `FileOutput`, so `http://` URLs would
+reach the bot as plain strings, which real Replicate never sends. To make the unmodified client trust the
+certificate, the fake points `SSL_CERT_FILE` at certifi's bundle plus its certificate while it runs (httpx
+reads it when a client builds its transport, i.e. at the client's first request). Opt out with
+`trust_via_env=False` and pass `verify=fake.client_ssl_context()` to your transport instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import json
+import math
+import mimetypes
+import os
+import re
+import secrets
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from functools import partial
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable, Optional, Union
+
+import certifi
+from aiohttp import web
+from multidict import CIMultiDict
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+# A valid 1x1 PNG, so a default ImageModel serves real image bytes.
+TINY_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAA"
+                            "AABJRU5ErkJggg==")
+_TITLES = {401: "Unauthenticated", 402: "Insufficient credit", 404: "Not found", 422: "Input validation failed",
+           429: "Request was throttled."}
+_DETAILS = {401: "You did not pass a valid authentication token",
+            402: "You have insufficient credit to run this model. Go to https://replicate.com/account/billing "
+                 "to purchase credit.",
+            422: "- input: prompt is required\n"}
+
+
+class _Missing(Enum):
+    MISSING = "MISSING"
+
+
+MISSING = _Missing.MISSING  # "no override": distinct from None, which is a legitimate (empty) output
+
+
+@dataclass(kw_only=True)
+class _Behaviour:
+    boot_s: float = 0.0  # time in `starting` (queue / cold boot) before `processing`
+    logs: list[str] = field(default_factory=list)  # emitted evenly while processing
+    fail_with: Optional[str] = None  # ends `failed` with this `error`
+    hang: bool = False  # stays `processing` until cancelled
+    output_override: Any = MISSING  # replaces the final output (e.g. [], None, [""])
+
+
+@dataclass(kw_only=True)
+class TextModel(_Behaviour):
+    """A language model: output is the list of tokens so far; processing lasts len(tokens)*token_interval_s."""
+
+    tokens: list[str] = field(default_factory=lambda: ["Hello", ",", " world"])
+    token_interval_s: float = 0.0
+
+
+@dataclass(kw_only=True)
+class ImageModel(_Behaviour):
+    """An image model: after `run_s` of processing, output is a list of file URLs (or data: URLs)."""
+
+    images: list[tuple[bytes, str]] = field(default_factory=lambda: [(TINY_PNG, "image/png")])
+    run_s: float = 0.0
+    as_data_urls: bool = False
+
+
+ModelBehaviour = Union[TextModel, ImageModel]
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake saw it; `status` is what it answered (0 while still in flight)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive: headers["prefer"] works
+    json: Any
+    at: float  # time.monotonic()
+    status: int = 0
+
+
+@dataclass(eq=False)
+class FakePrediction:
+    """A prediction's server-side state. Times are time.monotonic(); the JSON carries ISO 8601 copies."""
+
+    id: str
+    model: str
+    version: str
+    input: dict[str, Any]
+    stream: bool  # the create asked `stream: true`
+    created_at: float
+    behaviour: ModelBehaviour
+    status: str = "starting"
+    canceled: bool = False
+    output: Any = None
+    logs: str = ""
+    error: Optional[str] = None
+    started_at: Optional[float] = None
+    completed_at: Optional[float] = None
+    events: list[tuple[str, str]] = field(default_factory=list)  # SSE (event, data); the id is the index
+    iso: dict[str, Optional[str]] = field(default_factory=dict)
+    _change: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _task: Optional[asyncio.Task[None]] = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def _emit(self, event: str, data: str) -> None:
+        self.events.append((event, data))
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake this prediction's streams (fresh Event per generation: nothing missed, no polling)."""
+        event, self._change = self._change, asyncio.Event()
+        event.set()
+
+
+@dataclass
+class _Fault:
+    status: int
+    times: int
+    retry_after: Optional[float]
+    detail: Optional[str]
+    created: bool = False
+
+
+def _iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _new_id() -> str:
+    """26 lowercase base32 characters, like Replicate's prediction ids."""
+    return base64.b32encode(secrets.token_bytes(20)).decode().lower()[:26]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
+
+
+def problem(status: int, title: Optional[str] = None, detail: Optional[str] = None,
+            headers: Optional[dict[str, str]] = None) -> web.Response:
+    """An RFC 7807 error, as every Replicate API error is (the client reads `title`/`detail` from it)."""
+    title = title or _TITLES.get(status) or HTTPStatus(status).phrase
+    body = {"title": title, "detail": detail or _DETAILS.get(status) or title, "status": status}
+    return web.Response(status=status, body=json.dumps(body).encode(),
+                        headers={"Content-Type": "application/problem+json", **(headers or {})})
+
+
+def _fault_response(fault: _Fault) -> web.Response:
+    headers = {} if fault.retry_after is None else {"Retry-After": str(math.ceil(fault.retry_after))}
+    detail = fault.detail
+    if detail is None and fault.status == 429:
+        detail = f"Request was throttled. Your rate limit resets in ~{math.ceil(fault.retry_after or 1)}s."
+    return problem(fault.status, detail=detail, headers=headers)
+
+
+def _take(faults: list[_Fault]) -> Optional[_Fault]:
+    if not faults:
+        return None
+    fault = faults[0]
+    fault.times -= 1
+    if fault.times <= 0:
+        faults.pop(0)
+    return fault
+
+
+def _prefer_wait(header: Optional[str]) -> Optional[float]:
+    """`Prefer: wait` → 60 s, `Prefer: wait=N` → N s, anything else → no wait."""
+    for part in (header or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return float(value) if value.strip() else 60.0
+            except ValueError:
+                return 60.0
+    return None
+
+
+def _sse(index: int, event: str, data: str) -> bytes:
+    """One SSE frame; a multi-line datum becomes several `data:` lines (the client rejoins them with \\n)."""
+    lines = [f"event: {event}", f"id: {index}"] + [f"data: {line}" for line in re.split(r"\r\n|\r|\n", data)]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def _schema(behaviour: ModelBehaviour) -> dict[str, Any]:
+    """A Cog OpenAPI schema; text models declare an iterator output, which changes what `async_run` returns."""
+    if isinstance(behaviour, TextModel):
+        output = {"type": "array", "items": {"type": "string"}, "title": "Output",
+                  "x-cog-array-type": "iterator", "x-cog-array-display": "concatenate"}
+    else:
+        output = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
+    prompt = {"type": "string", "title": "Prompt", "x-order": 0}
+    return {"openapi": "3.0.2", "info": {"title": "Cog", "version": "0.1.0"}, "paths": {},
+            "components": {"schemas": {"Input": {"type": "object", "title": "Input", "properties": {"prompt": prompt}},
+                                       "Output": output}}}
+
+
+@dataclass
+class _Model:
+    name: str
+    behaviour: ModelBehaviour
+    version: Optional[str]
+
+
+_TLS: dict[str, str] = {}
+_env_users: list[Optional[str]] = []  # SSL_CERT_FILE values saved by running fakes (a stack, for nesting)
+
+
+def tls_files() -> dict[str, str]:
+    """`cert`, `key` (self-signed for IP 127.0.0.1, made once per process with the openssl CLI) and `bundle`
+    (certifi's CAs plus that certificate, so trusting it distrusts nothing else)."""
+    if not _TLS:
+        directory = tempfile.mkdtemp(prefix="fake-replicate-tls-")
+        atexit.register(shutil.rmtree, directory, True)
+        cert, key, bundle = (os.path.join(directory, n) for n in ("cert.pem", "key.pem", "bundle.pem"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "7", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        with open(bundle, "w") as out, open(certifi.where()) as cas, open(cert) as own:
+            out.write(cas.read() + "\n" + own.read())
+        _TLS.update(cert=cert, key=key, bundle=bundle)
+    return _TLS
+
+
+_REC: web.RequestKey[RecordedRequest] = web.RequestKey("replicate_recorded", RecordedRequest)
+
+
+class FakeReplicate:
+    """Replicate's API on 127.0.0.1:<random port>. Use `async with FakeReplicate() as fake:`."""
+
+    def __init__(self, api_token: str = "r8_test_token", max_wait_s: float = 5.0, trust_via_env: bool = True) -> None:
+        self.api_token = api_token
+        self.max_wait_s = max_wait_s
+        self.trust_via_env = trust_via_env
+        self.port = 0
+        self.tls_port = 0
+        self.requests: list[RecordedRequest] = []
+        self.predictions: dict[str, FakePrediction] = {}
+        self.creates: list[FakePrediction] = []
+        self.cancels: list[str] = []
+        self.errors: list[str] = []  # exceptions inside the fake itself; tests should assert it stays empty
+        self._models: dict[str, _Model] = {}
+        self._versions: dict[str, str] = {}  # version id → model name
+        self._files: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self._create_faults: list[_Fault] = []
+        self._get_faults: list[_Fault] = []
+        self._change = asyncio.Event()
+        self._closing = False
+        self._runner: Optional[web.AppRunner] = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> "FakeReplicate":
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post("/v1/models/{owner}/{name}/predictions", self._create)
+        app.router.add_get("/v1/models/{owner}/{name}", self._get_model)
+        app.router.add_get("/v1/models/{owner}/{name}/versions/{version}", self._get_version)
+        app.router.add_post("/v1/predictions", self._create)
+        app.router.add_get("/v1/predictions/{id}", self._get)
+        app.router.add_post("/v1/predictions/{id}/cancel", self._cancel)
+        app.router.add_get("/v1/streams/{id}", self._stream)
+        app.router.add_get("/files/{id}/{name}", self._file)
+        tls = tls_files()
+        server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ssl.load_cert_chain(tls["cert"], tls["key"])
+        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048).start()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048, ssl_context=server_ssl).start()
+        self.port, self.tls_port = (address[1] for address in self._runner.addresses)
+        if self.trust_via_env:
+            _env_users.append(os.environ.get("SSL_CERT_FILE"))
+            os.environ["SSL_CERT_FILE"] = tls["bundle"]
+        return self
+
+    async def close(self) -> None:
+        """Stop every prediction task, end open streams and held `Prefer: wait` creates, then the server."""
+        self._closing = True
+        tasks = [p._task for p in self.predictions.values() if p._task is not None and not p._task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for p in self.predictions.values():
+            p._done.set()
+            p._wake()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            if self.trust_via_env:
+                saved = _env_users.pop()
+                if saved is None:
+                    os.environ.pop("SSL_CERT_FILE", None)
+                else:
+                    os.environ["SSL_CERT_FILE"] = saved
+        self._changed()
+
+    async def __aenter__(self) -> "FakeReplicate":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def files_url(self) -> str:
+        """Origin of output file URLs (HTTPS, self-signed; same routes and auth as `base_url`)."""
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @staticmethod
+    def client_ssl_context() -> ssl.SSLContext:
+        """Trusts the fake's certificate (and certifi's CAs): `httpx.AsyncHTTPTransport(verify=...)`."""
+        return ssl.create_default_context(cafile=tls_files()["bundle"])
+
+    # --- test controls -----------------------------------------------------------------------------
+
+    def add_model(self, name: str, behaviour: ModelBehaviour, version: Optional[str] = None) -> None:
+        """Serve `owner/name`; with `version`, also reachable as `POST /v1/predictions {"version": ...}`.
+        Without one, predictions report `"version": "hidden"` (as official models do)."""
+        self._models[name] = _Model(name, behaviour, version)
+        if version is not None:
+            self._versions[version] = name
+
+    def fail_next_creates(self, status: int, times: int = 1, retry_after: Optional[float] = None,
+                          detail: Optional[str] = None, created: bool = False) -> None:
+        """The next `times` creates answer `status` (RFC 7807). `created=True`: the prediction is created and
+        runs (and is billed) all the same, like a 5xx after the request reached Replicate."""
+        self._create_faults.append(_Fault(status, times, retry_after, detail, created))
+
+    def fail_next_gets(self, status: int, times: int = 1, retry_after: Optional[float] = None,
+                       detail: Optional[str] = None) -> None:
+        """The next `times` `GET /v1/predictions/{id}` answer `status` (the client retries 429/503/504)."""
+        self._get_faults.append(_Fault(status, times, retry_after, detail))
+
+    def running(self) -> list[FakePrediction]:
+        return [p for p in self.predictions.values() if not p.done]
+
+    def requests_to(self, method: str, path_prefix: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
+
+    # --- waiting -----------------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        event, self._change = self._change, asyncio.Event()
+        event.set()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
+        """Return once `predicate()` is true; re-checked on every request and prediction state change. An
+        exception from the predicate counts as "not yet"."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_error: Optional[BaseException] = None
+        while True:
+            try:
+                if predicate():
+                    return
+            except Exception as error:  # e.g. fake.creates[0] before any create
+                last_error = error
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._change.wait()
+            except TimeoutError:
+                pass
+        recent = ", ".join(f"{r.method} {r.path}→{r.status}" for r in self.requests[-6:])
+        raise TimeoutError(
+            f"FakeReplicate.wait_until({what or getattr(predicate, '__name__', 'predicate')}) not true after "
+            f"{timeout}s (last predicate error: {last_error!r}); requests={len(self.requests)} (last: "
+            f"{recent or 'none'}); creates={len(self.creates)} running={len(self.running())} "
+            f"cancels={self.cancels!r}; fake errors={self.errors!r}")
+
+    # --- predictions -------------------------------------------------------------------------------
+
+    def _render(self, p: FakePrediction) -> dict[str, Any]:
+        api = f"{self.base_url}/v1/predictions/{p.id}"
+        urls = {"get": api, "cancel": f"{api}/cancel", "web": f"https://replicate.com/p/{p.id}"}
+        if p.stream:
+            urls["stream"] = f"{self.base_url}/v1/streams/{p.id}"
+        data: dict[str, Any] = {
+            "id": p.id, "model": p.model, "version": p.version, "input": p.input, "logs": p.logs, "output": p.output,
+            "data_removed": False, "error": p.error, "status": p.status, "created_at": p.iso.get("created"),
+            "started_at": p.iso.get("started"), "completed_at": p.iso.get("completed"), "urls": urls}
+        if p.done and p.completed_at is not None:
+            predict = p.completed_at - p.started_at if p.started_at is not None else 0.0
+            data["metrics"] = {"predict_time": round(predict, 6), "total_time": round(p.completed_at - p.created_at, 6)}
+        return data
+
+    def _new_prediction(self, model: _Model, body: dict[str, Any]) -> FakePrediction:
+        stream = bool(body.get("stream")) and isinstance(model.behaviour, TextModel)
+        p = FakePrediction(id=_new_id(), model=model.name, version=model.version or "hidden", input=body["input"],
+                           stream=stream, created_at=time.monotonic(), behaviour=model.behaviour)
+        p.iso["created"] = _iso()
+        self.predictions[p.id] = p
+        self.creates.append(p)
+        p._task = asyncio.get_running_loop().create_task(self._run(p), name=f"fake-replicate-{p.id}")
+        self._changed()
+        return p
+
+    async def _run(self, p: FakePrediction) -> None:
+        """Drive one prediction through its states on the model's schedule (absolute offsets: no drift)."""
+        b = p.behaviour
+        try:
+            if b.boot_s > 0:
+                await asyncio.sleep(b.boot_s)
+            p.status, p.started_at, p.iso["started"] = "processing", time.monotonic(), _iso()
+            self._changed()
+            steps: list[tuple[float, Callable[[], None]]] = []
+            if isinstance(b, TextModel):
+                duration = len(b.tokens) * b.token_interval_s
+                steps += [((i + 1) * b.token_interval_s, partial(self._token, p, t)) for i, t in enumerate(b.tokens)]
+            else:
+                duration = b.run_s
+            steps += [(duration * (k + 1) / (len(b.logs) + 1), partial(self._log, p, line))
+                      for k, line in enumerate(b.logs)]
+            steps.sort(key=lambda step: step[0])
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for offset, action in steps + [(duration, lambda: None)]:
+                if (delay := start + offset - loop.time()) > 0:
+                    await asyncio.sleep(delay)
+                action()
+            if b.hang:
+                await loop.create_future()  # until cancelled
+            self._finish(p)
+        except Exception as error:  # a bug in the fake: record it and fail the prediction, don't hang tests
+            self.errors.append(f"prediction {p.id}: {error!r}")
+            p.error = repr(error)
+            p._emit("done", json.dumps({"reason": "error"}))
+            self._complete(p, "failed")
+
+    def _token(self, p: FakePrediction, token: str) -> None:
+        p.output = [*(p.output or []), token]
+        p._emit("output", token)
+        self._changed()
+
+    def _log(self, p: FakePrediction, line: str) -> None:
+        p.logs += line + "\n"
+        p._emit("logs", line)
+        self._changed()
+
+    def _complete(self, p: FakePrediction, status: str) -> None:
+        p.status, p.completed_at, p.iso["completed"] = status, time.monotonic(), _iso()
+        p._done.set()
+        self._changed()
+
+    def _finish(self, p: FakePrediction) -> None:
+        b = p.behaviour
+        if b.fail_with is not None:
+            p.error = b.fail_with
+            if isinstance(b, ImageModel):
+                p.output = None
+            p._emit("error", json.dumps({"detail": b.fail_with}))
+            p._emit("done", json.dumps({"reason": "error"}))
+            self._complete(p, "failed")
+            return
+        if isinstance(b, ImageModel):
+            p.output = []
+            for i, (data, content_type) in enumerate(b.images):
+                if b.as_data_urls:
+                    p.output.append(f"data:{content_type};base64,{base64.b64encode(data).decode()}")
+                else:
+                    name = f"out-{i}{mimetypes.guess_extension(content_type) or '.bin'}"
+                    self._files[(p.id, name)] = (data, content_type)
+                    p.output.append(f"{self.files_url}/files/{p.id}/{name}")
+        elif p.output is None:
+            p.output = []
+        if b.output_override is not MISSING:
+            p.output = b.output_override
+        p._emit("done", "{}")
+        self._complete(p, "succeeded")
+
+    def cancel(self, p: FakePrediction) -> None:
+        """What `POST .../cancel` does; a terminal prediction is left as it is."""
+        if p.done:
+            return
+        if p._task is not None:
+            p._task.cancel()
+        p.canceled = True
+        p._emit("done", json.dumps({"reason": "canceled"}))
+        self._complete(p, "canceled")
+
+    # --- HTTP handlers -----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        body: Any = None
+        if request.can_read_body:
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+        rec = RecordedRequest(request.method, request.path, dict(request.query), CIMultiDict(request.headers),
+                              body, time.monotonic())
+        self.requests.append(rec)
+        request[_REC] = rec
+        self._changed()
+        try:
+            if request.headers.get("Authorization") != f"Bearer {self.api_token}":
+                response: web.StreamResponse = problem(401)
+            else:
+                response = await handler(request)
+        except web.HTTPException as error:
+            response = problem(error.status, detail=error.reason)
+        except Exception as error:
+            self.errors.append(f"{request.method} {request.path}: {error!r}")
+            response = problem(500)
+        rec.status = response.status
+        self._changed()
+        return response
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = request[_REC].json
+        if not isinstance(body, dict):
+            return problem(400, detail="The request body must be a JSON object")
+        if "owner" in request.match_info:
+            model = self._models.get(f"{request.match_info['owner']}/{request.match_info['name']}")
+            if model is None:
+                return problem(404, "Model not found", "The requested model does not exist or you do not have access")
+        else:
+            name = self._versions.get(str(body.get("version")))
+            if name is None:
+                return problem(404, "Invalid version or not permitted",
+                               "The specified version does not exist (or perhaps you don't have permission to use it?)")
+            model = self._models[name]
+        if not isinstance(body.get("input"), dict):
+            return problem(422, detail="- input: Invalid type. Expected: object\n")
+        fault = _take(self._create_faults)
+        if fault is not None and not fault.created:
+            return _fault_response(fault)
+        p = self._new_prediction(model, body)
+        if fault is not None:
+            return _fault_response(fault)
+        wait = _prefer_wait(request.headers.get("Prefer"))
+        if wait is not None and not self._closing:
+            try:
+                async with asyncio.timeout(min(wait, self.max_wait_s)):
+                    await p._done.wait()
+            except TimeoutError:
+                pass  # answer with the current state, as the real API does
+        return _json(self._render(p), 201)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        fault = _take(self._get_faults)
+        if fault is not None:
+            return _fault_response(fault)
+        p = self.predictions.get(request.match_info["id"])
+        return _json(self._render(p)) if p is not None else problem(404, detail="Not found.")
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        self.cancels.append(request.match_info["id"])
+        p = self.predictions.get(request.match_info["id"])
+        if p is None:
+            return problem(404, detail="Not found.")
+        self.cancel(p)
+        return _json(self._render(p))
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        p = self.predictions.get(request.match_info["id"])
+        if p is None or not p.stream:
+            return problem(404, detail="Not found.")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        sent = 0
+        try:
+            while True:
+                if sent < len(p.events):
+                    frames = b"".join(_sse(i, *p.events[i]) for i in range(sent, len(p.events)))
+                    sent = len(p.events)
+                    await response.write(frames)
+                    continue  # more may have arrived during the write
+                if (p.events and p.events[-1][0] == "done") or self._closing:
+                    return response
+                await p._change.wait()
+        except ConnectionError:  # the client went away
+            return response
+
+    async def _file(self, request: web.Request) -> web.Response:
+        found = self._files.get((request.match_info["id"], request.match_info["name"]))
+        if found is None:
+            return problem(404, detail="Not found.")
+        return web.Response(body=found[0], headers={"Content-Type": found[1]})
+
+    async def _get_model(self, request: web.Request) -> web.Response:
+        name = f"{request.match_info['owner']}/{request.match_info['name']}"
+        model = self._models.get(name)
+        if model is None:
+            return problem(404, "Model not found", "The requested model does not exist or you do not have access")
+        owner, short = name.split("/", 1)
+        return _json({"url": f"https://replicate.com/{name}", "owner": owner, "name": short, "description": None,
+                      "visibility": "public", "github_url": None, "paper_url": None, "license_url": None,
+                      "run_count": len([p for p in self.creates if p.model == name]), "cover_image_url": None,
+                      "default_example": None,
+                      "latest_version": self._version_json(model) if model.version else None})
+
+    async def _get_version(self, request: web.Request) -> web.Response:
+        model = self._models.get(f"{request.match_info['owner']}/{request.match_info['name']}")
+        if model is None or model.version != request.match_info["version"]:
+            return problem(404, detail="Not found.")
+        return _json(self._version_json(model))
+
+    @staticmethod
+    def _version_json(model: _Model) -> dict[str, Any]:
+        return {"id": model.version, "created_at": "2024-04-17T21:44:13.482460Z", "cog_version": "0.9.4",
+                "openapi_schema": _schema(model.behaviour)}

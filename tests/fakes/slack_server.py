@@ -1,0 +1,688 @@
+"""`FakeSlack`: Slack's Web API, file uploads, response_urls and Socket Mode on 127.0.0.1, for the real SDKs.
+
+Why a server and not mocks: the bot's Slack adapter is only as right as its use of slack_sdk and bolt, whose
+behaviour (JSON vs form encoding, 429 handling and retry handlers, the three-step `files_upload_v2`, Socket Mode
+acks and reconnects, bolt's lazy `auth.test`) lives in their HTTP and WebSocket code. Pointing the unmodified
+libraries at this server exercises all of it:
+
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+    app = AsyncApp(client=client); handler = AsyncSocketModeHandler(app, fake.app_token)
+
+Answers follow Slack's wire formats (HTTP 200 `{"ok": false, "error": …}` for API errors, 429 + `Retry-After`
+for rate limits, `ok` as text/html from response_urls, `OK - <n>` as text/plain from upload URLs), and the
+rules bots trip over are enforced: channel membership, 4,000 characters per `chat.update`, 40,000 per post,
+block limits, 5 uses per response_url, optionally the documented rate-limit tiers. Everything received is
+recorded for assertions (`calls`, `messages`, `ephemerals`, `responses`, `uploads`, `acks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import math
+import mimetypes
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Optional
+
+from aiohttp import web
+
+from .slack_socket import (SentEnvelope, SocketModeControls, SocketModeHub, event_callback_payload,
+                           signed_headers, slash_command_form, slash_command_payload)
+
+__all__ = ["ApiCall", "FakeSlack", "Message", "SentEnvelope", "Upload", "event_callback_payload",
+           "signed_headers", "slash_command_form", "slash_command_payload"]
+
+POST_TEXT_LIMIT = 40_000
+UPDATE_TEXT_LIMIT = 4_000
+RESPONSE_URL_USES = 5
+RESPONSE_URL_TTL = 30 * 60.0
+JSON_FIELDS = ("blocks", "attachments", "files", "metadata")
+MAGIC_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
+
+
+# --- records -------------------------------------------------------------------------------------------
+
+@dataclass
+class ApiCall:
+    """One request as the fake saw it (Web API methods, plus `upload` and `response_url` posts)."""
+
+    method: str  # "chat.postMessage", ..., or "upload" / "response_url"
+    params: dict[str, Any]  # query + form/JSON body; `blocks`/`attachments`/`files` JSON strings decoded
+    headers: dict[str, str]
+    at: float  # time.monotonic() on arrival
+    content_type: str
+    status: int = 0
+    response: dict[str, Any] = field(default_factory=dict)  # JSON answer ({"text": …} for text answers)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.response.get("ok", True) is True
+
+    @property
+    def error(self) -> Optional[str]:
+        return self.response.get("error")
+
+
+@dataclass
+class Message:
+    """A message in a channel, as the fake holds it; `history` is its text over every edit, first included."""
+
+    channel: str
+    ts: str
+    text: str
+    user: str
+    bot_id: Optional[str]
+    posted_at: float  # time.monotonic()
+    blocks: Optional[list[dict[str, Any]]] = None
+    thread_ts: Optional[str] = None  # set on replies, and on a parent once it has replies (== ts)
+    files: list[str] = field(default_factory=list)  # file ids shared with this message
+    history: list[str] = field(default_factory=list)
+    edit_times: list[float] = field(default_factory=list)
+
+    @property
+    def is_reply(self) -> bool:
+        return self.thread_ts is not None and self.thread_ts != self.ts
+
+    def as_json(self, team_id: str, app_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = {"user": self.user, "type": "message", "ts": self.ts, "text": self.text,
+                                "team": team_id}
+        if self.bot_id:
+            data.update(bot_id=self.bot_id, app_id=app_id)
+        if self.blocks is not None:
+            data["blocks"] = self.blocks
+        if self.thread_ts:
+            data["thread_ts"] = self.thread_ts
+        return data
+
+
+@dataclass
+class Upload:
+    """A file from `files.getUploadURLExternal` through the byte upload to `files.completeUploadExternal`."""
+
+    file_id: str
+    filename: str
+    length: int  # as declared to getUploadURLExternal
+    upload_url: str
+    created_at: float
+    alt_txt: Optional[str] = None
+    title: Optional[str] = None
+    uploaded_at: Optional[float] = None
+    upload_content_type: Optional[str] = None  # of the byte upload (slack_sdk: application/octet-stream)
+    completed: bool = False
+    completed_at: Optional[float] = None
+    channel_id: Optional[str] = None
+    thread_ts: Optional[str] = None
+    initial_comment: Optional[str] = None
+    message_ts: Optional[str] = None  # the file message the share created
+    bytes: builtins.bytes = b""
+
+    @property
+    def mimetype(self) -> str:
+        for magic, mimetype in MAGIC_TYPES:
+            if self.bytes.startswith(magic):
+                return mimetype
+        if self.bytes[:4] == b"RIFF" and self.bytes[8:12] == b"WEBP":
+            return "image/webp"
+        return mimetypes.guess_type(self.filename)[0] or "application/octet-stream"
+
+
+class ApiError(Exception):
+    """Answered as HTTP 200 `{"ok": false, "error": error, **extra}`, as Slack does."""
+
+    def __init__(self, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.error, self.extra = error, extra
+
+
+@dataclass
+class _Fault:
+    error: str  # "ratelimited" → 429
+    retry_after: int
+    remaining: int
+
+
+class _Window:
+    """Sliding-window limiter: at most `limit` accepted calls in any `window` seconds."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self.times: deque[float] = deque()
+
+    def admit(self, now: float) -> Optional[int]:
+        """None if admitted (and counted), else the Retry-After seconds until a slot frees (min 1)."""
+        while self.times and self.times[0] <= now - self.window:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return max(1, math.ceil(self.times[0] + self.window - now))
+        self.times.append(now)
+        return None
+
+
+def _check_blocks(blocks: Any) -> Optional[list[dict[str, Any]]]:
+    """Blocks as Slack validates them (the limits bots hit: 50 blocks, 3,000 characters per section text)."""
+    if blocks is None:
+        return None
+    if not isinstance(blocks, list):
+        raise ApiError("invalid_blocks_format")
+    errors: list[str] = []
+    if len(blocks) > 50:
+        errors.append("no more than 50 items allowed [json-pointer:/blocks]")
+    for i, block in enumerate(blocks):
+        if not isinstance(block, dict) or "type" not in block:
+            errors.append(f"missing required field: type [json-pointer:/blocks/{i}]")
+            continue
+        text = block.get("text") if isinstance(block.get("text"), dict) else {}
+        if block["type"] == "section":
+            if len(str(text.get("text", ""))) > 3000:
+                errors.append(f"must be less than 3001 characters [json-pointer:/blocks/{i}/text/text]")
+            if len(block.get("fields") or []) > 10:
+                errors.append(f"no more than 10 items allowed [json-pointer:/blocks/{i}/fields]")
+        elif block["type"] == "header" and len(str(text.get("text", ""))) > 150:
+            errors.append(f"must be less than 151 characters [json-pointer:/blocks/{i}/text/text]")
+        elif block["type"] == "context" and len(block.get("elements") or []) > 10:
+            errors.append(f"no more than 10 items allowed [json-pointer:/blocks/{i}/elements]")
+    if errors:
+        raise ApiError("invalid_blocks", errors=errors,
+                       response_metadata={"messages": [f"[ERROR] {e}" for e in errors]})
+    return blocks
+
+
+# --- the server ----------------------------------------------------------------------------------------
+
+class FakeSlack(SocketModeControls):
+    """A Slack workspace with one bot. See the module docstring; tests read the recorded state."""
+
+    def __init__(self, bot_token: str = "xoxb-test", app_token: str = "xapp-test", team_id: str = "T0TEAM",
+                 bot_user_id: str = "U0BOT", bot_id: str = "B0BOT", *, app_id: str = "A0APP",
+                 team_name: str = "Fake Team", team_domain: str = "fake", bot_name: str = "replicate-bot",
+                 verification_token: str = "fake-verification-token") -> None:
+        self.bot_token, self.app_token = bot_token, app_token
+        self.team_id, self.team_name, self.team_domain = team_id, team_name, team_domain
+        self.bot_user_id, self.bot_id, self.bot_name, self.app_id = bot_user_id, bot_id, bot_name, app_id
+        self.verification_token = verification_token
+        self.scopes = "app_mentions:read,chat:write,commands,files:write"  # X-OAuth-Scopes (bolt reads it)
+        self.calls: list[ApiCall] = []
+        self.messages: dict[tuple[str, str], Message] = {}
+        self.ephemerals: list[dict[str, Any]] = []
+        self.responses: list[dict[str, Any]] = []  # {"url", "body", "at"} per accepted response_url POST
+        self.uploads: dict[str, Upload] = {}
+        self.server_errors: list[BaseException] = []  # bugs in the fake's own handlers (should stay empty)
+        self.socket = SocketModeHub(app_id=app_id, changed=self._changed)
+        self._not_member: set[str] = set()
+        self._missing: set[str] = set()
+        self._faults: dict[str, list[_Fault]] = {}
+        self._update_window: Optional[_Window] = None
+        self._post_windows: dict[str, _Window] = {}
+        self._post_limit: Optional[tuple[int, float]] = None
+        self._response_urls: dict[str, dict[str, Any]] = {}  # path → {"created": t, "uses": n}
+        self._ts_counter = 0
+        self._file_counter = 0
+        self._change = asyncio.Event()
+        self._runner: Optional[web.AppRunner] = None
+        self.port = 0
+        self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "api.test": lambda params: {"args": params},
+            "auth.test": self._auth_test,
+            "apps.connections.open": self._connections_open,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> "FakeSlack":
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_post("/commands/{team_id}/{n}/{secret}", self._response_url)
+        app.router.add_get("/socket-mode", self.socket.handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        """Close Socket Mode sockets (1001, going away), then the HTTP server."""
+        await self.socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._changed()
+
+    async def __aenter__(self) -> "FakeSlack":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.origin + "/api/"
+
+    # --- test controls -----------------------------------------------------------------------------
+
+    def set_not_member(self, channel_id: str) -> None:
+        """Posting in this channel answers `not_in_channel` (the bot was never invited) until `set_member`."""
+        self._not_member.add(channel_id)
+
+    def set_member(self, channel_id: str) -> None:
+        self._not_member.discard(channel_id)
+
+    def set_missing(self, channel_id: str) -> None:
+        """This channel does not exist (or is private and hidden from the bot): `channel_not_found`."""
+        self._missing.add(channel_id)
+
+    def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        """The next `times` calls of `method` answer 429 + `Retry-After`, body `{"ok": false, "error":
+        "ratelimited"}`. `method` may also be "upload" (byte uploads) or "response_url"."""
+        self._faults.setdefault(method, []).append(_Fault("ratelimited", retry_after, times))
+
+    def fail(self, method: str, error: str, times: int = 1) -> None:
+        """The next `times` calls of `method` answer `{"ok": false, "error": error}` (HTTP 200). For "upload"
+        the byte upload answers HTTP 500 `error`; for "response_url", HTTP 404 `error` (e.g. "expired_url")."""
+        self._faults.setdefault(method, []).append(_Fault(error, 0, times))
+
+    def enforce_tiers(self, chat_update_per_minute: int = 50, post_message_per_second_per_channel: float = 1.0) -> None:
+        """Slack's documented limits: `chat.update` (Tier 3) per workspace in a sliding minute, and
+        `chat.postMessage` per channel. Over the limit: 429 with Retry-After = seconds until a slot frees."""
+        self._update_window = _Window(chat_update_per_minute, 60.0)
+        window = max(1.0, 1.0 / post_message_per_second_per_channel)
+        self._post_limit = (max(1, round(post_message_per_second_per_channel * window)), window)
+        self._post_windows = {}
+
+    def new_response_url(self) -> str:
+        """A fresh response_url (`{origin}/commands/{team}/{n}/{secret}`), good for 5 posts in 30 minutes."""
+        n = len(self._response_urls) + 1
+        path = f"/commands/{self.team_id}/{n}/{secrets.token_urlsafe(18)}"
+        self._response_urls[path] = {"created": time.monotonic(), "uses": 0}
+        return self.origin + path
+
+    # --- reading what happened ---------------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[ApiCall]:
+        return [c for c in self.calls if c.method == method]
+
+    def thread(self, channel: str, thread_ts: str) -> list[Message]:
+        """Replies in the thread under `thread_ts`, oldest first (the parent itself is not included)."""
+        replies = [m for m in self.messages.values()
+                   if m.channel == channel and m.thread_ts == thread_ts and m.ts != thread_ts]
+        return sorted(replies, key=lambda m: m.ts)
+
+    def channel_messages(self, channel: str) -> list[Message]:
+        """Top-level messages in `channel` (thread replies excluded), oldest first."""
+        return sorted((m for m in self.messages.values() if m.channel == channel and not m.is_reply),
+                      key=lambda m: m.ts)
+
+    def response_url_posts(self, url: str) -> list[dict[str, Any]]:
+        return [r["body"] for r in self.responses if r["url"] == url]
+
+    def _remember_event(self, event: dict[str, Any]) -> None:
+        """A user's message or app_mention becomes a `Message`, so the bot can thread under it."""
+        if event.get("type") in ("message", "app_mention") and event.get("channel") and event.get("ts"):
+            key = (event["channel"], event["ts"])
+            if key not in self.messages:
+                self.messages[key] = Message(event["channel"], event["ts"], event.get("text", ""),
+                                             event.get("user", ""), event.get("bot_id"), time.monotonic(),
+                                             thread_ts=event.get("thread_ts"), history=[event.get("text", "")])
+
+    # --- waiting -----------------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Wake every `wait_until` (a fresh Event per generation: callable from sync code, nothing missed)."""
+        event, self._change = self._change, asyncio.Event()
+        event.set()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
+        """Return once `predicate()` is true; re-checked whenever a call, ack, socket or state change reaches
+        the fake. An exception from the predicate counts as "not yet"."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_error: Optional[BaseException] = None
+        while True:
+            try:
+                if predicate():
+                    return
+            except Exception as error:  # e.g. fake.thread(...)[0] before the reply exists
+                last_error = error
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._change.wait(), remaining)
+            except TimeoutError:
+                pass
+        recent = ", ".join(f"{c.method}→{c.status}{'/' + c.error if c.error else ''}" for c in self.calls[-8:])
+        hub = self.socket
+        raise TimeoutError(
+            f"FakeSlack.wait_until({what or getattr(predicate, '__name__', 'predicate')}) not true after "
+            f"{timeout}s (last predicate error: {last_error!r}); calls={len(self.calls)} (last: {recent or 'none'}); "
+            f"sockets opened={len(hub.connections)} ready={hub.ready_count} open={len(hub.open_connections())}; "
+            f"envelopes={len(hub.envelopes)} acks={len(hub.acks)}; socket errors={hub.errors!r}; "
+            f"fake errors={self.server_errors!r}")
+
+    # --- HTTP plumbing -----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as error:  # a bug in the fake: make it visible, answer like a broken Slack
+            self.server_errors.append(error)
+            self._changed()
+            return web.json_response({"ok": False, "error": "fatal_error"}, status=500)
+
+    async def _read_params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                try:
+                    body = json.loads(await request.text())
+                except ValueError:
+                    raise ApiError("invalid_json")
+                if not isinstance(body, dict):
+                    raise ApiError("json_not_object")
+                params.update(body)
+            elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+                for key, value in (await request.post()).items():
+                    params[key] = value if isinstance(value, str) else value.file.read()
+            else:
+                await request.read()
+        for key in JSON_FIELDS:
+            if isinstance(params.get(key), str):
+                try:
+                    params[key] = json.loads(params[key])
+                except ValueError:
+                    pass  # left as a string: the method answers invalid_*_format
+        return params
+
+    def _record(self, method: str, request: web.Request, params: dict[str, Any]) -> ApiCall:
+        call = ApiCall(method, params, dict(request.headers), time.monotonic(), request.content_type)
+        self.calls.append(call)
+        return call
+
+    def _take_fault(self, method: str) -> Optional[_Fault]:
+        faults = self._faults.get(method)
+        if not faults:
+            return None
+        fault = faults[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            faults.pop(0)
+        return fault
+
+    def _answer(self, call: ApiCall, body: dict[str, Any], status: int = 200,
+                headers: Optional[Mapping[str, str]] = None) -> web.Response:
+        call.status, call.response = status, body
+        self._changed()
+        return web.json_response(body, status=status, headers={"X-OAuth-Scopes": self.scopes, **(headers or {})})
+
+    @staticmethod
+    def _ratelimited(retry_after: int) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return {"ok": False, "error": "ratelimited"}, 429, {"Retry-After": str(retry_after)}
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        try:
+            params = await self._read_params(request)
+        except ApiError as error:
+            call = self._record(method, request, {})
+            return self._answer(call, {"ok": False, "error": error.error})
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else str(params.pop("token", "") or "")
+        params.pop("token", None)
+        call = self._record(method, request, params)
+        if not token:
+            return self._answer(call, {"ok": False, "error": "not_authed"})
+        if token not in (self.bot_token, self.app_token):
+            return self._answer(call, {"ok": False, "error": "invalid_auth"})
+        if (token == self.app_token) != (method == "apps.connections.open"):
+            return self._answer(call, {"ok": False, "error": "not_allowed_token_type"})
+        fault = self._take_fault(method)
+        if fault is not None and fault.error == "ratelimited":
+            return self._answer(call, *self._ratelimited(fault.retry_after))
+        if fault is not None:
+            return self._answer(call, {"ok": False, "error": fault.error})
+        retry_after = self._tier_check(method, params)
+        if retry_after is not None:
+            return self._answer(call, *self._ratelimited(retry_after))
+        handler = self._handlers.get(method)
+        if handler is None:
+            return self._answer(call, {"ok": False, "error": "unknown_method", "req_method": method})
+        try:
+            return self._answer(call, {"ok": True, **handler(params)})
+        except ApiError as error:
+            return self._answer(call, {"ok": False, "error": error.error, **error.extra})
+
+    def _tier_check(self, method: str, params: dict[str, Any]) -> Optional[int]:
+        now = time.monotonic()
+        if method == "chat.update" and self._update_window is not None:
+            return self._update_window.admit(now)
+        if method == "chat.postMessage" and self._post_limit is not None:
+            channel = str(params.get("channel", ""))
+            window = self._post_windows.setdefault(channel, _Window(*self._post_limit))
+            return window.admit(now)
+        return None
+
+    # --- Web API methods (sync: each call's state change is atomic) ----------------------------------
+
+    def _next_ts(self) -> str:
+        self._ts_counter += 1
+        micros = 1_700_000_000_000_000 + self._ts_counter * 100
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    def _check_channel(self, channel: Any) -> str:
+        if not channel or not isinstance(channel, str) or channel in self._missing:
+            raise ApiError("channel_not_found")
+        if channel in self._not_member:
+            raise ApiError("not_in_channel")
+        return channel
+
+    def _thread_root(self, channel: str, thread_ts: Any) -> Optional[str]:
+        """A reply to a reply lands in the same thread, as in Slack; the parent is marked as a thread."""
+        if not thread_ts:
+            return None
+        thread_ts = str(thread_ts)
+        parent = self.messages.get((channel, thread_ts))
+        if parent is not None:
+            if parent.is_reply:
+                return parent.thread_ts
+            parent.thread_ts = parent.ts
+        return thread_ts
+
+    def _message_content(self, params: dict[str, Any], limit: int) -> tuple[Optional[str], Optional[list[Any]]]:
+        text = params.get("text")
+        text = None if text is None else str(text)
+        blocks = _check_blocks(params.get("blocks"))
+        if not text and not blocks and not params.get("attachments"):
+            raise ApiError("no_text")
+        if text is not None and len(text) > limit:
+            raise ApiError("msg_too_long")
+        return text, blocks
+
+    def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"url": f"https://{self.team_domain}.slack.com/", "team": self.team_name, "user": self.bot_name,
+                "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id,
+                "is_enterprise_install": False}
+
+    def _connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"url": self.socket.issue_url(f"ws://127.0.0.1:{self.port}")}
+
+    def _post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._check_channel(params.get("channel"))
+        text, blocks = self._message_content(params, POST_TEXT_LIMIT)
+        message = Message(channel, self._next_ts(), text or "", self.bot_user_id, self.bot_id, time.monotonic(),
+                          blocks=blocks, thread_ts=self._thread_root(channel, params.get("thread_ts")),
+                          history=[text or ""])
+        self.messages[(channel, message.ts)] = message
+        return {"channel": channel, "ts": message.ts, "message": message.as_json(self.team_id, self.app_id)}
+
+    def _update(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._check_channel(params.get("channel"))
+        message = self.messages.get((channel, str(params.get("ts", ""))))
+        if message is None:
+            raise ApiError("message_not_found")
+        if message.user != self.bot_user_id:
+            raise ApiError("cant_update_message")
+        text, blocks = self._message_content(params, UPDATE_TEXT_LIMIT)
+        if text is not None:
+            message.text = text
+        if blocks is not None or "blocks" in params:
+            message.blocks = blocks
+        message.history.append(message.text)
+        message.edit_times.append(time.monotonic())
+        data = message.as_json(self.team_id, self.app_id)
+        return {"channel": channel, "ts": message.ts, "text": message.text, "message": data}
+
+    def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._check_channel(params.get("channel"))
+        if not params.get("user"):
+            raise ApiError("user_not_in_channel")
+        text, blocks = self._message_content(params, POST_TEXT_LIMIT)
+        message_ts = self._next_ts()
+        self.ephemerals.append({"channel": channel, "user": params["user"], "text": text, "blocks": blocks,
+                                "thread_ts": params.get("thread_ts"), "message_ts": message_ts,
+                                "at": time.monotonic()})
+        return {"message_ts": message_ts}
+
+    def _get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+        filename, length = params.get("filename"), params.get("length")
+        try:
+            size = int(length)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            size = 0
+        if not filename or size <= 0:
+            raise ApiError("invalid_arguments")
+        self._file_counter += 1
+        file_id = f"F0FAKE{self._file_counter:05d}"
+        url = f"{self.origin}/upload/{file_id}"
+        self.uploads[file_id] = Upload(file_id, str(filename), size, url, time.monotonic(),
+                                       alt_txt=params.get("alt_txt"))
+        return {"upload_url": url, "file_id": file_id}
+
+    def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        files = params.get("files")
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) and f.get("id") for f in files):
+            raise ApiError("invalid_arguments")
+        uploads = [self.uploads.get(str(f["id"])) for f in files]
+        if any(u is None or u.uploaded_at is None or u.completed for u in uploads):
+            raise ApiError("file_not_found")
+        channels = [c for c in str(params.get("channels") or "").split(",") if c]
+        channel_id = params.get("channel_id") or (channels[0] if channels else None)
+        for channel in ([channel_id] if channel_id else []) + channels:
+            self._check_channel(channel)
+        thread_ts = self._thread_root(channel_id, params.get("thread_ts")) if channel_id else None
+        comment = params.get("initial_comment")
+        message_ts = None
+        if channel_id:
+            message = Message(channel_id, self._next_ts(), str(comment or ""), self.bot_user_id, self.bot_id,
+                              time.monotonic(), thread_ts=thread_ts, files=[str(f["id"]) for f in files],
+                              history=[str(comment or "")])
+            self.messages[(channel_id, message.ts)] = message
+            message_ts = message.ts
+        now = time.monotonic()
+        result = []
+        for spec, upload in zip(files, uploads):
+            assert upload is not None
+            upload.title = str(spec.get("title") or upload.filename)
+            upload.completed, upload.completed_at = True, now
+            upload.channel_id, upload.thread_ts, upload.initial_comment = channel_id, thread_ts, comment
+            upload.message_ts = message_ts
+            result.append(self._file_json(upload))
+        return {"files": result}
+
+    def _file_json(self, upload: Upload) -> dict[str, Any]:
+        """A file object as completeUploadExternal returns it: sharing is asynchronous on Slack, so
+        `shares`/`channels` are still empty here (don't take the message ts from them)."""
+        name, mimetype = upload.filename, upload.mimetype
+        filetype = (mimetypes.guess_extension(mimetype) or ".bin").lstrip(".")
+        private = f"{self.origin}/files-pri/{self.team_id}-{upload.file_id}/{name}"
+        data = {"id": upload.file_id, "created": int(time.time()), "timestamp": int(time.time()), "name": name,
+                "title": upload.title, "mimetype": mimetype, "filetype": filetype, "pretty_type": filetype.upper(),
+                "user": self.bot_user_id, "user_team": self.team_id, "editable": False, "size": len(upload.bytes),
+                "mode": "hosted", "is_external": False, "external_type": "", "is_public": False,
+                "public_url_shared": False, "display_as_bot": False, "username": "", "url_private": private,
+                "url_private_download": private.replace("/files-pri/", "/files-pri/download/"),
+                "permalink": f"https://{self.team_domain}.slack.com/files/{self.bot_user_id}/{upload.file_id}/{name}",
+                "comments_count": 0, "is_starred": False, "shares": {}, "channels": [], "groups": [], "ims": [],
+                "has_more_shares": False, "has_rich_preview": False, "file_access": "visible"}
+        if upload.alt_txt:
+            data["alt_txt"] = upload.alt_txt
+        return data
+
+    # --- byte uploads and response_urls --------------------------------------------------------------
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: slack_sdk POSTs the raw bytes (application/octet-stream); a multipart form with a
+        file part is accepted too. Slack answers 200 `OK - <length>` as text/plain."""
+        file_id = request.match_info["file_id"]
+        upload = self.uploads.get(file_id)
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            part = next((v for v in form.values() if not isinstance(v, str)), None)
+            data = part.file.read() if part is not None else b""
+        else:
+            data = await request.read()
+        call = self._record("upload", request, {"file_id": file_id, "length": len(data)})
+        fault = self._take_fault("upload")
+        if upload is None or upload.completed:
+            status, text = 404, "Not Found"
+        elif fault is not None:
+            status, text = (429, "ratelimited") if fault.error == "ratelimited" else (500, fault.error)
+        else:
+            upload.bytes, upload.uploaded_at = data, time.monotonic()
+            upload.upload_content_type = request.content_type
+            status, text = 200, f"OK - {len(data)}"
+        call.status, call.response = status, {"text": text}
+        self._changed()
+        headers = {"Retry-After": str(fault.retry_after)} if status == 429 and fault else None
+        return web.Response(status=status, text=text, content_type="text/plain", headers=headers)
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        """A response_url: JSON in, `ok` out (text/html); 5 uses, then 404 `used_url`."""
+        raw = await request.text()
+        try:
+            body = json.loads(raw) if request.content_type != "application/x-www-form-urlencoded" \
+                else json.loads((await request.post()).get("payload", ""))  # type: ignore[arg-type]
+        except ValueError:
+            body = None
+        call = self._record("response_url", request, body if isinstance(body, dict) else {"raw": raw})
+        state = self._response_urls.get(request.path)
+        fault = self._take_fault("response_url")
+        headers = None
+        if state is None:
+            status, text = 404, "invalid_url"
+        elif fault is not None and fault.error == "ratelimited":
+            status, text, headers = 429, "rate_limited", {"Retry-After": str(fault.retry_after)}
+        elif fault is not None:
+            status, text = 404, fault.error
+        elif time.monotonic() - state["created"] > RESPONSE_URL_TTL:
+            status, text = 404, "expired_url"
+        elif state["uses"] >= RESPONSE_URL_USES:
+            status, text = 404, "used_url"
+        elif not isinstance(body, dict):
+            status, text = 400, "invalid_payload"
+        elif not (body.get("text") or body.get("blocks") or body.get("attachments") or body.get("delete_original")):
+            status, text = 400, "no_text"
+        else:
+            state["uses"] += 1
+            self.responses.append({"url": self.origin + request.path, "body": body, "at": time.monotonic()})
+            status, text = 200, "ok"
+        call.status, call.response = status, {"text": text}
+        self._changed()
+        return web.Response(status=status, text=text, content_type="text/html", headers=headers)

@@ -1,0 +1,344 @@
+"""Self-test of `FakeSlack`: the real slack_sdk and bolt (no mocks) post, edit, upload, get rate-limited, answer
+slash commands over Socket Mode, reconnect, and verify HTTP-mode signatures against it. If these pass, adapter
+tests built on the fake test the libraries' real behaviour, not our idea of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from tests.fakes.slack_server import FakeSlack, signed_headers, slash_command_form
+
+CHANNEL = "C0CHAN"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(bot_token="xoxb-test", app_token="xapp-test", team_id="T0TEAM", bot_user_id="U0BOT",
+                         bot_id="B0BOT") as server:
+        yield server
+        assert server.server_errors == []
+        assert server.socket.errors == []
+
+
+@pytest.fixture
+def client(fake: FakeSlack) -> AsyncWebClient:
+    return AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+
+
+# --- Web API -------------------------------------------------------------------------------------------
+
+async def test_auth_test_and_tokens(fake: FakeSlack, client: AsyncWebClient) -> None:
+    auth = await client.auth_test()
+    assert auth["team_id"] == "T0TEAM" and auth["user_id"] == "U0BOT" and auth["bot_id"] == "B0BOT"
+    assert auth["is_enterprise_install"] is False and auth["url"].startswith("https://")
+    assert fake.calls_to("auth.test")[0].headers["Authorization"] == "Bearer xoxb-test"
+
+    with pytest.raises(SlackApiError) as bad:
+        await AsyncWebClient(token="xoxb-wrong", base_url=fake.api_url).auth_test()
+    assert bad.value.response["error"] == "invalid_auth" and bad.value.response.status_code == 200
+    with pytest.raises(SlackApiError) as app_token:
+        await AsyncWebClient(token=fake.app_token, base_url=fake.api_url).chat_postMessage(channel=CHANNEL, text="x")
+    assert app_token.value.response["error"] == "not_allowed_token_type"
+    with pytest.raises(SlackApiError) as bot_token:
+        await client.apps_connections_open(app_token=fake.bot_token)
+    assert bot_token.value.response["error"] == "not_allowed_token_type"
+    opened = await client.apps_connections_open(app_token=fake.app_token)
+    assert opened["url"].startswith(f"ws://127.0.0.1:{fake.port}/socket-mode?ticket=")
+    with pytest.raises(SlackApiError) as unknown:
+        await client.api_call("conversations.frobnicate")
+    assert unknown.value.response["error"] == "unknown_method"
+
+
+async def test_post_update_thread_and_ephemeral(fake: FakeSlack, client: AsyncWebClient) -> None:
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
+    parent = await client.chat_postMessage(channel=CHANNEL, text="hi", blocks=blocks, unfurl_links=False)
+    assert parent["channel"] == CHANNEL and parent["message"]["bot_id"] == "B0BOT"
+    assert parent["message"]["blocks"] == blocks and parent["message"]["user"] == "U0BOT"
+    reply = await client.chat_postMessage(channel=CHANNEL, text="thinking…", thread_ts=parent["ts"])
+    assert reply["ts"] > parent["ts"] and reply["message"]["thread_ts"] == parent["ts"]
+    nested = await client.chat_postMessage(channel=CHANNEL, text="reply to reply", thread_ts=reply["ts"])
+    assert nested["message"]["thread_ts"] == parent["ts"]  # Slack keeps threads one level deep
+
+    updated = await client.chat_update(channel=CHANNEL, ts=reply["ts"], text="the answer")
+    assert updated["text"] == "the answer" and updated["ts"] == reply["ts"]
+    message = fake.messages[(CHANNEL, reply["ts"])]
+    assert message.history == ["thinking…", "the answer"] and len(message.edit_times) == 1
+    assert [m.ts for m in fake.thread(CHANNEL, parent["ts"])] == [reply["ts"], nested["ts"]]
+    assert [m.ts for m in fake.channel_messages(CHANNEL)] == [parent["ts"]]
+
+    call = fake.calls_to("chat.postMessage")[0]  # slack_sdk sends chat.* as JSON
+    assert call.content_type == "application/json" and call.params["blocks"] == blocks
+    assert call.params["unfurl_links"] is False
+
+    # The form-encoded path: blocks as a JSON string are decoded for assertions.
+    await client.api_call("chat.postMessage", data={"channel": CHANNEL, "text": "form", "blocks": json.dumps(blocks)})
+    form_call = fake.calls_to("chat.postMessage")[-1]
+    assert form_call.content_type == "application/x-www-form-urlencoded" and form_call.params["blocks"] == blocks
+
+    eph = await client.chat_postEphemeral(channel=CHANNEL, user="U0USER", text="only you")
+    assert eph["message_ts"] and fake.ephemerals[0]["user"] == "U0USER" and fake.ephemerals[0]["text"] == "only you"
+
+
+async def test_message_errors(fake: FakeSlack, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel=CHANNEL, text="x")
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="y" * 4000)
+    with pytest.raises(SlackApiError) as too_long:
+        await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="y" * 4001)
+    assert too_long.value.response["error"] == "msg_too_long"
+    with pytest.raises(SlackApiError) as post_too_long:
+        await client.chat_postMessage(channel=CHANNEL, text="z" * 40_001)
+    assert post_too_long.value.response["error"] == "msg_too_long"
+    with pytest.raises(SlackApiError) as missing_ts:
+        await client.chat_update(channel=CHANNEL, ts="1.000000", text="y")
+    assert missing_ts.value.response["error"] == "message_not_found"
+    with pytest.raises(SlackApiError) as no_text:  # api_call: chat_postMessage() would warn about missing text
+        await client.api_call("chat.postMessage", json={"channel": CHANNEL})
+    assert no_text.value.response["error"] == "no_text"
+    with pytest.raises(SlackApiError) as big_section:
+        await client.chat_postMessage(channel=CHANNEL, text="t",
+                                      blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}}])
+    assert big_section.value.response["error"] == "invalid_blocks"
+
+    fake.set_not_member("C0SECRET")
+    fake.set_missing("C0GONE")
+    with pytest.raises(SlackApiError) as not_member:
+        await client.chat_postMessage(channel="C0SECRET", text="hello")
+    assert not_member.value.response["error"] == "not_in_channel"
+    with pytest.raises(SlackApiError) as gone:
+        await client.chat_postMessage(channel="C0GONE", text="hello")
+    assert gone.value.response["error"] == "channel_not_found"
+    with pytest.raises(SlackApiError) as upload_not_member:
+        await client.files_upload_v2(channel="C0SECRET", content=b"png", filename="a.png")
+    assert upload_not_member.value.response["error"] == "not_in_channel"
+    assert len(fake.messages) == 1
+
+
+async def test_files_upload_v2(fake: FakeSlack, client: AsyncWebClient) -> None:
+    parent = await client.chat_postMessage(channel=CHANNEL, text="imagine a cat")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+    result = await client.files_upload_v2(channel=CHANNEL, thread_ts=parent["ts"], file=png, filename="cat.png",
+                                          title="a cat", initial_comment="seed 42", alt_txt="a cat")
+    file_id = result["file"]["id"]
+    assert result["files"][0]["title"] == "a cat" and result["file"]["mimetype"] == "image/png"
+    upload = fake.uploads[file_id]
+    assert upload.bytes == png and upload.length == len(png) and upload.completed
+    assert upload.channel_id == CHANNEL and upload.thread_ts == parent["ts"] and upload.initial_comment == "seed 42"
+    assert upload.upload_content_type == "application/octet-stream"  # raw bytes, not multipart
+    assert [c.method for c in fake.calls[1:]] == ["files.getUploadURLExternal", "upload",
+                                                  "files.completeUploadExternal"]
+    get_url = fake.calls_to("files.getUploadURLExternal")[0]  # params= → query string, no body
+    assert get_url.params["filename"] == "cat.png" and get_url.params["length"] == str(len(png))
+    [file_message] = fake.thread(CHANNEL, parent["ts"])
+    assert file_message.files == [file_id] and file_message.text == "seed 42"
+
+    fake.fail("upload", "boom")
+    with pytest.raises(SlackRequestError, match="status: 500"):
+        await client.files_upload_v2(channel=CHANNEL, content=b"x", filename="x.txt")
+    assert len(fake.calls_to("files.completeUploadExternal")) == 1
+
+
+async def test_rate_limit_with_and_without_retry_handler(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.rate_limit("chat.postMessage", times=1, retry_after=7)
+    with pytest.raises(SlackApiError) as limited:
+        await client.chat_postMessage(channel=CHANNEL, text="x")
+    assert limited.value.response.status_code == 429 and limited.value.response["error"] == "ratelimited"
+    assert limited.value.response.headers["Retry-After"] == "7"
+
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=1))
+    fake.rate_limit("chat.postMessage", times=1, retry_after=1)
+    started = time.monotonic()
+    ok = await client.chat_postMessage(channel=CHANNEL, text="y")
+    assert ok["ok"] and time.monotonic() - started >= 1.0  # waits Retry-After (+ up to 1 s of jitter)
+    assert [c.status for c in fake.calls_to("chat.postMessage")] == [429, 429, 200]
+
+    fake.fail("chat.update", "internal_error", times=2)
+    for _ in range(2):
+        with pytest.raises(SlackApiError) as failed:
+            await client.chat_update(channel=CHANNEL, ts=ok["ts"], text="z")
+        assert failed.value.response["error"] == "internal_error"
+    await client.chat_update(channel=CHANNEL, ts=ok["ts"], text="z")
+
+
+async def test_enforced_tiers(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.enforce_tiers(chat_update_per_minute=3, post_message_per_second_per_channel=1.0)
+    first = await client.chat_postMessage(channel=CHANNEL, text="1")
+    with pytest.raises(SlackApiError) as per_channel:
+        await client.chat_postMessage(channel=CHANNEL, text="2")
+    assert per_channel.value.response.status_code == 429 and per_channel.value.response.headers["Retry-After"] == "1"
+    await client.chat_postMessage(channel="C0OTHER", text="other channel has its own budget")
+    for n in range(3):
+        await client.chat_update(channel=CHANNEL, ts=first["ts"], text=f"edit {n}")
+    with pytest.raises(SlackApiError) as per_minute:
+        await client.chat_update(channel=CHANNEL, ts=first["ts"], text="one too many")
+    assert 55 <= int(per_minute.value.response.headers["Retry-After"]) <= 60
+
+
+async def test_concurrent_calls(fake: FakeSlack, client: AsyncWebClient) -> None:
+    posts = await asyncio.gather(*(client.chat_postMessage(channel=f"C{n % 20}", text=str(n)) for n in range(200)))
+    assert len({(p["channel"], p["ts"]) for p in posts}) == 200
+    await asyncio.gather(*(client.chat_update(channel=p["channel"], ts=p["ts"], text="done") for p in posts))
+    assert all(m.text == "done" for m in fake.messages.values()) and len(fake.calls) == 400
+
+
+async def test_response_url_limits(fake: FakeSlack) -> None:
+    url = fake.new_response_url()
+    assert url.startswith(f"{fake.origin}/commands/T0TEAM/1/")
+    webhook = AsyncWebhookClient(url)
+    for n in range(5):
+        sent = await webhook.send(text=f"update {n}", response_type="ephemeral")
+        assert sent.status_code == 200 and sent.body == "ok"
+    sixth = await webhook.send(text="one too many")  # never raises: check status_code
+    assert sixth.status_code == 404 and sixth.body == "used_url"
+    assert [b["text"] for b in fake.response_url_posts(url)] == [f"update {n}" for n in range(5)]
+    assert (await AsyncWebhookClient(fake.origin + "/commands/T0TEAM/99/nope").send(text="x")).status_code == 404
+
+
+async def test_wait_until_times_out_with_context(fake: FakeSlack) -> None:
+    with pytest.raises(TimeoutError, match=r"never.*calls=0"):
+        await fake.wait_until(lambda: False, timeout=0.05, what="never")
+
+
+# --- bolt over Socket Mode -----------------------------------------------------------------------------
+
+@dataclass
+class BoltBot:
+    """A minimal real bolt app: `/ask` acks, `respond()`s privately, then `say()`s in the channel; app mentions
+    are answered in a thread."""
+
+    app: AsyncApp
+    handler: AsyncSocketModeHandler
+    respond_results: list[Any] = field(default_factory=list)
+    retry_headers: list[Any] = field(default_factory=list)
+
+
+def build_bolt(fake: FakeSlack, ping_interval: float = 10) -> BoltBot:
+    app = AsyncApp(client=AsyncWebClient(token=fake.bot_token, base_url=fake.api_url))
+    bot = BoltBot(app, AsyncSocketModeHandler(app, fake.app_token, ping_interval=ping_interval))
+
+    @app.command("/ask")
+    async def ask(ack: Any, command: dict[str, Any], respond: Any, say: Any) -> None:
+        await ack()
+        bot.respond_results.append(await respond(f"working on {command['text']}"))
+        await say(f"answer to {command['text']}")
+
+    @app.command("/usage")
+    async def usage(ack: Any) -> None:
+        await ack("usage: /ask <prompt>")  # the private answer travels in the ack
+
+    @app.event("app_mention")
+    async def mention(event: dict[str, Any], say: Any, request: AsyncBoltRequest) -> None:
+        bot.retry_headers.append(request.headers.get("x-slack-retry-num", [None])[0])  # bolt: lists
+        await say(text="hello in thread", thread_ts=event["ts"])
+
+    return bot
+
+
+async def run_ask(fake: FakeSlack, bot: BoltBot, text: str) -> None:
+    envelope_id = await fake.send_slash_command(command="/ask", text=text, user_id="U0USER", channel_id=CHANNEL)
+    ack = await fake.wait_for_ack(envelope_id)
+    assert ack["envelope_id"] == envelope_id and "payload" not in ack  # ack() with no message
+    assert fake.sent_envelopes[envelope_id].ack_latency is not None
+    url = fake.sent_envelopes[envelope_id].response_url
+    await fake.wait_until(lambda: any(m.text == f"answer to {text}" for m in fake.messages.values()),
+                          what="say() landed")
+    assert fake.response_url_posts(url) == [{"text": f"working on {text}"}]  # type: ignore[arg-type]
+
+
+async def test_bolt_socket_mode_slash_command_and_disconnect(fake: FakeSlack) -> None:
+    bot = build_bolt(fake)
+    try:
+        await bot.handler.connect_async()
+        await fake.wait_for_socket(1)
+        await run_ask(fake, bot, "first")
+        assert bot.respond_results[0].status_code == 200 and bot.respond_results[0].body == "ok"
+        assert [c.method for c in fake.calls][:2] == ["apps.connections.open", "auth.test"]  # auth.test lazily
+        usage = await fake.wait_for_ack(await fake.send_slash_command(command="/usage"))
+        assert usage["payload"] == {"text": "usage: /ask <prompt>"}  # Socket Mode wraps a text ack as payload
+
+        await fake.send_disconnect(reason="refresh_requested")
+        await fake.wait_for_socket(2)
+        await fake.wait_until(lambda: not fake.socket.connections[0].open, what="old socket closed")
+        assert fake.socket_connections == 2 and not fake.socket.connections[0].closed_by_server
+        await run_ask(fake, bot, "second")
+        assert fake.sent_envelopes[next(reversed(fake.sent_envelopes))].connection == 2
+        assert len(fake.calls_to("auth.test")) == 1
+    finally:
+        await bot.handler.close_async()
+
+
+async def test_bolt_events_and_dropped_socket(fake: FakeSlack) -> None:
+    bot = build_bolt(fake, ping_interval=0.2)  # a dropped TCP connection is noticed by the ping monitor
+    try:
+        await bot.handler.connect_async()
+        await fake.wait_for_socket(1)
+        event = fake.mention_event("hello")
+        envelope_id = await fake.send_event(event)
+        await fake.wait_for_ack(envelope_id)
+        await fake.wait_until(lambda: len(fake.thread(CHANNEL, event["ts"])) == 1, what="threaded reply")
+        assert bot.retry_headers == ["0"]  # bolt sets x-slack-retry-num: 0 on first deliveries in Socket Mode
+        assert fake.sent_envelopes[envelope_id].payload["event_id"].startswith("Ev")
+
+        fake.drop_socket()
+        await fake.wait_for_socket(2, timeout=10)
+        retry = await fake.send_event(event, event_id="Ev0RETRY", retry_attempt=1, retry_reason="timeout")
+        await fake.wait_for_ack(retry)
+        await fake.wait_until(lambda: len(bot.retry_headers) == 2, what="retried event handled")
+        assert bot.retry_headers[1] == "1"
+    finally:
+        await bot.handler.close_async()
+
+
+async def test_bolt_200_concurrent_commands(fake: FakeSlack) -> None:
+    bot = build_bolt(fake)
+    try:
+        await bot.handler.connect_async()
+        await fake.wait_for_socket(1)
+        ids = await asyncio.gather(*(fake.send_slash_command(text=f"q{n}") for n in range(200)))
+        acks = await asyncio.gather(*(fake.wait_for_ack(envelope_id) for envelope_id in ids))
+        assert {a["envelope_id"] for a in acks} == set(ids)
+        assert max(fake.sent_envelopes[i].ack_latency or 99 for i in ids) < 3.0  # Slack's deadline
+        await fake.wait_until(lambda: len(fake.messages) == 200 and len(fake.responses) == 200, timeout=20)
+        # Until its first auth.test returns, bolt starts one per request: warm it up at start-up.
+        assert len(fake.calls_to("auth.test")) > 1
+    finally:
+        await bot.handler.close_async()
+
+
+# --- bolt in HTTP mode ---------------------------------------------------------------------------------
+
+async def test_http_mode_signature(fake: FakeSlack) -> None:
+    app = AsyncApp(client=AsyncWebClient(token=fake.bot_token, base_url=fake.api_url), signing_secret="shh")
+    done = asyncio.Event()
+
+    @app.command("/ask")
+    async def ask(ack: Any, respond: Any) -> None:
+        await ack("on it")
+        await respond("answer")
+        done.set()
+
+    url = fake.new_response_url()
+    body = slash_command_form(text="hi", response_url=url)
+    assert "command=%2Fask" in body and "is_enterprise_install=false" in body
+    response = await app.async_dispatch(AsyncBoltRequest(body=body, headers=signed_headers("shh", body)))
+    assert response.status == 200 and response.body == "on it"  # ack(text) answers plain text in HTTP mode
+    await asyncio.wait_for(done.wait(), 5)
+    assert fake.response_url_posts(url) == [{"text": "answer"}]
+
+    forged = await app.async_dispatch(AsyncBoltRequest(body=body, headers=signed_headers("wrong", body)))
+    stale = await app.async_dispatch(AsyncBoltRequest(
+        body=body, headers=signed_headers("shh", body, timestamp=int(time.time()) - 301)))
+    assert forged.status == 401 and stale.status == 401

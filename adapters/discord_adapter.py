@@ -118,6 +118,7 @@ class DiscordAdapter:
         self.tree.add_command(self._imagine_command())
         self._budgets: dict[int, EditBudget] = {}
         self.registrations_skipped = 0
+        self._gateway: Optional[BackgroundTasks] = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -127,7 +128,9 @@ class DiscordAdapter:
         if self._config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
         await self.client.login(self._config.token)
-        self._tasks.spawn(self.client.connect(reconnect=True), name="discord-gateway")
+        # The gateway has its own owner: it is not a command, so shutdown must not wait on it as one.
+        self._gateway = BackgroundTasks("discord-gateway")
+        self._gateway.spawn(self.client.connect(reconnect=True), name="discord-gateway")
 
     async def _setup_hook(self) -> None:
         if not self._config.gateway_url and self._config.api_url.rstrip("/") != "https://discord.com/api/v10":
@@ -163,6 +166,8 @@ class DiscordAdapter:
 
     async def close(self) -> None:
         await self.client.close()
+        if self._gateway is not None:
+            await self._gateway.cancel_all()
 
     # --- commands -----------------------------------------------------------------------------------
 

@@ -157,8 +157,11 @@ class StreamingReply:
         await self._stop_pump()
 
     async def _stop_pump(self) -> None:
-        if not self._pump.done():
-            self._pump.cancel()
+        # Taking the lock first lets an edit or post already on the wire finish: cancelling it midway
+        # could leave a message the platform created but we never learnt about.
+        async with self._lock:
+            if not self._pump.done():
+                self._pump.cancel()
         await asyncio.gather(self._pump, return_exceptions=True)
 
     def _interim_chunks(self) -> list[str]:

@@ -442,9 +442,6 @@ async def test_many_answers_at_once_in_one_channel_each_fill_their_own_response(
     assert [len(bot.discord.followups(s.token)) for s in sent] == [0] * 8
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: adapters/rendering.py StreamingReply.finish()/aclose() cancel the edit "
-                   "pump mid-request: a follow-up whose POST already reached Discord is forgotten and posted again, "
-                   "leaving a stray copy of the half-streamed text with the cursor")
 async def test_answer_ending_while_a_follow_up_is_being_posted_leaves_no_stray_message() -> None:
     head = "".join(f"Paragraph line {i} of a long answer.\n" for i in range(80))  # ~2,800 characters
     async with discord_bot(discord_class=SlowFollowUpDiscord) as bot:
@@ -468,8 +465,6 @@ async def test_answer_ending_while_a_follow_up_is_being_posted_leaves_no_stray_m
         assert not any(text.endswith(CURSOR) for text in shown), shown
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the gateway connection runs in the service's command task set, so "
-                   "BotService.shutdown() waits FINAL_REPLY_TIMEOUT_S (5 s) for it even with nothing in flight")
 async def test_idle_shutdown_is_prompt() -> None:
     async with fakes() as (discord_fake, replicate):
         saved = redirect_snapshot()

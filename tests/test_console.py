@@ -1,0 +1,60 @@
+"""`python -m bot console` as a newcomer runs it: a real process, real stdin/stdout, a fake Replicate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n" + b"console-png"
+
+
+@pytest.fixture
+async def replicate() -> AsyncIterator[FakeReplicate]:
+    async with FakeReplicate() as fake:
+        fake.add_model("meta/meta-llama-3-8b-instruct", TextModel(tokens=["Hi", " there", "\x1b[2J"]))
+        fake.add_model("black-forest-labs/flux-schnell", ImageModel(images=[(PNG, "image/png")]))
+        yield fake
+
+
+async def run_console(stdin: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "console",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **env}, cwd=cwd,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_console_answers_ask_and_saves_imagine_images(replicate: FakeReplicate, tmp_path: Path) -> None:
+    env = {
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        "REPLICATE_BASE_URL": replicate.base_url,
+        "IMAGE_DIR": str(tmp_path / "images"),
+        "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),  # the fake's files are served over its own TLS
+    }
+
+    code, out, _ = await run_console("/ask hello\n/imagine a lighthouse --seed 5\n/imagine\n", env, tmp_path)
+
+    assert code == 0
+    assert "Hi there" in out and "\x1b" not in out  # model text printed, terminal escapes removed
+    saved = list((tmp_path / "images").iterdir())
+    assert [path.read_bytes() for path in saved] == [PNG]
+    assert str(saved[0]) in out and "seed: 5" in out
+    assert "Usage: `/imagine <description>`" in out
+    assert len(replicate.creates) == 2
+
+
+async def test_console_without_a_token_says_what_to_set_and_exits_non_zero(tmp_path: Path) -> None:
+    code, out, err = await run_console("/ask hi\n", {}, tmp_path)
+
+    assert code != 0
+    assert "REPLICATE_API_TOKEN" in err and "replicate.com/account/api-tokens" in err

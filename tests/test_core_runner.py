@@ -1,0 +1,226 @@
+"""The command core and its Replicate runner, driven through the real `replicate` client to a fake Replicate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import pytest
+
+from bot.errors import FailureKind
+from bot.factory import CoreResources, create_core
+from bot.replies import Failure, Images, Phase, ReplyEvent, Status, TextDelta, TextDone
+from bot.requests import CommandRequest, Origin
+from bot.runner import RunPolicy
+from config.settings import Settings
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+
+ASK = "meta/meta-llama-3-8b-instruct"
+IMAGINE = "black-forest-labs/flux-schnell"
+SDXL = "stability-ai/sdxl"
+SDXL_VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
+PNG = b"\x89PNG\r\n\x1a\n" + b"fake-png-body"
+ORIGIN = Origin(platform="test", user_id="U1", channel_id="C1")
+FAST = RunPolicy(timeout_s=5.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1, max_retry_wait_s=3.0)
+
+
+@pytest.fixture
+async def replicate() -> AsyncIterator[FakeReplicate]:
+    async with FakeReplicate() as fake:
+        fake.add_model(ASK, TextModel(tokens=["Hel", "lo", " https://example.com", "\nbye"]))
+        fake.add_model(IMAGINE, ImageModel(images=[(PNG, "image/png")]))
+        yield fake
+        assert fake.errors == []
+
+
+def make_core(fake: FakeReplicate, policy: RunPolicy = FAST, **overrides: object) -> CoreResources:
+    settings = Settings(
+        replicate_api_token=overrides.pop("token", "r8_test_token"),  # type: ignore[arg-type]
+        replicate_base_url=fake.base_url,
+        allowed_models=frozenset({ASK, IMAGINE, f"{SDXL}:{SDXL_VERSION}"}),
+        **overrides,  # type: ignore[arg-type]
+    )
+    return create_core(settings, policy)
+
+
+async def run(resources: CoreResources, command: str, text: str) -> list[ReplyEvent]:
+    request = resources.core.prepare(command, text, ORIGIN)
+    assert isinstance(request, CommandRequest), request
+    async with aclosing(resources.core.execute(request)) as events:
+        return [event async for event in events]
+
+
+@pytest.fixture
+async def core(replicate: FakeReplicate) -> AsyncIterator[CoreResources]:
+    resources = make_core(replicate)
+    yield resources
+    await resources.aclose()
+
+
+async def test_ask_streams_tokens_and_ends_with_the_exact_text_in_two_requests(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
+    events = await run(core, "ask", "say hello")
+
+    deltas = "".join(event.text for event in events if isinstance(event, TextDelta))
+    assert deltas == "Hello https://example.com\nbye"
+    assert isinstance(events[-1], TextDone) and events[-1].text == deltas
+    assert len(replicate.creates) == 1 and replicate.creates[0].input["prompt"] == "say hello"
+    assert len(replicate.requests) == 2  # the create and the stream: nothing else per text prediction
+
+
+async def test_imagine_downloads_the_image_bytes_with_seed_and_model(replicate: FakeReplicate, core: CoreResources) -> None:
+    events = await run(core, "imagine", "a lighthouse --ar 16:9 --seed 7")
+
+    final = events[-1]
+    assert isinstance(final, Images)
+    assert [image.data for image in final.images] == [PNG]
+    assert final.images[0].content_type == "image/png" and final.seed == 7 and final.run.model == IMAGINE
+    assert replicate.creates[0].input["aspect_ratio"] == "16:9" and replicate.creates[0].input["seed"] == 7
+
+
+async def test_a_version_pinned_model_is_created_by_version(replicate: FakeReplicate, core: CoreResources) -> None:
+    replicate.add_model(SDXL, ImageModel(images=[(PNG, "image/png")]), version=SDXL_VERSION)
+
+    events = await run(core, "imagine", f"a cat --model {SDXL}:{SDXL_VERSION} --no dogs")
+
+    assert isinstance(events[-1], Images)
+    create = replicate.creates[0]
+    assert create.input["negative_prompt"] == "dogs" and create.input["width"] % 64 == 0
+    assert any(r.method == "POST" and r.path == "/v1/predictions" for r in replicate.requests)
+
+
+async def test_a_429_on_create_is_retried_after_retry_after_and_creates_once(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
+    replicate.fail_next_creates(429, times=1, retry_after=1)
+
+    events = await run(core, "ask", "hi")
+
+    assert isinstance(events[-1], TextDone)
+    posts = [r for r in replicate.requests if r.method == "POST"]
+    assert len(posts) == 2 and len(replicate.creates) == 1
+    assert posts[1].at - posts[0].at >= 1.0  # honoured Retry-After
+
+
+async def test_a_429_that_persists_gives_one_busy_reply(replicate: FakeReplicate, core: CoreResources) -> None:
+    replicate.fail_next_creates(429, times=10, retry_after=0)
+
+    events = await run(core, "ask", "hi")
+
+    assert [type(event) for event in events] == [Failure]
+    assert events[0].kind is FailureKind.REPLICATE_BUSY and replicate.creates == []
+
+
+async def test_a_5xx_after_the_create_reached_replicate_is_not_retried(replicate: FakeReplicate, core: CoreResources) -> None:
+    replicate.fail_next_creates(500, created=True)
+
+    events = await run(core, "ask", "hi")
+
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.REPLICATE_UNAVAILABLE
+    assert len(replicate.creates) == 1  # paid once, never twice
+    assert len([r for r in replicate.requests if r.method == "POST"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(401, FailureKind.MISCONFIGURED), (404, FailureKind.MODEL_NOT_FOUND), (422, FailureKind.INVALID_MODEL_INPUT)],
+)
+async def test_api_errors_map_to_one_clear_reply(
+    replicate: FakeReplicate, core: CoreResources, status: int, kind: FailureKind
+) -> None:
+    replicate.fail_next_creates(status, detail="- input.width: Must be less than 1440")
+
+    events = await run(core, "imagine", "a cat")
+
+    assert len(events) == 1 and isinstance(events[0], Failure) and events[0].kind is kind
+    assert "Traceback" not in events[0].message
+    if status == 422:
+        assert "Must be less than 1440" in events[0].message
+
+
+async def test_the_safety_filter_is_named_as_such(replicate: FakeReplicate, core: CoreResources) -> None:
+    replicate.add_model(IMAGINE, ImageModel(fail_with="NSFW content detected. Try running it again, or try a different prompt."))
+
+    events = await run(core, "imagine", "something")
+
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.SAFETY_FILTER
+
+
+async def test_a_failed_text_stream_is_one_model_failure(replicate: FakeReplicate, core: CoreResources) -> None:
+    replicate.add_model(ASK, TextModel(tokens=["partial"], fail_with="CUDA out of memory"))
+
+    events = await run(core, "ask", "hi")
+
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.MODEL_FAILED
+    assert "CUDA" not in events[-1].message
+
+
+@pytest.mark.parametrize("empty", [[], None, [""]])
+async def test_empty_output_is_a_failure(replicate: FakeReplicate, core: CoreResources, empty: object) -> None:
+    replicate.add_model(IMAGINE, ImageModel(output_override=empty))
+
+    events = await run(core, "imagine", "x")
+
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.EMPTY_OUTPUT
+
+
+async def test_a_hung_prediction_is_cancelled_on_replicate_at_the_timeout(replicate: FakeReplicate) -> None:
+    replicate.add_model(ASK, TextModel(tokens=["a"], hang=True))
+    resources = make_core(replicate, RunPolicy(timeout_s=0.5, poll_interval_s=0.05))
+    try:
+        events = await run(resources, "ask", "hi")
+    finally:
+        await resources.aclose()
+
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.TIMED_OUT
+    assert replicate.cancels == [replicate.creates[0].id]
+    assert replicate.running() == []
+
+
+async def test_abandoning_a_command_cancels_its_prediction(replicate: FakeReplicate, core: CoreResources) -> None:
+    replicate.add_model(ASK, TextModel(tokens=["a"], hang=True))
+    request = core.core.prepare("ask", "hi", ORIGIN)
+    assert isinstance(request, CommandRequest)
+
+    async with aclosing(core.core.execute(request)) as events:
+        async for event in events:
+            if isinstance(event, Status) and event.phase is Phase.STARTING:
+                break
+
+    await replicate.wait_until(lambda: replicate.running() == [], what="prediction cancelled")
+    assert len(replicate.cancels) == 1
+
+
+async def test_commands_beyond_the_cap_wait_in_a_queue_and_are_told_their_place(replicate: FakeReplicate) -> None:
+    replicate.add_model(ASK, TextModel(tokens=["x"] * 5, token_interval_s=0.05))
+    resources = make_core(replicate, max_concurrent_predictions=1)
+    try:
+        first, second = await asyncio.gather(run(resources, "ask", "one"), run(resources, "ask", "two"))
+    finally:
+        await resources.aclose()
+
+    statuses = [event for event in first + second if isinstance(event, Status) and event.phase is Phase.QUEUED]
+    assert [status.queue_position for status in statuses] == [1]
+    assert isinstance(first[-1], TextDone) and isinstance(second[-1], TextDone)
+
+
+async def test_three_hundred_concurrent_commands_all_finish(replicate: FakeReplicate) -> None:
+    replicate.add_model(ASK, TextModel(tokens=["ok"], token_interval_s=0.01))
+    resources = make_core(replicate, RunPolicy(timeout_s=60.0), max_concurrent_predictions=50)
+    try:
+        results = await asyncio.gather(*(run(resources, "ask", f"q{i}") for i in range(300)))
+    finally:
+        await resources.aclose()
+
+    assert all(isinstance(events[-1], TextDone) and events[-1].text == "ok" for events in results)
+    assert len(replicate.creates) == 300
+
+
+async def test_invalid_input_never_reaches_replicate(replicate: FakeReplicate, core: CoreResources) -> None:
+    for text in ["", "   ", "--seed 3", "cat --ar 16x9", "cat --bogus 1", "x" * 4001, "cat --model evil/model"]:
+        prepared = core.core.prepare("imagine", text, ORIGIN)
+        assert isinstance(prepared, Failure) and prepared.private, text
+
+    assert replicate.requests == []

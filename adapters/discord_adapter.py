@@ -329,7 +329,7 @@ class DiscordAdapter:
     async def _post_in_channel(self, interaction: discord.Interaction, request: CommandRequest, text: str) -> None:
         """Past the 15-minute interaction token: the answer becomes a normal channel message."""
         header = f"Answer to /{request.command} from <@{request.origin.user_id}>:\n"
-        for index, chunk in enumerate(split_message(header + text, MAX_MESSAGE_CHARS)):
+        for chunk in split_message(header + text, MAX_MESSAGE_CHARS):
             await self._channel_send(interaction, content=chunk)
 
     async def _channel_send(self, interaction: discord.Interaction, **fields: Any) -> None:

@@ -9,6 +9,7 @@ command's `response_url`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -233,14 +234,15 @@ class SlackAdapter:
         except Exception as error:  # any failure of the three-step upload: fall back to links, once
             log.warning("Slack: image upload failed (%s); posting links instead", type(error).__name__)
             missing = list(images.images)
-        links = [f"<{fmt.escape(image.url)}|image {index}>" for index, image in enumerate(missing, start=1) if image.url]
         if missing:
-            caption += "\n" + (" · ".join(links) + " (links expire in an hour)" if links else "The image could not be fetched.")
+            links = fmt.image_links(images, missing)
+            caption += "\n" + (links + " (links expire in an hour)" if links else "The image could not be fetched.")
         await reply.replace(caption)
 
     async def _answer_privately(self, request: CommandRequest, respond: Respond, ack_latency_s: float) -> None:
         """No channel access: the answer goes through response_url (5 uses), final text only."""
-        await respond(text=fmt.not_in_channel_text(self.bot_user_id), response_type="ephemeral", replace_original=False)
+        tell = functools.partial(respond, response_type="ephemeral", replace_original=False)
+        await tell(text=fmt.not_in_channel_text(self.bot_user_id))
         async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
             async for event in events:
                 match event:
@@ -249,13 +251,11 @@ class SlackAdapter:
                     case TextDone():
                         chunks = split_message(fmt.escape(event.text), fmt.CHAT_UPDATE_MAX_CHARS)
                         for chunk in chunks[: fmt.RESPONSE_URL_MAX_USES - 1]:
-                            await respond(text=chunk, response_type="ephemeral", replace_original=False)
+                            await tell(text=chunk)
                     case Images():
-                        links = " · ".join(f"<{fmt.escape(i.url)}|image {n}>" for n, i in enumerate(event.images, 1) if i.url)
-                        await respond(text=fmt.image_caption(event) + "\n" + (links or "(no link available)"),
-                                      response_type="ephemeral", replace_original=False)
+                        await tell(text=fmt.image_caption(event) + "\n" + (fmt.image_links(event) or "(no link available)"))
                     case Failure():
-                        await respond(text=fmt.failure_text(event.message), response_type="ephemeral", replace_original=False)
+                        await tell(text=fmt.failure_text(event.message))
                     case _:
                         assert_never(event)
 

@@ -7,7 +7,9 @@ also never send it with `link_names` or `parse=full` (NOTES).
 
 from __future__ import annotations
 
-from bot.replies import Images, Status
+from collections.abc import Sequence
+
+from bot.replies import Image, Images, Status
 from bot.requests import CommandRequest
 
 # Limits and timings (NOTES, Slack section).
@@ -40,6 +42,16 @@ def image_caption(images: Images) -> str:
     count = len(images.images)
     noun = "image" if count == 1 else f"{count} images"
     return f"🖼 {noun} · *prompt:* {escape(images.prompt[:PROMPT_PREVIEW_CHARS])} · *model:* `{escape(images.run.model)}` · *seed:* {images.seed}"
+
+
+def image_links(images: Images, wanted: Sequence[Image] | None = None) -> str:
+    """Slack links to the images' URLs (numbered by their place in the set), for when bytes can't be posted."""
+    chosen = images.images if wanted is None else wanted
+    return " · ".join(
+        f"<{escape(image.url)}|image {number}>"
+        for number, image in enumerate(images.images, start=1)
+        if image in chosen and image.url
+    )
 
 
 def failure_text(message: str) -> str:

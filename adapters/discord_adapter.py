@@ -2,7 +2,7 @@
 
 Flow per interaction: parse and validate (no I/O) → bad input answered ephemerally → otherwise defer
 at once (inside the 3 s deadline, before any call to Replicate) → stream the answer into the
-original response (edits coalesced, budgeted per channel), continuing in follow-ups past 2,000
+original response (edits coalesced per message), continuing in follow-ups past 2,000
 characters → images as attachments. Every send and edit carries `AllowedMentions.none()`.
 """
 
@@ -22,7 +22,7 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
+from adapters.rendering import RateLimited, RenderLimits, StreamingReply
 from bot.core import CommandCore
 from bot.replies import Failure, Image, Images, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
@@ -34,15 +34,17 @@ log = logging.getLogger(__name__)
 
 # Limits and timings (NOTES, Discord section).
 MAX_MESSAGE_CHARS = 2000
+# Interaction responses and follow-ups are edited through the interaction's webhook, whose rate-limit
+# bucket is that interaction's own (discord.py keys it by webhook token), not the channel's: one edit a
+# second per message stays inside it, however many answers stream in one channel.
 EDIT_INTERVAL_S = 1.0
-CHANNEL_EDITS_PER_MINUTE = 60  # message edits in one channel share a bucket of about 5 per 5 s
-CHANNEL_EDIT_BURST = 5
 INTERACTION_TOKEN_LIFETIME = datetime.timedelta(minutes=15)
 TOKEN_SAFETY_MARGIN = datetime.timedelta(seconds=60)
 MAX_ATTACHMENTS = 10
 MAX_CHOICES = 25
 NO_MENTIONS = discord.AllowedMentions.none()
 THINKING_TEXT = "⏳ Working on it…"
+INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,6 @@ class DiscordAdapter:
         self.tree = app_commands.CommandTree(self.client)
         self.tree.add_command(self._ask_command())
         self.tree.add_command(self._imagine_command())
-        self._budgets: dict[int, EditBudget] = {}
         self.registrations_skipped = 0
         self._gateway: Optional[BackgroundTasks] = None
 
@@ -267,9 +268,7 @@ class DiscordAdapter:
             InteractionMessages(interaction),
             InteractionMessages.ORIGINAL,
             RenderLimits(max_chars=MAX_MESSAGE_CHARS, edit_interval_s=EDIT_INTERVAL_S),
-            budget=self._budget(interaction.channel_id or 0),
         )
-        streamed = False
         try:
             async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
                 async for event in events:
@@ -277,7 +276,6 @@ class DiscordAdapter:
                         case Status():
                             reply.set_status(f"⏳ {event.text}")
                         case TextDelta():
-                            streamed = True
                             reply.append(event.text)
                         case TextDone():
                             if self._token_expired(interaction):
@@ -288,9 +286,13 @@ class DiscordAdapter:
                         case Images():
                             await reply.aclose()
                             await self._send_images(interaction, event)
+                        case Failure() if reply.text:
+                            # What was written stays, settled (no cursor) and marked unfinished; why is private.
+                            await reply.finish(reply.text + INCOMPLETE_NOTE)
+                            await self._send_failure(interaction, event, keep_original=True)
                         case Failure():
                             await reply.aclose()
-                            await self._send_failure(interaction, event, keep_original=streamed)
+                            await self._send_failure(interaction, event, keep_original=False)
                         case _:
                             assert_never(event)
         finally:
@@ -314,7 +316,7 @@ class DiscordAdapter:
             )
 
     async def _send_failure(self, interaction: discord.Interaction, failure: Failure, *, keep_original: bool) -> None:
-        """Errors are ephemeral; a half-streamed answer keeps its text and gets the error appended."""
+        """Errors are ephemeral; a half-streamed answer keeps its (settled) text beside the private error."""
         text = f"⚠️ {failure.message}"
         try:
             if keep_original:
@@ -342,12 +344,6 @@ class DiscordAdapter:
     def _token_expired(interaction: discord.Interaction) -> bool:
         deadline = interaction.created_at + INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
         return discord.utils.utcnow() >= deadline
-
-    def _budget(self, channel_id: int) -> EditBudget:
-        budget = self._budgets.get(channel_id)
-        if budget is None:
-            budget = self._budgets[channel_id] = EditBudget(CHANNEL_EDITS_PER_MINUTE, CHANNEL_EDIT_BURST)
-        return budget
 
 
 def _image_caption(images: Images, links: list[Image]) -> str:

@@ -4,7 +4,8 @@ Why a timer: chat APIs rate-limit edits (Slack: Tier 3 per workspace; Discord: ~
 channel), while models emit tokens many times a second. Deltas go into a buffer; one task per reply
 renders the latest text at most once per `edit_interval_s`, skips unchanged text, honours
 Retry-After, and never lets a failed interim edit stall the model. The final text is always
-delivered: edited in, retried after a rate limit, or posted as a new message as a last resort.
+delivered and never waits behind a rate limit: it is edited in while the budget allows, otherwise
+posted as new messages that take the old ones' place (which are then removed).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from bot.text import split_message
 log = logging.getLogger(__name__)
 
 CURSOR = " ▍"
-FINAL_EDIT_ATTEMPTS = 4
 
 
 class RateLimited(Exception):
@@ -49,8 +49,9 @@ class EditBudget:
     """A token bucket for interim edits shared by every reply in one rate-limit scope (a Slack workspace).
 
     Interim edits take a token or are skipped; final edits always go but are counted, so a crowd of
-    finished answers spends the budget first and progress edits wait. When the bucket is overdrawn,
-    `exhausted` tells the renderer to post a final answer as a new message instead of editing.
+    finished answers spends the budget first and progress edits wait. When the bucket is overdrawn, or
+    the platform said "slow down" (`pause`), `exhausted` tells the renderer to post a final answer as a
+    new message instead of editing.
     """
 
     def __init__(self, per_minute: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -59,6 +60,7 @@ class EditBudget:
         self._tokens = burst
         self._clock = clock
         self._updated = clock()
+        self._paused_until = 0.0
 
     def _refill(self) -> None:
         now = self._clock()
@@ -67,7 +69,7 @@ class EditBudget:
 
     def try_take(self) -> bool:
         self._refill()
-        if self._tokens >= 1:
+        if self._tokens >= 1 and not self.paused:
             self._tokens -= 1
             return True
         return False
@@ -76,10 +78,18 @@ class EditBudget:
         self._refill()
         self._tokens -= 1
 
+    def pause(self, seconds: float) -> None:
+        """The platform answered 429: no edit in this scope is worth trying for `seconds`."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @property
+    def paused(self) -> bool:
+        return self._clock() < self._paused_until
+
     @property
     def exhausted(self) -> bool:
         self._refill()
-        return self._tokens < 0
+        return self._tokens < 0 or self.paused
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,11 @@ class StreamingReply:
     def message_ids(self) -> list[str]:
         return list(self._message_ids)
 
+    @property
+    def text(self) -> str:
+        """The text streamed so far (before `prepare_text`): what an interrupted answer still has to show."""
+        return self._text
+
     def set_status(self, text: str) -> None:
         if text != self._status:
             self._status = text
@@ -135,23 +150,23 @@ class StreamingReply:
     async def finish(self, final_text: str) -> None:
         """Stop streaming and make the messages say exactly `final_text` (already in platform form)."""
         await self._stop_pump()
-        chunks = split_message(final_text, self._limits.max_chars)
-        async with self._lock:
-            for index, chunk in enumerate(chunks):
-                if index < len(self._message_ids):
-                    if self._shown[index] != chunk:
-                        await self._final_edit(index, chunk)
-                else:
-                    await self._post(chunk)
-            await self._delete_beyond(len(chunks))
+        await self._settle(split_message(final_text, self._limits.max_chars))
 
     async def replace(self, text: str) -> None:
         """Stop streaming and show `text` (an error, a caption) in the first message only."""
         await self._stop_pump()
+        await self._settle([text])
+
+    async def _settle(self, chunks: list[str]) -> None:
         async with self._lock:
-            if self._shown[0] != text:
-                await self._final_edit(0, text)
-            await self._delete_beyond(1)
+            for index, chunk in enumerate(chunks):
+                if index >= len(self._message_ids):
+                    await self._post(chunk)
+                elif self._shown[index] != chunk and not await self._final_edit(index, chunk):
+                    await self._repost_from(index, chunks)
+                    return
+            await self._delete(self._message_ids[len(chunks):])
+            del self._message_ids[len(chunks):], self._shown[len(chunks):]
 
     async def aclose(self) -> None:
         await self._stop_pump()
@@ -189,6 +204,8 @@ class StreamingReply:
                 self._next_edit_at = self._clock() + self._limits.edit_interval_s
             except RateLimited as limited:
                 self._next_edit_at = self._clock() + max(limited.retry_after_s, self._limits.edit_interval_s)
+                if self._budget is not None:
+                    self._budget.pause(limited.retry_after_s)  # the limit is the scope's, not just this reply's
                 self._dirty.set()
             except Exception as error:  # an interim edit is disposable; the final one is not
                 log.warning("Interim edit failed (%s); will try again", type(error).__name__)
@@ -210,40 +227,38 @@ class StreamingReply:
         self._shown.append(text)
         self.posts += 1
 
-    async def _delete_beyond(self, count: int) -> None:
-        """Streaming (with its cursor) can take one message more than the final text: remove the rest."""
-        while len(self._message_ids) > count:
-            message_id = self._message_ids.pop()
-            self._shown.pop()
+    async def _final_edit(self, index: int, text: str) -> bool:
+        """Edit message `index` to its final text if that can happen now; False means "post it instead"."""
+        if self._budget is not None:
+            if self._budget.exhausted:
+                return False  # the scope's edits are spent: a new message arrives now, an edit would queue
+            self._budget.spend()
+        try:
+            await self._target.edit(self._message_ids[index], text)
+        except RateLimited as limited:
+            log.info("Final edit rate limited for %.1fs; posting the text as a new message", limited.retry_after_s)
+            if self._budget is not None:
+                self._budget.pause(limited.retry_after_s)
+            return False
+        except Exception as error:
+            log.warning("Final edit failed (%s); posting the text as a new message", type(error).__name__)
+            return False
+        self._shown[index] = text
+        self.edits += 1
+        return True
+
+    async def _repost_from(self, index: int, chunks: list[str]) -> None:
+        """Post `chunks[index:]` as new messages (keeping their order), then remove the ones they replace."""
+        stale = self._message_ids[index:]
+        del self._message_ids[index:], self._shown[index:]
+        for chunk in chunks[index:]:
+            await self._post(chunk)
+        await self._delete(stale)
+
+    async def _delete(self, message_ids: list[str]) -> None:
+        """Leftovers (a cursor's extra message, a stale draft) go; failing that, they stay, logged."""
+        for message_id in message_ids:
             try:
                 await self._target.delete(message_id)
             except Exception as error:
                 log.warning("Could not delete a leftover message (%s)", type(error).__name__)
-
-    async def _final_edit(self, index: int, text: str) -> None:
-        if self._budget is not None:
-            if self._budget.exhausted and index == len(self._message_ids) - 1:
-                # The workspace's edit budget is gone: a new message arrives now, an edit would queue.
-                await self._post_instead(index, text)
-                return
-            self._budget.spend()
-        for attempt in range(1, FINAL_EDIT_ATTEMPTS + 1):
-            try:
-                await self._target.edit(self._message_ids[index], text)
-                self._shown[index] = text
-                self.edits += 1
-                return
-            except RateLimited as limited:
-                log.info("Final edit rate limited; retrying in %.1fs (attempt %d)", limited.retry_after_s, attempt)
-                await asyncio.sleep(limited.retry_after_s)
-            except Exception as error:
-                log.warning("Final edit failed (%s); posting the text as a new message", type(error).__name__)
-                break
-        await self._post_instead(index, text)
-
-    async def _post_instead(self, index: int, text: str) -> None:
-        """The final text as a new message that takes the place of message `index` (left as it was)."""
-        message_id = await self._target.post(text)
-        self._message_ids[index] = message_id
-        self._shown[index] = text
-        self.posts += 1

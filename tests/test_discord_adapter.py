@@ -189,7 +189,7 @@ async def test_long_answer_continues_in_follow_ups_with_code_blocks_intact(bot: 
     assert code_start < 2000 < text.index("\n```", code_start)  # the code block spans the first limit
     pieces = [text[i : i + 60] for i in range(0, len(text), 60)]
     # ~1.5 s of streaming: the progress edit at ~1 s posts follow-ups, and the answer ends well clear of it
-    # (an answer ending while a follow-up is being posted hits the bug in the xfail test further down).
+    # (an answer ending while a follow-up is being posted has its own test further down).
     bot.replicate.add_model(ASK_MODEL, TextModel(tokens=pieces, token_interval_s=0.018))
     sent = await bot.interact("ask", {"prompt": "explain with code"})
 
@@ -413,12 +413,9 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
     assert [r.method for r in bot.discord.requests if r.path == f"/channels/{CHANNEL}/messages"] == ["POST"]
 
 
-# --- bugs ------------------------------------------------------------------------------------------------
+# --- regressions ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a failure after the first TextDelta keeps the public original as it was "
-                   "(adapters/discord_adapter.py `_answer` sets keep_original on any delta): it goes on saying "
-                   "'⏳ Starting the model…' (or shows half an answer with the streaming cursor) forever")
 async def test_failure_after_text_started_leaves_no_status_or_cursor_behind(bot: DiscordBot) -> None:
     bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["Partial"], token_interval_s=0.2, fail_with="CUDA out of memory"))
     sent = await bot.interact("ask", {"prompt": "fail half way"})
@@ -428,12 +425,9 @@ async def test_failure_after_text_started_leaves_no_status_or_cursor_behind(bot:
     assert len(errors) == 1 and errors[0].ephemeral
     public = [m.content for m in bot.visible(sent) if not m.ephemeral]
     assert all(not text.startswith("⏳") and not text.endswith(CURSOR) for text in public), public
+    assert public == ["Partial\n\n*(answer incomplete)*"]  # what was written stays, marked unfinished
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: adapters/discord_adapter.py budgets edits per channel (burst 5, Slack's "
-                   "workspace-style EditBudget); when several answers finish at once in one channel the budget is "
-                   "exhausted and StreamingReply posts the answer as a new follow-up, leaving the original response "
-                   "stuck on '⏳ Starting the model…'")
 async def test_many_answers_at_once_in_one_channel_each_fill_their_own_response(bot: DiscordBot) -> None:
     sent = [await bot.interact("ask", {"prompt": f"question {i}"}) for i in range(8)]
     await bot.until(lambda: all(any(m.content == "Hello, world" for m in bot.visible(s)) for s in sent), "8 answers")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from adapters.rendering import CURSOR, FINAL_EDIT_ATTEMPTS, EditBudget, RateLimited, RenderLimits, StreamingReply
+from adapters.rendering import CURSOR, EditBudget, RateLimited, RenderLimits, StreamingReply
 from bot.text import split_message
 
 FIRST = "first"
@@ -356,44 +356,62 @@ async def test_interim_edit_failing_otherwise_is_logged_and_streaming_goes_on(
     assert target.messages[FIRST] == "one two three"
 
 
-async def test_rate_limited_final_edit_is_retried_until_it_lands(
+async def test_rate_limited_final_edit_posts_the_text_at_once_and_removes_the_draft(
     target: RecordingTarget, make_reply: Callable[..., StreamingReply]
 ) -> None:
     reply = make_reply()
     reply.append("draft")
     await target.wait_for_first("draft" + CURSOR)
-    target.fail_next_edits(RateLimited(0.01), times=FINAL_EDIT_ATTEMPTS - 1)
+    target.fail_next_edits(RateLimited(30))
 
-    await reply.finish("final answer")
-
-    final_attempts = [call for call in target.calls if call.text == "final answer"]
-    assert [call.failed for call in final_attempts] == [True] * (FINAL_EDIT_ATTEMPTS - 1) + [False]
-    assert target.messages == {FIRST: "final answer"}
-
-
-async def test_final_edit_waits_for_retry_after_between_attempts(
-    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
-) -> None:
-    reply = make_reply()
-    target.fail_next_edits(RateLimited(0.2))
-
-    await reply.finish("final answer")
-
-    refused, accepted = target.calls
-    assert accepted.at - refused.at >= 0.19
-    assert target.messages[FIRST] == "final answer"
-
-
-async def test_final_edit_rate_limited_on_every_attempt_is_posted_as_a_new_message(
-    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
-) -> None:
-    reply = make_reply()
-    target.fail_next_edits(RateLimited(0.01), times=FINAL_EDIT_ATTEMPTS)
-
-    await reply.finish("final answer")
+    await asyncio.wait_for(reply.finish("final answer"), TIMEOUT_S)  # no waiting out the 30 s
 
     assert [call.text for call in target.posts] == ["final answer"]
-    assert target.messages[reply.message_ids[-1]] == "final answer"
+    assert target.messages == {reply.message_ids[0]: "final answer"}  # the draft is gone
+
+
+async def test_rate_limited_final_edit_pauses_the_budget_for_its_retry_after(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    clock = FakeClock()
+    budget = EditBudget(per_minute=600, burst=10, clock=clock)
+    reply = make_reply(budget=budget)
+    target.fail_next_edits(RateLimited(5))
+
+    await reply.finish("final answer")
+
+    assert budget.exhausted and not budget.try_take()
+    clock.advance(5)
+    assert not budget.exhausted and budget.try_take()
+
+
+async def test_rate_limited_interim_edit_pauses_every_reply_sharing_the_budget(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    budget = EditBudget(per_minute=600, burst=10)
+    reply = make_reply(budget=budget)
+    target.fail_next_edits(RateLimited(30))
+
+    reply.append("one")
+    await target.wait_until(lambda: bool(target.calls))
+
+    assert budget.paused and budget.exhausted
+
+
+async def test_long_final_answer_reposted_after_a_rate_limit_keeps_its_order(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    reply = make_reply(RenderLimits(max_chars=20, edit_interval_s=0.05))
+    reply.append("aaaa aaaa aaaa\nbbbb bbbb")
+    await target.wait_until(lambda: len(target.posts) == 1)  # the draft spans two messages
+    target.fail_next_edits(RateLimited(30))
+
+    final = "aaaa aaaa aaaa\nbbbb bbbb bbbb\ncccc dddd eeee"
+    await reply.finish(final)
+
+    assert target.texts(reply.message_ids) == split_message(final, 20)
+    assert len(reply.message_ids) == 3 and reply.message_ids[0] == FIRST  # only the changed part was reposted
+    assert set(target.messages) == set(reply.message_ids)  # both drafts removed
 
 
 async def test_final_edit_failing_otherwise_posts_the_text_as_a_new_message(
@@ -498,6 +516,18 @@ async def test_exhausted_budget_makes_finish_post_a_new_message_instead_of_editi
     assert target.edits == []
     assert [call.text for call in target.posts] == ["final answer"]
     assert reply.message_ids == [target.posts[0].message_id]  # the new message takes the old one's place
+    assert FIRST not in target.messages
+
+
+def test_paused_budget_is_exhausted_and_refuses_edits_until_the_pause_ends() -> None:
+    clock = FakeClock()
+    budget = EditBudget(per_minute=60, burst=5, clock=clock)
+
+    budget.pause(2)
+
+    assert budget.exhausted and not budget.try_take()
+    clock.advance(2)
+    assert not budget.exhausted and budget.try_take()
 
 
 def test_rate_limited_carries_its_retry_after() -> None:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 RATE_LIMIT_RETRIES = 3  # slack_sdk waits Retry-After between tries
+SOCKET_PING_INTERVAL_S = 3.0  # bolt's 10 s default notices a dead socket only after 40 s (4 missed pings)
 CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 WORKING_TEXT = "_⏳ Working on it…_"
 
@@ -53,10 +54,16 @@ class SlackConfig:
 
 
 class SlackThread:
-    """A command's thread, as the streaming renderer sees it."""
+    """A command's thread, as the streaming renderer sees it.
 
-    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str) -> None:
+    Edits go through `edit_client`, which does not wait out 429s: the renderer decides what a rate
+    limit means (skip a progress edit; post a final answer anew), so a finished answer never sleeps
+    behind Retry-After. Posts and deletes go through `client`, whose retry handlers wait it out.
+    """
+
+    def __init__(self, client: AsyncWebClient, edit_client: AsyncWebClient, channel: str, thread_ts: str) -> None:
         self._client = client
+        self._edit_client = edit_client
         self._channel = channel
         self._thread_ts = thread_ts
 
@@ -67,7 +74,7 @@ class SlackThread:
         return str(response["ts"])
 
     async def edit(self, message_id: str, text: str) -> None:
-        await _call(self._client.chat_update(channel=self._channel, ts=message_id, text=text))
+        await _call(self._edit_client.chat_update(channel=self._channel, ts=message_id, text=text))
 
     async def delete(self, message_id: str) -> None:
         await _call(self._client.chat_delete(channel=self._channel, ts=message_id))
@@ -99,10 +106,17 @@ class SlackAdapter:
                 AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
             ],
         )
+        self._edit_client = AsyncWebClient(
+            token=config.bot_token, base_url=config.api_url, retry_handlers=[AsyncConnectionErrorRetryHandler()]
+        )
         self.app = AsyncApp(
             client=self.client,
             signing_secret=config.signing_secret or "",
             request_verification_enabled=config.app_token is None,
+            # The listener only validates, acks and spawns the answer, so bolt can answer Slack as soon as
+            # it returns. The default polls for the ack every 10 ms, and meanwhile the answer's first
+            # Web API and Replicate calls would overtake the ack.
+            process_before_response=True,
         )
         self.app.command("/ask")(self._on_command)
         self.app.command("/imagine")(self._on_command)
@@ -124,7 +138,9 @@ class SlackAdapter:
                 middleware.auth_test_result = auth
         log.info("Slack: signed in as %s in %s", auth.get("user"), auth.get("team"))
         if self._config.app_token:
-            self._socket_handler = AsyncSocketModeHandler(self.app, self._config.app_token)
+            self._socket_handler = AsyncSocketModeHandler(
+                self.app, self._config.app_token, ping_interval=SOCKET_PING_INTERVAL_S
+            )
             await self._socket_handler.connect_async()
             log.info("Slack: Socket Mode connected")
 
@@ -186,7 +202,7 @@ class SlackAdapter:
             log.error("Slack: could not start the thread in %s: %s", channel, code)
             await respond(text=fmt.failure_text("I couldn't post in this channel. Try again in a moment."))
             return
-        thread = SlackThread(self.client, channel, parent["ts"])
+        thread = SlackThread(self.client, self._edit_client, channel, parent["ts"])
         reply = StreamingReply(
             thread,
             first_reply["ts"],
@@ -214,6 +230,9 @@ class SlackAdapter:
                         await reply.finish(fmt.escape(event.text))
                     case Images():
                         await self._post_images(event, reply, channel, thread_ts)
+                    case Failure() if reply.text:
+                        # What was written stays, settled; the error follows it in the thread.
+                        await reply.finish(fmt.escape(reply.text) + "\n\n" + fmt.failure_text(event.message))
                     case Failure():
                         await reply.replace(fmt.failure_text(event.message))
                     case _:

@@ -1,20 +1,27 @@
-"""The Slack adapter through real bolt/slack_sdk over Socket Mode to a fake Slack, with a fake Replicate."""
+"""The Slack adapter through real bolt/slack_sdk to a fake Slack (Socket Mode and HTTP mode), with a fake Replicate."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 
 from adapters.runtime import BotService
 from bot.runner import RunPolicy
+from bot.text import split_message
 from config.settings import Settings
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
-from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_server import FakeSlack, Message, signed_headers, slash_command_form
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"slack-png"
 HOSTILE = "<!channel> <!here> <@U999> <https://evil.example|click> & done"
+ASK_MODEL = "meta/meta-llama-3-8b-instruct"
+SIGNING_SECRET = "fake-signing-secret"
+CURSOR = "▍"
 
 
 @dataclass
@@ -23,28 +30,49 @@ class SlackBot:
     replicate: FakeReplicate
     service: BotService
 
+    def parents(self, channel: str = "C0CHAN") -> list[Message]:
+        return self.slack.channel_messages(channel)
 
-@pytest.fixture
-async def bot() -> AsyncIterator[SlackBot]:
+    def replies(self, channel: str = "C0CHAN") -> list[Message]:
+        """The thread replies under the channel's first parent."""
+        parents = self.parents(channel)
+        return self.slack.thread(channel, parents[0].ts) if parents else []
+
+    def answered(self, channel: str = "C0CHAN", ending: str = "") -> bool:
+        replies = self.replies(channel)
+        return bool(replies) and not any(CURSOR in m.text or m.text.startswith("_⏳") for m in replies) and \
+            replies[-1].text.endswith(ending)
+
+
+@asynccontextmanager
+async def slack_bot(*, http_mode: bool = False, timeout_s: float = 10) -> AsyncIterator[SlackBot]:
     async with FakeReplicate() as replicate, FakeSlack() as slack:
-        replicate.add_model("meta/meta-llama-3-8b-instruct", TextModel(tokens=["Hello ", HOSTILE]))
+        replicate.add_model(ASK_MODEL, TextModel(tokens=["Hello ", HOSTILE]))
         replicate.add_model("black-forest-labs/flux-schnell", ImageModel(images=[(PNG, "image/png")]))
         settings = Settings(
             replicate_api_token="r8_test_token",
             replicate_base_url=replicate.base_url,
             slack_bot_token=slack.bot_token,
-            slack_app_token=slack.app_token,
+            slack_app_token=None if http_mode else slack.app_token,
+            slack_signing_secret=SIGNING_SECRET if http_mode else None,
             slack_api_url=slack.api_url,
             port=0,
             shutdown_grace_s=1.0,
         )
-        service = BotService(settings, RunPolicy(timeout_s=10, poll_interval_s=0.05, create_wait_s=1))
+        service = BotService(settings, RunPolicy(timeout_s=timeout_s, poll_interval_s=0.05, create_wait_s=1))
         await service.start()
-        await slack.wait_for_socket(1)
+        if not http_mode:
+            await slack.wait_for_socket(1)
         try:
             yield SlackBot(slack, replicate, service)
         finally:
             await service.shutdown()
+
+
+@pytest.fixture
+async def bot() -> AsyncIterator[SlackBot]:
+    async with slack_bot() as running:
+        yield running
 
 
 async def test_ask_posts_a_parent_and_answers_in_its_thread_with_escaped_text(bot: SlackBot) -> None:
@@ -99,3 +127,235 @@ async def test_not_in_channel_tells_the_user_privately_and_answers_through_respo
     assert "/invite" in bodies[0]["text"]
     assert "&lt;!channel&gt;" in bodies[1]["text"]
     assert all(body.get("response_type") == "ephemeral" for body in bodies)
+
+
+# --- acknowledging -----------------------------------------------------------------------------------
+
+
+async def test_ack_reaches_slack_before_any_call_to_replicate_or_the_web_api(bot: SlackBot) -> None:
+    envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
+    ack = await bot.slack.wait_for_ack(envelope)
+    await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
+
+    assert ack["at"] < min(request.at for request in bot.replicate.requests)
+    web_api_calls = [call for call in bot.slack.calls if call.method not in ("auth.test", "apps.connections.open")]
+    assert ack["at"] < min(call.at for call in web_api_calls)
+    assert ack.get("payload") in (None, {})  # a plain ack: nothing shown to the user yet
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "names"),
+    [
+        ("/imagine", "a cat --ar banana", "--ar banana"),
+        ("/ask", "hello --bogus 1", "--bogus"),
+        ("/ask", "hello --seed 3", "--seed"),
+        ("/imagine", "a cat --seed", "--seed"),
+        ("/ask", "hi --model evil/model", "evil/model"),
+    ],
+)
+async def test_bad_option_is_answered_privately_in_the_ack_naming_it_and_costs_nothing(
+    bot: SlackBot, command: str, text: str, names: str
+) -> None:
+    envelope = await bot.slack.send_slash_command(command=command, text=text)
+    ack = await bot.slack.wait_for_ack(envelope)
+
+    assert names in ack["payload"]["text"]
+    assert bot.replicate.requests == []
+    assert bot.slack.calls_to("chat.postMessage") == []
+
+
+# --- HTTP mode -----------------------------------------------------------------------------------------
+
+
+async def post_command(bot: SlackBot, body: str, headers: dict[str, str]) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{bot.service.http_port}/slack/events"
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        return response.status, await response.text()
+
+
+async def test_http_mode_answers_a_correctly_signed_command_in_a_thread() -> None:
+    async with slack_bot(http_mode=True) as bot:
+        body = slash_command_form(command="/ask", text="say hi", response_url=bot.slack.new_response_url())
+
+        status, _ = await post_command(bot, body, signed_headers(SIGNING_SECRET, body))
+
+        assert status == 200
+        await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="threaded answer")
+        assert bot.slack.socket_connections == 0  # no Socket Mode in HTTP mode
+        assert len(bot.replicate.creates) == 1
+
+
+async def test_http_mode_answers_bad_input_in_the_http_response_privately() -> None:
+    async with slack_bot(http_mode=True) as bot:
+        body = slash_command_form(command="/ask", text="   ", response_url=bot.slack.new_response_url())
+
+        status, text = await post_command(bot, body, signed_headers(SIGNING_SECRET, body))
+
+        assert status == 200 and "Usage" in text
+        assert bot.replicate.requests == [] and bot.slack.calls_to("chat.postMessage") == []
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda body: signed_headers("not-the-secret", body), id="bad-signature"),
+        pytest.param(lambda body: signed_headers(SIGNING_SECRET, body, timestamp=int(__import__("time").time()) - 600),
+                     id="stale-timestamp"),
+        pytest.param(lambda body: {**signed_headers(SIGNING_SECRET, body), "X-Slack-Signature": ""}, id="no-signature"),
+        pytest.param(lambda body: signed_headers(SIGNING_SECRET, body + "&text=tampered"), id="tampered-body"),
+    ],
+)
+async def test_http_mode_refuses_unverified_requests_with_401_and_runs_nothing(forge) -> None:  # type: ignore[no-untyped-def]
+    async with slack_bot(http_mode=True) as bot:
+        body = slash_command_form(command="/ask", text="say hi", response_url=bot.slack.new_response_url())
+        headers = forge(body)
+        sent = body + "&text=evil" if "tampered" in str(headers) else body
+
+        status, _ = await post_command(bot, sent, headers)
+
+        assert status == 401
+        assert bot.replicate.requests == []
+        assert bot.slack.calls_to("chat.postMessage") == []
+
+
+# --- streaming -------------------------------------------------------------------------------------------
+
+
+async def test_streamed_answer_edits_one_reply_coalesced_to_at_most_one_edit_a_second(bot: SlackBot) -> None:
+    tokens = [f"word{i} " for i in range(60)]
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=tokens, token_interval_s=0.04))  # ~2.4 s, 25 tokens/s
+    await bot.slack.send_slash_command(command="/ask", text="count")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="word59 "), timeout=10, what="the whole answer")
+    [reply] = bot.replies()
+    assert reply.text == "".join(tokens)
+    drafts = [text for text in reply.history if text.endswith(CURSOR)]
+    assert len(drafts) >= 2, reply.history  # it streamed …
+    assert len(reply.history) < len(tokens) // 4  # … in coalesced edits, not one per token
+    gaps = [later - earlier for earlier, later in zip(reply.edit_times, reply.edit_times[1:-1])]
+    assert all(gap >= 0.9 for gap in gaps), gaps  # interim edits at most once a second (the final may follow sooner)
+    assert all(len(text) <= 4000 for text in reply.history)
+
+
+async def test_status_shows_in_the_thread_reply_until_the_answer_replaces_it(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["Ready."], boot_s=1.5))
+    await bot.slack.send_slash_command(command="/ask", text="wake up")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="Ready."), timeout=10, what="the answer")
+    [reply] = bot.replies()
+    assert any(text.startswith("_⏳") and "tart" in text for text in reply.history), reply.history
+    assert reply.text == "Ready."
+
+
+async def test_long_answer_continues_in_further_thread_replies_without_breaking_code_blocks(bot: SlackBot) -> None:
+    prose = "".join(f"Line {i} of the explanation, long enough to matter.\n" for i in range(60))
+    code = "```python\n" + "".join(f"print('step {i}')  # keep going\n" for i in range(80)) + "```\n"
+    text = prose + "\n" + code + "\n" + prose
+    assert len(text) > 8000
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=[text[i : i + 400] for i in range(0, len(text), 400)],
+                                                 token_interval_s=0.05))
+    await bot.slack.send_slash_command(command="/ask", text="a long one")
+
+    expected = split_message(text, 4000)
+    await bot.slack.wait_until(lambda: [m.text for m in bot.replies()] == expected, timeout=15, what="split answer")
+    replies = bot.replies()
+    assert len(replies) >= 3 and all(len(m.text) <= 4000 for m in replies)
+    assert all(m.text.count("```") % 2 == 0 for m in replies), [m.text[-60:] for m in replies]
+    assert [call.error for call in bot.slack.calls if call.error] == []  # never msg_too_long, nothing refused
+
+
+async def test_model_failing_half_way_keeps_the_text_and_says_so_in_the_thread(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["Partial ", "answer"], token_interval_s=0.2,
+                                                 fail_with="CUDA out of memory"))
+    envelope = await bot.slack.send_slash_command(command="/ask", text="fail half way")
+
+    await bot.slack.wait_until(lambda: bot.answered() and "⚠️" in bot.replies()[-1].text, timeout=10,
+                               what="the error in the thread")
+    [reply] = bot.replies()
+    assert reply.text.startswith("Partial answer\n\n⚠️")
+    assert "CUDA" not in reply.text  # raw model errors go to the log, not to chat
+    assert bot.slack.response_url_posts(bot.slack.sent_envelopes[envelope].response_url or "") == []
+
+
+# --- Slack's rate limits ---------------------------------------------------------------------------------
+
+
+async def test_rate_limited_post_message_is_retried_after_retry_after_and_nothing_is_lost(bot: SlackBot) -> None:
+    bot.slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    await bot.slack.send_slash_command(command="/ask", text="hello")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
+    posts = bot.slack.calls_to("chat.postMessage")
+    assert [call.status for call in posts[:2]] == [429, 200]
+    assert posts[1].at - posts[0].at >= 0.9  # slack_sdk waited the Retry-After
+    assert len(bot.parents()) == 1 and len(bot.replies()) == 1
+
+
+async def test_rate_limited_progress_edit_pauses_streaming_and_the_final_text_still_lands(bot: SlackBot) -> None:
+    tokens = [f"t{i} " for i in range(40)]
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=tokens, token_interval_s=0.05))
+    bot.slack.rate_limit("chat.update", times=1, retry_after=1)
+    await bot.slack.send_slash_command(command="/ask", text="stream")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="t39 "), timeout=10, what="the answer")
+    updates = bot.slack.calls_to("chat.update")
+    assert updates[0].status == 429
+    assert all(later.at - updates[0].at >= 0.9 for later in updates[1:])  # the edit waited out Retry-After
+    assert len(bot.replies()) == 1
+
+
+async def test_final_edit_refused_with_a_long_retry_after_is_posted_at_once_and_the_draft_removed(
+    bot: SlackBot,
+) -> None:
+    bot.slack.rate_limit("chat.update", times=50, retry_after=30)  # every edit refused for the next 30 s
+    await bot.slack.send_slash_command(command="/ask", text="hello")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=5, what="the answer, not 30 s later")
+    [reply] = bot.replies()
+    assert reply.text.startswith("Hello &lt;!channel&gt;")
+    assert [message.text for message in bot.slack.deleted] == ["_⏳ Working on it…_"]
+
+
+async def test_many_answers_under_slacks_tier_limits_each_land_in_one_reply_without_waiting(bot: SlackBot) -> None:
+    bot.slack.enforce_tiers(chat_update_per_minute=6)  # a crowded workspace: little edit budget left
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=[f"w{i} " for i in range(12)] + ["end"], token_interval_s=0.1))
+    channels = [f"C0LOAD{i}" for i in range(10)]
+    for channel in channels:
+        await bot.slack.send_slash_command(command="/ask", text="go", channel_id=channel)
+
+    # Well inside the 60 s a Retry-After from the spent Tier 3 minute would cost.
+    await bot.slack.wait_until(lambda: all(bot.answered(channel, ending="end") for channel in channels), timeout=15,
+                               what="every answer")
+    for channel in channels:
+        assert [message.text for message in bot.replies(channel)] == ["".join(f"w{i} " for i in range(12)) + "end"]
+    assert len(bot.replicate.creates) == 10
+    assert len(bot.slack.deleted) >= 10 - 6  # answers past the tier were posted anew, their drafts removed
+
+
+# --- the Socket Mode connection ----------------------------------------------------------------------------
+
+
+async def test_after_a_disconnect_message_the_bot_reconnects_and_answers(bot: SlackBot) -> None:
+    await bot.slack.send_disconnect(reason="refresh_requested")
+    await bot.slack.wait_for_socket(2)
+
+    envelope = await bot.slack.send_slash_command(command="/ask", text="still there?")
+    await bot.slack.wait_for_ack(envelope)
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
+    assert bot.slack.sent_envelopes[envelope].connection == 2
+
+
+async def test_an_answer_in_flight_survives_a_socket_drop_and_the_next_command_works(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["one ", "two ", "three"], token_interval_s=0.5))
+    await bot.slack.send_slash_command(command="/ask", text="first", channel_id="C0ONE")
+    await bot.replicate.wait_until(lambda: bool(bot.replicate.creates), what="the first prediction")
+
+    bot.slack.drop_socket()
+    await bot.slack.wait_for_socket(2, timeout=20)
+    envelope = await bot.slack.send_slash_command(command="/ask", text="second", channel_id="C0TWO")
+    await bot.slack.wait_for_ack(envelope)
+
+    await bot.slack.wait_until(lambda: bot.answered("C0ONE", ending="three") and bot.answered("C0TWO", ending="three"),
+                               timeout=10, what="both answers")
+    assert len(bot.replicate.creates) == 2

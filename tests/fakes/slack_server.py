@@ -210,6 +210,7 @@ class FakeSlack(SocketModeControls):
         self.ephemerals: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []  # {"url", "body", "at"} per accepted response_url POST
         self.uploads: dict[str, Upload] = {}
+        self.deleted: list[Message] = []  # messages removed with chat.delete, in order
         self.server_errors: list[BaseException] = []  # bugs in the fake's own handlers (should stay empty)
         self.socket = SocketModeHub(app_id=app_id, changed=self._changed)
         self._not_member: set[str] = set()
@@ -230,6 +231,7 @@ class FakeSlack(SocketModeControls):
             "apps.connections.open": self._connections_open,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            "chat.delete": self._delete,
             "chat.postEphemeral": self._post_ephemeral,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
@@ -548,6 +550,16 @@ class FakeSlack(SocketModeControls):
         message.edit_times.append(time.monotonic())
         data = message.as_json(self.team_id, self.app_id)
         return {"channel": channel, "ts": message.ts, "text": message.text, "message": data}
+
+    def _delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._check_channel(params.get("channel"))
+        message = self.messages.get((channel, str(params.get("ts", ""))))
+        if message is None:
+            raise ApiError("message_not_found")
+        if message.user != self.bot_user_id:
+            raise ApiError("cant_delete_message")
+        self.deleted.append(self.messages.pop((channel, message.ts)))
+        return {"channel": channel, "ts": message.ts}
 
     def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._check_channel(params.get("channel"))

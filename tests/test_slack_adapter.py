@@ -359,3 +359,45 @@ async def test_an_answer_in_flight_survives_a_socket_drop_and_the_next_command_w
     await bot.slack.wait_until(lambda: bot.answered("C0ONE", ending="three") and bot.answered("C0TWO", ending="three"),
                                timeout=10, what="both answers")
     assert len(bot.replicate.creates) == 2
+
+
+# --- images ------------------------------------------------------------------------------------------------
+
+
+async def test_several_images_go_up_in_one_upload_with_prompt_model_and_seed_beside_them(bot: SlackBot) -> None:
+    second = b"\x89PNG\r\n\x1a\n" + b"second"
+    bot.replicate.add_model("black-forest-labs/flux-schnell", ImageModel(images=[(PNG, "image/png"), (second, "image/png")]))
+    await bot.slack.send_slash_command(command="/imagine", text="two foxes --seed 5")
+
+    await bot.slack.wait_until(lambda: any("seed:* 5" in m.text for m in bot.replies()), timeout=10, what="caption")
+    [complete] = [call for call in bot.slack.calls_to("files.completeUploadExternal") if call.ok]
+    assert len(complete.params["files"]) == 2
+    assert sorted(upload.bytes for upload in bot.slack.uploads.values() if upload.completed) == sorted([PNG, second])
+    caption, files_message = bot.replies()
+    assert len(files_message.files) == 2 and files_message.thread_ts == bot.parents()[0].ts
+    caption = caption.text
+    assert "two foxes" in caption and "black-forest-labs/flux-schnell" in caption and "2 images" in caption
+    assert "http" not in caption  # no links when the bytes went up
+
+
+async def test_failed_upload_posts_the_image_link_once_instead(bot: SlackBot) -> None:
+    bot.slack.fail("upload", "internal_error")
+    await bot.slack.send_slash_command(command="/imagine", text="a lighthouse --seed 9")
+
+    await bot.slack.wait_until(lambda: bot.answered() and "seed:* 9" in bot.replies()[-1].text, timeout=10,
+                               what="the caption")
+    caption = bot.replies()[-1].text
+    assert len(re.findall(r"<https://127\.0\.0\.1:\d+/[^|>]+\|image 1>", caption)) == 1, caption
+    assert not any(upload.completed for upload in bot.slack.uploads.values())
+    assert len(bot.replicate.creates) == 1  # the image was not made again
+
+
+async def test_command_where_the_bot_cannot_see_the_channel_is_answered_privately(bot: SlackBot) -> None:
+    bot.slack.set_missing("D0DIRECT")  # a DM with someone else: channel_not_found for the bot
+    envelope = await bot.slack.send_slash_command(command="/ask", text="hi", channel_id="D0DIRECT")
+    url = bot.slack.sent_envelopes[envelope].response_url or ""
+
+    await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) >= 2, timeout=10, what="private answer")
+    told, answer = bot.slack.response_url_posts(url)
+    assert "/invite" in told["text"] and answer["text"].endswith("done")
+    assert all(body["response_type"] == "ephemeral" for body in (told, answer))

@@ -16,7 +16,6 @@ says otherwise. Everything received is recorded for assertions (`requests`, `cal
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from aiohttp import web
 
+from .base import StateWatch, serve_app
 from .discord_gateway import (ApiError, Attachment, DiscordObjects, FakeGateway, MessageOp, StoredMessage,
                               apply_message, form_error)
 
@@ -115,24 +115,6 @@ class _Injection:
     respond: Callable[[str], web.Response]
 
 
-@dataclass
-class _Waiter:
-    predicate: Callable[[], bool]
-    future: asyncio.Future[None]
-    error: Optional[Exception] = None
-
-    def check(self) -> bool:
-        if self.future.done():
-            return True
-        try:
-            ok = bool(self.predicate())
-        except Exception as error:  # e.g. `fake.original_message(t).content` before the message exists
-            self.error, ok = error, False
-        if ok:
-            self.future.set_result(None)
-        return ok
-
-
 class FakeDiscord:
     """A Discord REST + gateway server for one bot. See the module docstring; tests read the recorded state."""
 
@@ -170,7 +152,7 @@ class FakeDiscord:
         self._injections: list[_Injection] = []
         self._buckets: dict[str, tuple[float, int]] = {}
         self._attachments: dict[int, Attachment] = {}
-        self._waiters: list[_Waiter] = []
+        self._watch = StateWatch("FakeDiscord", self._describe)
         self._runner: Optional[web.AppRunner] = None
         self.port = 0
         self.gateway = FakeGateway(token=token, objects=self.objects, url=lambda: self.gateway_url,
@@ -203,11 +185,7 @@ class FakeDiscord:
         ]
         for method, path, handler in routes:
             app.router.add_route(method, API_PREFIX + path, handler)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, (self.port,) = await serve_app(app)
         return self
 
     async def close(self) -> None:
@@ -216,9 +194,7 @@ class FakeDiscord:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                waiter.future.set_exception(RuntimeError("FakeDiscord closed"))
+        self._watch.close()
 
     async def __aenter__(self) -> "FakeDiscord":
         return await self.start()
@@ -380,26 +356,16 @@ class FakeDiscord:
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
         """Return once `predicate()` is true. It is re-checked whenever something reaches the fake (request,
         gateway frame, state change), so it should look at the fake's state; an exception counts as "not yet"."""
-        waiter = _Waiter(predicate, asyncio.get_running_loop().create_future())
-        if waiter.check():
-            return
-        self._waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter.future, timeout)
-        except asyncio.TimeoutError:
-            recent = ", ".join(f"{r.method} {r.path[:60]} → {r.status}" for r in self.requests[-8:]) or "none"
-            raise TimeoutError(
-                f"FakeDiscord.wait_until({what or getattr(predicate, '__name__', 'predicate')}) not true after "
-                f"{timeout}s (last predicate error: {waiter.error!r}); requests={len(self.requests)} (last: "
-                f"{recent}); callbacks={len(self.callbacks)}; gateway connections={self.gateway_connections} "
-                f"identifies={self.identify_count} resumes={self.resume_count} ready={self.ready_count}; "
-                f"fake errors={self.server_errors!r}") from None
-        finally:
-            self._waiters.remove(waiter)
+        await self._watch.wait_until(predicate, timeout, what=what)
+
+    def _describe(self) -> str:
+        recent = ", ".join(f"{r.method} {r.path[:60]} → {r.status}" for r in self.requests[-8:]) or "none"
+        return (f"requests={len(self.requests)} (last: {recent}); callbacks={len(self.callbacks)}; gateway "
+                f"connections={self.gateway_connections} identifies={self.identify_count} resumes={self.resume_count} "
+                f"ready={self.ready_count}; fake errors={self.server_errors!r}")
 
     def _changed(self) -> None:
-        for waiter in list(self._waiters):
-            waiter.check()
+        self._watch.changed()
 
     # --- HTTP plumbing -----------------------------------------------------------------------------
 

@@ -44,6 +44,8 @@ import certifi
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .base import StateWatch, serve_app
+
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 # A valid 1x1 PNG, so a default ImageModel serves real image bytes.
 TINY_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAA"
@@ -272,7 +274,7 @@ class FakeReplicate:
         self._files: dict[tuple[str, str], tuple[bytes, str]] = {}
         self._create_faults: list[_Fault] = []
         self._get_faults: list[_Fault] = []
-        self._change = asyncio.Event()
+        self._watch = StateWatch("FakeReplicate", self._describe)
         self._closing = False
         self._runner: Optional[web.AppRunner] = None
 
@@ -291,11 +293,7 @@ class FakeReplicate:
         tls = tls_files()
         server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ssl.load_cert_chain(tls["cert"], tls["key"])
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048).start()
-        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048, ssl_context=server_ssl).start()
-        self.port, self.tls_port = (address[1] for address in self._runner.addresses)
+        self._runner, (self.port, self.tls_port) = await serve_app(app, tls=server_ssl)
         if self.trust_via_env:
             _env_users.append(os.environ.get("SSL_CERT_FILE"))
             os.environ["SSL_CERT_FILE"] = tls["bundle"]
@@ -321,6 +319,7 @@ class FakeReplicate:
                 else:
                     os.environ["SSL_CERT_FILE"] = saved
         self._changed()
+        self._watch.close()
 
     async def __aenter__(self) -> "FakeReplicate":
         return await self.start()
@@ -371,35 +370,17 @@ class FakeReplicate:
     # --- waiting -----------------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        event, self._change = self._change, asyncio.Event()
-        event.set()
+        self._watch.changed()
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
         """Return once `predicate()` is true; re-checked on every request and prediction state change. An
         exception from the predicate counts as "not yet"."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last_error: Optional[BaseException] = None
-        while True:
-            try:
-                if predicate():
-                    return
-            except Exception as error:  # e.g. fake.creates[0] before any create
-                last_error = error
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._change.wait()
-            except TimeoutError:
-                pass
+        await self._watch.wait_until(predicate, timeout, what=what)
+
+    def _describe(self) -> str:
         recent = ", ".join(f"{r.method} {r.path}→{r.status}" for r in self.requests[-6:])
-        raise TimeoutError(
-            f"FakeReplicate.wait_until({what or getattr(predicate, '__name__', 'predicate')}) not true after "
-            f"{timeout}s (last predicate error: {last_error!r}); requests={len(self.requests)} (last: "
-            f"{recent or 'none'}); creates={len(self.creates)} running={len(self.running())} "
-            f"cancels={self.cancels!r}; fake errors={self.errors!r}")
+        return (f"requests={len(self.requests)} (last: {recent or 'none'}); creates={len(self.creates)} "
+                f"running={len(self.running())} cancels={self.cancels!r}; fake errors={self.errors!r}")
 
     # --- predictions -------------------------------------------------------------------------------
 

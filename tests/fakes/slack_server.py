@@ -17,7 +17,6 @@ recorded for assertions (`calls`, `messages`, `ephemerals`, `responses`, `upload
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from aiohttp import web
 
+from .base import StateWatch, serve_app
 from .slack_socket import (SentEnvelope, SocketModeControls, SocketModeHub, event_callback_payload,
                            signed_headers, slash_command_form, slash_command_payload)
 
@@ -222,7 +222,7 @@ class FakeSlack(SocketModeControls):
         self._response_urls: dict[str, dict[str, Any]] = {}  # path → {"created": t, "uses": n}
         self._ts_counter = 0
         self._file_counter = 0
-        self._change = asyncio.Event()
+        self._watch = StateWatch("FakeSlack", self._describe)
         self._runner: Optional[web.AppRunner] = None
         self.port = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -245,11 +245,7 @@ class FakeSlack(SocketModeControls):
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/commands/{team_id}/{n}/{secret}", self._response_url)
         app.router.add_get("/socket-mode", self.socket.handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=2048)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, (self.port,) = await serve_app(app)
         return self
 
     async def close(self) -> None:
@@ -259,6 +255,7 @@ class FakeSlack(SocketModeControls):
             await self._runner.cleanup()
             self._runner = None
         self._changed()
+        self._watch.close()
 
     async def __aenter__(self) -> "FakeSlack":
         return await self.start()
@@ -343,37 +340,19 @@ class FakeSlack(SocketModeControls):
     # --- waiting -----------------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        """Wake every `wait_until` (a fresh Event per generation: callable from sync code, nothing missed)."""
-        event, self._change = self._change, asyncio.Event()
-        event.set()
+        self._watch.changed()
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
         """Return once `predicate()` is true; re-checked whenever a call, ack, socket or state change reaches
         the fake. An exception from the predicate counts as "not yet"."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last_error: Optional[BaseException] = None
-        while True:
-            try:
-                if predicate():
-                    return
-            except Exception as error:  # e.g. fake.thread(...)[0] before the reply exists
-                last_error = error
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(self._change.wait(), remaining)
-            except TimeoutError:
-                pass
+        await self._watch.wait_until(predicate, timeout, what=what)
+
+    def _describe(self) -> str:
         recent = ", ".join(f"{c.method}→{c.status}{'/' + c.error if c.error else ''}" for c in self.calls[-8:])
         hub = self.socket
-        raise TimeoutError(
-            f"FakeSlack.wait_until({what or getattr(predicate, '__name__', 'predicate')}) not true after "
-            f"{timeout}s (last predicate error: {last_error!r}); calls={len(self.calls)} (last: {recent or 'none'}); "
-            f"sockets opened={len(hub.connections)} ready={hub.ready_count} open={len(hub.open_connections())}; "
-            f"envelopes={len(hub.envelopes)} acks={len(hub.acks)}; socket errors={hub.errors!r}; "
-            f"fake errors={self.server_errors!r}")
+        return (f"calls={len(self.calls)} (last: {recent or 'none'}); sockets opened={len(hub.connections)} "
+                f"ready={hub.ready_count} open={len(hub.open_connections())}; envelopes={len(hub.envelopes)} "
+                f"acks={len(hub.acks)}; socket errors={hub.errors!r}; fake errors={self.server_errors!r}")
 
     # --- HTTP plumbing -----------------------------------------------------------------------------
 

@@ -248,7 +248,9 @@ class DiscordAdapter:
         )
         prepared = self._core.prepare(command, prompt, origin, typed_options)
         if isinstance(prepared, Failure):
-            await interaction.response.send_message(prepared.message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            await interaction.response.send_message(
+                _fit(prepared.message), ephemeral=True, allowed_mentions=NO_MENTIONS
+            )
             return
         if command is CommandName.IMAGINE and interaction.guild_id and not interaction.app_permissions.attach_files:
             await interaction.response.send_message(
@@ -286,7 +288,7 @@ class DiscordAdapter:
                         case Images():
                             await reply.aclose()
                             await self._send_images(interaction, event)
-                        case Failure() if reply.text:
+                        case Failure() if reply.text.strip():
                             # What was written stays, settled (no cursor) and marked unfinished; why is private.
                             await reply.finish(reply.text + INCOMPLETE_NOTE)
                             await self._send_failure(interaction, event, keep_original=True)
@@ -317,7 +319,7 @@ class DiscordAdapter:
 
     async def _send_failure(self, interaction: discord.Interaction, failure: Failure, *, keep_original: bool) -> None:
         """Errors are ephemeral; a half-streamed answer keeps its (settled) text beside the private error."""
-        text = f"⚠️ {failure.message}"
+        text = _fit(f"⚠️ {failure.message}")
         try:
             if keep_original:
                 await interaction.followup.send(content=text, ephemeral=True, allowed_mentions=NO_MENTIONS)
@@ -344,6 +346,11 @@ class DiscordAdapter:
     def _token_expired(interaction: discord.Interaction) -> bool:
         deadline = interaction.created_at + INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
         return discord.utils.utcnow() >= deadline
+
+
+def _fit(text: str) -> str:
+    """Discord refuses a message over 2,000 characters outright: the user would get no reply at all."""
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 def _image_caption(images: Images, links: list[Image]) -> str:

@@ -230,7 +230,7 @@ class SlackAdapter:
                         await reply.finish(fmt.escape(event.text))
                     case Images():
                         await self._post_images(event, reply, channel, thread_ts)
-                    case Failure() if reply.text:
+                    case Failure() if reply.text.strip():
                         # What was written stays, settled; the error follows it in the thread.
                         await reply.finish(fmt.escape(reply.text) + "\n\n" + fmt.failure_text(event.message))
                     case Failure():

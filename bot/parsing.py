@@ -59,6 +59,8 @@ _ASPECT_RATIO = re.compile(r"^(\d{1,3}):(\d{1,3})$")
 SEED_MAX = 2**32 - 1
 TEMPERATURE_RANGE = (0.0, 2.0)
 ASPECT_RATIO_LIMIT = 4.0  # wider or taller than 4:1 is rejected: no image model takes it
+ECHO_CHARS = 60  # how much of what the user typed an error message repeats (Discord refuses replies over 2,000)
+LISTED_MODELS = 10
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def parse_command(
             raise BadOptionValue(f"`{_FLAG_OF[canonical]}` is given twice. Give each option once.")
         raw[canonical] = value
     prompt = _ESCAPED_DASHES.sub("--", prompt).strip()
-    if not prompt:
+    if not _has_visible_text(prompt):
         raise EmptyPrompt(usage_text(command))
     if len(prompt) > limits.max_prompt_chars:
         raise PromptTooLong(
@@ -129,8 +131,21 @@ def resolve_model(requested: str, allowed: frozenset[str]) -> str:
     pinned = sorted(ref for ref in allowed if ref.partition(":")[0] == name)
     if not version and len(pinned) == 1:
         return pinned[0]
-    choices = ", ".join(f"`{ref}`" for ref in sorted(allowed)) or "none"
-    raise ModelNotAllowed(f"The model `{requested}` isn't allowed here. Allowed models: {choices}.")
+    listed = sorted(allowed)
+    choices = ", ".join(f"`{ref}`" for ref in listed[:LISTED_MODELS]) or "none"
+    if len(listed) > LISTED_MODELS:
+        choices += f" and {len(listed) - LISTED_MODELS} more"
+    raise ModelNotAllowed(f"The model `{_echo(requested)}` isn't allowed here. Allowed models: {choices}.")
+
+
+def _has_visible_text(prompt: str) -> bool:
+    """Zero-width and direction marks (Unicode "format" characters) alone are as empty as spaces."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in prompt)
+
+
+def _echo(typed: str) -> str:
+    """What the user typed, as an error message repeats it: short, so the reply stays readable and sendable."""
+    return typed if len(typed) <= ECHO_CHARS else typed[:ECHO_CHARS] + "…"
 
 
 def _strip_control_characters(text: str) -> str:
@@ -157,7 +172,7 @@ def _canonical_name(typed: str, command: CommandName) -> str:
     if canonical is None:
         known = ", ".join(f"`{_FLAG_OF[name]}`" for name in sorted(allowed))
         raise UnknownOption(
-            f"Unknown option `--{typed}`. /{command} takes {known}. "
+            f"Unknown option `--{_echo(typed)}`. /{command} takes {known}. "
             "(To write `--` in a prompt, put a backslash before it: `\\--`.)"
         )
     if canonical not in allowed:
@@ -175,7 +190,7 @@ def _validate_options(raw: Mapping[str, str], limits: InputLimits) -> Options:
         reference = raw["model"].strip().lower()
         if not _MODEL_REF.match(reference):
             raise BadOptionValue(
-                f"`--model {raw['model']}` isn't a model name. Use `owner/name` or `owner/name:version`."
+                f"`--model {_echo(raw['model'])}` isn't a model name. Use `owner/name` or `owner/name:version`."
             )
         values["model"] = resolve_model(reference, limits.allowed_models)
     if "aspect_ratio" in raw:
@@ -194,7 +209,7 @@ def _validate_options(raw: Mapping[str, str], limits: InputLimits) -> Options:
 
 def _parse_int(name: str, value: str, low: int, high: int | None) -> int:
     if not re.fullmatch(r"[+-]?\d{1,20}", value.strip()):
-        raise BadOptionValue(f"`{_FLAG_OF[name]} {value}` isn't a whole number; try `{_EXAMPLE[name]}`.")
+        raise BadOptionValue(f"`{_FLAG_OF[name]} {_echo(value)}` isn't a whole number; try `{_EXAMPLE[name]}`.")
     number = int(value)
     if number < low or (high is not None and number > high):
         upper = f"{high:,}" if high is not None else "∞"
@@ -208,7 +223,7 @@ def _parse_temperature(value: str) -> float:
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise BadOptionValue(f"`--temperature {value}` isn't a number; try `--temperature 0.7`.")
+        raise BadOptionValue(f"`--temperature {_echo(value)}` isn't a number; try `--temperature 0.7`.")
     low, high = TEMPERATURE_RANGE
     return min(max(number, low), high)
 
@@ -216,8 +231,8 @@ def _parse_temperature(value: str) -> float:
 def _parse_aspect_ratio(value: str) -> str:
     match = _ASPECT_RATIO.match(value.strip())
     if not match:
-        raise BadOptionValue(f"`--ar {value}` isn't an aspect ratio; write it as `W:H`, for example `--ar 16:9`.")
+        raise BadOptionValue(f"`--ar {_echo(value)}` isn't an aspect ratio; write it as `W:H`, for example `--ar 16:9`.")
     width, height = int(match.group(1)), int(match.group(2))
     if width == 0 or height == 0 or max(width / height, height / width) > ASPECT_RATIO_LIMIT:
-        raise BadOptionValue(f"`--ar {value}` is out of range; use something between 1:4 and 4:1.")
+        raise BadOptionValue(f"`--ar {_echo(value)}` is out of range; use something between 1:4 and 4:1.")
     return f"{width}:{height}"

@@ -560,3 +560,29 @@ def test_plain_prompt_without_dashes_round_trips_stripped(prompt: str) -> None:
     if text.strip():
         assert parsed is not None
         assert parsed.prompt == text.strip()
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200b\u200c\u200d\u2060\ufeff", " \u200e\u200f ", "\u202e\u202c"])
+def test_prompt_of_only_zero_width_or_direction_marks_is_empty(invisible: str) -> None:
+    assert isinstance(rejection(ASK, invisible), EmptyPrompt)
+
+
+def test_zero_width_joiner_inside_real_text_is_kept() -> None:
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert parse(ASK, f"draw {family}").prompt == f"draw {family}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["hi --" + "x" * 5000, "hi --max-tokens " + "9" * 5000, "hi --temperature " + "z" * 5000,
+     "hi --model a/" + "b" * 5000, "hi --model " + "!" * 5000],
+)
+def test_errors_repeat_at_most_a_short_piece_of_what_was_typed(text: str) -> None:
+    message = rejection(ASK, text).user_message
+    assert len(message) < 400 and "…" in message
+
+
+def test_long_allow_list_is_summarised_in_the_error() -> None:
+    many = frozenset(f"owner/model-{i:02d}" for i in range(30))
+    message = rejection(ASK, "hi --model someone/else", InputLimits(allowed_models=many)).user_message
+    assert "owner/model-00" in message and "and 20 more" in message and "owner/model-29" not in message

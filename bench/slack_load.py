@@ -1,0 +1,162 @@
+"""The Slack run: N `/ask` slash commands over Socket Mode, at once, to a bot in a subprocess.
+
+Command i comes from user U{i} in channel C{i}, so everything the bot does for it (parent post, thread
+reply, edits, reposts, deletes) is found by channel in the fake's call log. The same run drives the bot
+under test (`bench.instrumented_bot`) and the seed-style baseline (`bench.baseline_bot`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from bench.bot_process import BotProcess
+from bench.measure import LoadReading, run_load, wait_for
+from bench.stats import close_edits, max_events_in_window, min_gap, percentile
+from bench.timeline import breakdown
+from bench.workload import PLATFORM_ACK_DEADLINE_S, Workload, bot_environment, start_replicate
+from tests.fakes.slack_server import ApiCall, FakeSlack
+
+WARMUP_CHANNEL = "CWARMUP"
+SOCKET_TIMEOUT_S = 15.0
+CHAT_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.delete", "chat.postEphemeral"})
+
+
+def channel_of(index: int) -> str:
+    return f"C{index:05d}"
+
+
+class SlackAnswers:
+    """Finds, incrementally, the first call that put the final answer into each channel."""
+
+    def __init__(self, slack: FakeSlack, answer: str) -> None:
+        self._slack = slack
+        self._answer = answer
+        self._scanned = 0
+        self.final_at: dict[str, float] = {}  # channel → arrival time of the call carrying the final text
+
+    def count(self, prefix: str = "C0") -> int:
+        calls = self._slack.calls
+        for call in calls[self._scanned:]:
+            if call.method in ("chat.postMessage", "chat.update") and call.ok and \
+                    call.params.get("text") == self._answer:
+                self.final_at.setdefault(str(call.params.get("channel")), call.at)
+        self._scanned = len(calls)
+        return sum(1 for channel in self.final_at if channel.startswith(prefix))
+
+
+async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
+    replicate = await start_replicate(workload)
+    slack = FakeSlack(bot_token="xoxb-bench", app_token="xapp-bench")
+    await slack.start()
+    if workload.slack_tiers:
+        slack.enforce_tiers()
+    env = {**bot_environment(replicate, workload), "SLACK_BOT_TOKEN": slack.bot_token,
+           "SLACK_APP_TOKEN": slack.app_token, "SLACK_API_URL": slack.api_url}
+    module = "bench.baseline_bot" if baseline else "bench.instrumented_bot"
+    bot = BotProcess(module, env, "baseline-slack" if baseline else "bot-slack", profile=workload.profile and not baseline)
+    answers = SlackAnswers(slack, workload.answer)
+    try:
+        await bot.start()
+        await wait_for(lambda: slack.socket.ready_count >= 1, SOCKET_TIMEOUT_S, "Socket Mode connection")
+        await slack.send_slash_command("/ask", text="warm-up", channel_id=WARMUP_CHANNEL)
+        await wait_for(lambda: answers.count() >= 0 and WARMUP_CHANNEL in answers.final_at,
+                       workload.answer_timeout_s, "warm-up answer")
+        first_call, first_request = len(slack.calls), len(replicate.requests)
+        first_create = len(replicate.creates)
+        envelopes: dict[int, str] = {}
+
+        async def send(index: int) -> None:
+            envelopes[index] = await slack.send_slash_command(
+                "/ask", text=workload.prompt(index), channel_id=channel_of(index), user_id=f"U{index:05d}")
+
+        timeout_s = workload.baseline_timeout_s if baseline else workload.answer_timeout_s
+        reading = await run_load(bot, workload.n, send, answers.count, timeout_s, instrumented=not baseline)
+        result = _analyse(workload, reading, slack, answers, envelopes, slack.calls[first_call:],
+                          len(replicate.requests) - first_request, len(replicate.creates) - first_create)
+        result["replicate_errors"] = list(replicate.errors)
+        final_at = {index: answers.final_at[channel_of(index)] for index in range(workload.n)
+                    if channel_of(index) in answers.final_at}
+        result["timeline"] = breakdown(reading.sent_at, final_at, replicate.creates[first_create:])
+    finally:
+        result_status = await bot.stop()
+        await slack.close()
+        await replicate.close()
+    result.update(platform="slack", bot="baseline" if baseline else "bot", exit_status=result_status,
+                  bot_log=str(bot.log_path), bot_log_errors=bot.log_count(" ERROR "),
+                  profile=str(bot.profile_path) if bot.profile_path else None)
+    return result
+
+
+def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers: SlackAnswers,
+             envelopes: dict[int, str], calls: list[ApiCall], replicate_requests: int,
+             creates: int) -> dict[str, Any]:
+    answers.count()
+    acks = [slack.sent_envelopes[envelope].ack_latency for envelope in envelopes.values()]
+    ack_latencies = [latency for latency in acks if latency is not None]
+    per_command = [answers.final_at[channel_of(index)] - reading.sent_at[index]
+                   for index in range(workload.n) if channel_of(index) in answers.final_at]
+    finals = [answers.final_at[channel_of(index)] for index in range(workload.n) if channel_of(index) in answers.final_at]
+    chat_calls: dict[str, int] = defaultdict(int)
+    edit_times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    edits: dict[tuple[str, str], list[tuple[float, bool]]] = defaultdict(list)
+    by_method: dict[str, int] = defaultdict(int)
+    rate_limited = 0
+    for call in calls:
+        channel = str(call.params.get("channel", ""))
+        if call.method not in CHAT_METHODS or not channel.startswith("C0"):
+            continue
+        chat_calls[channel] += 1
+        by_method[call.method] += 1
+        rate_limited += call.status == 429
+        if call.method == "chat.update" and call.ok:
+            edit_times[(channel, str(call.params.get("ts")))].append(call.at)
+            edits[(channel, str(call.params.get("ts")))].append((call.at, call.params.get("text") == workload.answer))
+    per_answer = list(chat_calls.values())
+    gaps = [gap for times in edit_times.values() if (gap := min_gap(times)) is not None]
+    close = [close_edits(message_edits) for message_edits in edits.values()]
+    return {
+        "n": workload.n,
+        "latency_s": workload.latency_s,
+        "acks": len(ack_latencies),
+        "ack_p50_ms": _ms(percentile(ack_latencies, 0.5)),
+        "ack_p99_ms": _ms(percentile(ack_latencies, 0.99)),
+        "ack_max_ms": _ms(max(ack_latencies) if ack_latencies else None),
+        "acks_over_3s": sum(1 for latency in ack_latencies if latency > PLATFORM_ACK_DEADLINE_S) + workload.n - len(ack_latencies),
+        "answered": len(per_command),
+        "complete": reading.complete,
+        "answer_ratio_p50": _ratio(percentile(per_command, 0.5), workload),
+        "answer_ratio_max": _ratio(max(per_command) if per_command else None, workload),
+        "all_answers_ratio": _ratio(max(finals) - reading.started_at if finals else None, workload),
+        "replicate_requests": replicate_requests,
+        "predictions": creates,
+        "replicate_requests_per_prediction": round(replicate_requests / creates, 2) if creates else None,
+        "chat_calls_per_answer": round(sum(per_answer) / len(per_answer), 2) if per_answer else None,
+        "chat_calls_max_per_answer": max(per_answer) if per_answer else None,
+        "chat_calls_by_method": dict(by_method),
+        "chat_calls_rate_limited": rate_limited,
+        "max_edits_per_s_per_message": max((max_events_in_window(t) for t in edit_times.values()), default=0),
+        "min_edit_gap_ms": _ms(min(gaps) if gaps else None),
+        "edits_under_1s_apart": sum(pair[0] for pair in close),
+        "edits_under_1s_apart_final": sum(pair[1] for pair in close),
+        "edits_total": sum(len(message_edits) for message_edits in edits.values()),
+        "loop_lag": reading.bot_lag,
+        "harness_lag": reading.harness_lag,
+        "bot_cpu_s": _round(reading.bot_cpu_s),
+        "load_wall_s": _round(reading.finished_at - reading.started_at),
+        "rss_idle_mb": _round(reading.idle_rss_mb),
+        "rss_peak_mb": _round(reading.peak_rss_mb),
+        "fake_errors": list(slack.server_errors) + list(slack.socket.errors),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _ratio(seconds: float | None, workload: Workload) -> float | None:
+    return None if seconds is None else round(seconds / workload.latency_s, 3)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

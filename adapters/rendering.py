@@ -233,6 +233,9 @@ class StreamingReply:
             if self._budget.exhausted:
                 return False  # the scope's edits are spent: a new message arrives now, an edit would queue
             self._budget.spend()
+        delay = self._next_edit_at - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)  # the final edit too keeps to one edit per interval per message
         try:
             await self._target.edit(self._message_ids[index], text)
         except RateLimited as limited:

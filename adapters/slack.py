@@ -17,6 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, assert_never
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 RATE_LIMIT_RETRIES = 3  # slack_sdk waits Retry-After between tries
+WEB_API_TIMEOUT_S = 30  # slack_sdk's own default, which a shared session must carry itself
 SOCKET_PING_INTERVAL_S = 3.0  # bolt's 10 s default notices a dead socket only after 40 s (4 missed pings)
 CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 WORKING_TEXT = "_⏳ Working on it…_"
@@ -121,6 +123,7 @@ class SlackAdapter:
         self.app.command("/ask")(self._on_command)
         self.app.command("/imagine")(self._on_command)
         self._socket_handler: AsyncSocketModeHandler | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._budgets: dict[str, EditBudget] = {}
         self.bot_user_id: str | None = None
 
@@ -130,6 +133,10 @@ class SlackAdapter:
 
     async def start(self) -> None:
         """auth.test now, not on the first command (it would delay that ack); then connect the socket."""
+        # One session for every Web API call: without it slack_sdk opens a session (and a TCP connection)
+        # per call. Made here, not in __init__, because a session belongs to the running loop.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEB_API_TIMEOUT_S))
+        self.client.session = self._edit_client.session = self._session
         auth = await self.client.auth_test()
         self.bot_user_id = auth.get("user_id")
         for middleware in self.app._async_middleware_list:
@@ -152,6 +159,8 @@ class SlackAdapter:
     async def close(self) -> None:
         if self._socket_handler is not None:
             await self._socket_handler.close_async()
+        if self._session is not None:
+            await self._session.close()  # later calls, if any, fall back to slack_sdk's own sessions
 
     async def handle_http(self, request: web.Request) -> web.Response:
         """HTTP mode: bolt verifies the signature (401 otherwise) and dispatches."""

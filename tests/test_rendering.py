@@ -536,3 +536,16 @@ def test_rate_limited_carries_its_retry_after() -> None:
     assert error.retry_after_s == 2.5
     assert "2.5" in str(error)
 
+
+
+async def test_final_edit_keeps_the_edit_interval_after_the_last_progress_edit(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    reply = make_reply(RenderLimits(max_chars=500, edit_interval_s=0.3))
+    reply.append("draft")
+    await target.wait_for_first("draft" + CURSOR)
+
+    await reply.finish("final answer")
+
+    interim, final = target.edits
+    assert final.text == "final answer" and final.at - interim.at >= 0.29

@@ -7,13 +7,14 @@ import binascii
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from adapters.console import ConsoleAdapter, stdin_lines
 from adapters.discord_adapter import DiscordAdapter, DiscordConfig, invite_url
-from adapters.health import ConnectionProbe, HealthMonitor
+from adapters.health import RECONNECT_WINDOW_S, ConnectionProbe, HealthMonitor
 from adapters.slack import SlackAdapter, SlackConfig
 from bot.factory import create_core
 from bot.logs import install_logging
@@ -97,7 +98,14 @@ async def serve(settings: Settings) -> int:
 class BotService:
     """The chat adapters, the HTTP server (health, Slack HTTP mode) and the core, started and stopped together."""
 
-    def __init__(self, settings: Settings, policy: RunPolicy | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: RunPolicy | None = None,
+        *,
+        reconnect_window_s: float = RECONNECT_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._resources = create_core(settings, policy)
         self.core = self._resources.core
@@ -135,7 +143,7 @@ class BotService:
             probes["slack"] = self.slack.is_connected
         if self.discord is not None:
             probes["discord"] = self.discord.is_connected
-        self.health = HealthMonitor(self.core, probes)
+        self.health = HealthMonitor(self.core, probes, reconnect_window_s=reconnect_window_s, clock=clock)
         self._http_runner: web.AppRunner | None = None
         self.http_port: int | None = None
 

@@ -1,6 +1,10 @@
 """One structured log line per command when it ends: what ran, how it ended, and how fast.
 
 Operators grep and chart these; the fields are stable. No prompt text (it may be private) and no secret.
+
+`predict_time_s` is Replicate's billed compute time, from the finished prediction's `metrics`. Image runs and
+text runs that fell back to polling have it; a streamed text answer logs null: the SSE stream carries no
+metrics, and a GET just for them would be a third Replicate request per answer (the budget is two).
 """
 
 from __future__ import annotations

@@ -138,32 +138,39 @@ class CommandCore:
         await self._runner.aclose()
 
     async def _produce(self, request: CommandRequest, emit: Callable[[ReplyEvent], None]) -> None:
+        created: list[str] = []  # the prediction's id once Replicate made it: the log line names what was cancelled
         try:
-            await self._run(request, emit)
+            await self._run(request, emit, created.append)
         except BotError as error:
             prediction_id = getattr(error, "prediction_id", None)
             emit(Failure(error.kind, error.user_message, private=error.is_input_error, prediction_id=prediction_id))
         except asyncio.CancelledError:
-            emit(Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN)))
+            emit(Failure(
+                FailureKind.SHUTTING_DOWN,
+                describe_failure(FailureKind.SHUTTING_DOWN),
+                prediction_id=created[-1] if created else None,
+            ))
             raise
         except Exception:
             log.exception("Command %s (%s) failed unexpectedly", request.request_id, request.command)
             emit(Failure(FailureKind.MODEL_FAILED, INTERNAL_ERROR_TEXT))
 
-    async def _run(self, request: CommandRequest, emit: Callable[[ReplyEvent], None]) -> None:
+    async def _run(
+        self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None]
+    ) -> None:
         is_image = request.command is CommandName.IMAGINE
         model_input = build_model_input(request, profile_for(request.model, is_image=is_image))
         async for position in self._admission.wait_turn():
             emit(Status(Phase.QUEUED, queue_position=position))
         try:
             if is_image:
-                async for event in self._runner.generate_images(request.model, model_input):
+                async for event in self._runner.generate_images(request.model, model_input, on_created=on_created):
                     if isinstance(event, ImagesResult):
                         emit(Images(images=event.images, prompt=request.prompt, seed=request.options.seed, run=event.run))
                     else:
                         emit(event)
             else:
-                async for event in self._runner.stream_text(request.model, model_input):
+                async for event in self._runner.stream_text(request.model, model_input, on_created=on_created):
                     emit(event)
         finally:
             self._admission.release()

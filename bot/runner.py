@@ -88,13 +88,19 @@ class PredictionRunner:
         self._jitter = jitter
         self._cancels: set[asyncio.Task[None]] = set()
 
-    async def stream_text(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[Status | TextDelta | TextDone]:
-        """Yield status and text as the model writes; end with exactly one `TextDone` or raise."""
+    async def stream_text(
+        self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
+    ) -> AsyncIterator[Status | TextDelta | TextDone]:
+        """Yield status and text as the model writes; end with exactly one `TextDone` or raise.
+
+        `on_created` gets the prediction id as soon as it exists, so whoever cancels the run can still name it.
+        """
         tracker = _PredictionTracker()
         try:
             async with asyncio.timeout(self._policy.timeout_s):
                 prediction = await self._create(model, model_input, stream=True, wait=None)
                 tracker.prediction = prediction
+                on_created(prediction.id)
                 yield Status(Phase.STARTING)
                 parts: list[str] = []
                 async for piece in self._text_pieces(prediction, tracker):
@@ -109,13 +115,16 @@ class PredictionRunner:
         finally:
             await self._cancel_if_running(tracker)
 
-    async def generate_images(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[Status | ImagesResult]:
+    async def generate_images(
+        self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
+    ) -> AsyncIterator[Status | ImagesResult]:
         """Yield status while the model works; end with one `ImagesResult` holding every image's bytes."""
         tracker = _PredictionTracker()
         try:
             async with asyncio.timeout(self._policy.timeout_s):
                 prediction = await self._create(model, model_input, stream=False, wait=self._policy.create_wait_s)
                 tracker.prediction = prediction
+                on_created(prediction.id)
                 async for status in self._until_terminal(prediction):
                     yield status
                 tracker.finished = True

@@ -1,0 +1,174 @@
+"""The whole bot (`BotService`, Slack and Discord adapters together) against fake Slack, Discord and Replicate,
+plus readers that turn what the fakes received into "the final reply of this command".
+
+Shared by the lifecycle and fault tests. Everything is a real server on 127.0.0.1 driven by the unmodified
+clients; a test scripts the fakes, sends commands as the platforms would, and waits on the fakes' state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from adapters.rendering import CURSOR
+from adapters.runtime import BotService
+from bot.runner import RunPolicy
+from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+from config.settings import Settings
+from tests.discord_harness import redirect_snapshot, restore_redirect
+from tests.fakes.discord_gateway import StoredMessage
+from tests.fakes.discord_server import FakeDiscord, SentInteraction
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+from tests.fakes.slack_server import FakeSlack, Message
+
+REPLICATE_TOKEN = "r8_harnessSecretToken0123456789"
+SLACK_BOT_TOKEN = "xoxb-harness-bot-secret-0123456789"
+SLACK_APP_TOKEN = "xapp-harness-app-secret-0123456789"
+DISCORD_TOKEN = "harness.discord.secret.token.0123456789"
+GUILD, CHANNEL = 222, 333
+ASK_MODEL, IMAGINE_MODEL = DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+ANSWER_TOKENS = ["Hello", ",", " world"]
+ANSWER = "".join(ANSWER_TOKENS)
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63f8cfc0f01f0005fe02fe0dd7c5e70000000049454e44ae426082"
+)
+FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1, cancel_timeout_s=2.0)
+WAIT_S = 10.0  # generous: a wait that times out is a failure, never a pass
+SLACK_DRAFT_PREFIX = "_⏳"
+
+
+@dataclass
+class Bots:
+    """A started `BotService` and the fakes it talks to (a platform the test did not ask for is None)."""
+
+    replicate: FakeReplicate
+    slack: Optional[FakeSlack]
+    discord: Optional[FakeDiscord]
+    service: BotService
+
+    # --- Slack ---------------------------------------------------------------------------------------
+
+    def slack_parents(self, channel: str) -> list[Message]:
+        assert self.slack is not None
+        return self.slack.channel_messages(channel)
+
+    def slack_replies(self, channel: str) -> list[Message]:
+        """Visible thread replies under every parent in `channel` (deleted drafts are gone)."""
+        assert self.slack is not None
+        return [reply for parent in self.slack_parents(channel) for reply in self.slack.thread(channel, parent.ts)]
+
+    def slack_settled(self, channel: str) -> bool:
+        """A thread reply exists and none is still a draft (status line or streaming cursor)."""
+        replies = self.slack_replies(channel)
+        return bool(replies) and not any(_slack_draft(reply) for reply in replies)
+
+    async def slack_final(self, channel: str, timeout: float = WAIT_S) -> list[str]:
+        """The settled thread replies' texts, once nothing in the channel's thread is a draft."""
+        assert self.slack is not None
+        await self.slack.wait_until(lambda: self.slack_settled(channel), timeout, what=f"settled reply in {channel}")
+        return [reply.text for reply in self.slack_replies(channel)]
+
+    # --- Discord -------------------------------------------------------------------------------------
+
+    def discord_messages(self, sent: SentInteraction) -> list[StoredMessage]:
+        """The interaction's visible messages: the original response (if not deleted), then follow-ups."""
+        assert self.discord is not None
+        state = self.discord.interactions[sent.token]
+        return [m for m in ([state.original] if state.original else []) + list(state.followups) if not m.deleted]
+
+    def discord_settled(self, sent: SentInteraction) -> bool:
+        messages = self.discord_messages(sent)
+        return bool(messages) and not any(_discord_draft(message) for message in messages)
+
+    async def discord_final(self, sent: SentInteraction, timeout: float = WAIT_S) -> list[str]:
+        assert self.discord is not None
+        await self.discord.wait_until(lambda: self.discord_settled(sent), timeout, what=f"settled reply to {sent.id}")
+        return [message.content for message in self.discord_messages(sent)]
+
+    async def nothing_running(self, timeout: float = WAIT_S) -> None:
+        """Until no prediction is left running on Replicate."""
+        await self.replicate.wait_until(lambda: not self.replicate.running(), timeout, what="no prediction running")
+
+
+def _slack_draft(message: Message) -> bool:
+    return message.text.startswith(SLACK_DRAFT_PREFIX) or message.text.endswith(CURSOR)
+
+
+def _discord_draft(message: StoredMessage) -> bool:
+    return message.loading or message.content.startswith("⏳") or message.content.endswith(CURSOR)
+
+
+def default_models(replicate: FakeReplicate) -> None:
+    replicate.add_model(ASK_MODEL, TextModel(tokens=list(ANSWER_TOKENS)))
+    replicate.add_model(IMAGINE_MODEL, ImageModel(images=[(PNG, "image/png")]))
+
+
+def bot_settings(replicate: FakeReplicate, slack: Optional[FakeSlack], discord: Optional[FakeDiscord],
+                 **overrides: Any) -> Settings:
+    settings = Settings(
+        replicate_api_token=replicate.api_token,
+        replicate_base_url=replicate.base_url,
+        slack_bot_token=slack.bot_token if slack else None,
+        slack_app_token=slack.app_token if slack else None,
+        slack_api_url=slack.api_url if slack else "https://slack.com/api/",
+        discord_token=discord.token if discord else None,
+        discord_api_url=discord.api_url if discord else "https://discord.com/api/v10",
+        discord_gateway_url=discord.gateway_url if discord else None,
+        discord_guild_ids=(GUILD,) if discord else (),
+        port=0,
+        shutdown_grace_s=1.0,
+    )
+    return dataclasses.replace(settings, **overrides)
+
+
+@asynccontextmanager
+async def started_fakes(*, slack: bool = True, discord: bool = True) -> AsyncIterator[
+    tuple[FakeReplicate, Optional[FakeSlack], Optional[FakeDiscord]]
+]:
+    """Fake Replicate (with the default models), and the chat fakes asked for; each checked for its own errors."""
+    async with AsyncExitStack() as stack:
+        replicate = await stack.enter_async_context(FakeReplicate(api_token=REPLICATE_TOKEN))
+        default_models(replicate)
+        slack_fake = await stack.enter_async_context(
+            FakeSlack(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN)) if slack else None
+        discord_fake = await stack.enter_async_context(
+            FakeDiscord(token=DISCORD_TOKEN, application_id=111, guilds={GUILD: [CHANNEL]})) if discord else None
+        yield replicate, slack_fake, discord_fake
+        assert replicate.errors == []
+        if slack_fake is not None:
+            assert slack_fake.server_errors == [] and slack_fake.socket.errors == []
+        if discord_fake is not None:
+            assert discord_fake.server_errors == []
+
+
+@asynccontextmanager
+async def running_bots(
+    *,
+    slack: bool = True,
+    discord: bool = True,
+    policy: RunPolicy = FAST_POLICY,
+    arrange: Callable[[FakeReplicate], None] = lambda _: None,
+    service_options: Optional[dict[str, Any]] = None,
+    **overrides: Any,
+) -> AsyncIterator[Bots]:
+    """A started `BotService` with the chat platforms asked for, connected; shut down (and discord.py
+    un-redirected) afterwards. `arrange` scripts the fake Replicate before the bot starts."""
+    async with started_fakes(slack=slack, discord=discord) as (replicate, slack_fake, discord_fake):
+        arrange(replicate)
+        saved = redirect_snapshot()
+        service = BotService(bot_settings(replicate, slack_fake, discord_fake, **overrides), policy,
+                             **(service_options or {}))
+        try:
+            await service.start()
+            if slack_fake is not None:
+                await slack_fake.wait_for_socket(1, timeout=WAIT_S)
+            if discord_fake is not None:
+                await discord_fake.wait_for_ready(1, timeout=WAIT_S)
+            yield Bots(replicate, slack_fake, discord_fake, service)
+        finally:
+            await service.shutdown()
+            restore_redirect(saved)

@@ -557,12 +557,15 @@ def test_plain_prompt_without_dashes_round_trips_stripped(prompt: str) -> None:
     text = prompt.replace("-", "").replace("—", "").replace("–", "").replace("\\", "")
     parsed = _parse_or_reject(ASK, text)
 
-    if text.strip():
+    visible = any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+    if visible:
         assert parsed is not None
         assert parsed.prompt == text.strip()
+    else:  # only spaces and invisible format characters (zero-width, soft hyphen, direction marks)
+        assert parsed is None
 
 
-@pytest.mark.parametrize("invisible", ["\u200b", "\u200b\u200c\u200d\u2060\ufeff", " \u200e\u200f ", "\u202e\u202c"])
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200b\u200c\u200d\u2060\ufeff", " \u200e\u200f ", "\u202e\u202c", "\xad"])
 def test_prompt_of_only_zero_width_or_direction_marks_is_empty(invisible: str) -> None:
     assert isinstance(rejection(ASK, invisible), EmptyPrompt)
 

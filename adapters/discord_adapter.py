@@ -163,7 +163,10 @@ class DiscordAdapter:
         await self.client.wait_until_ready()
 
     async def is_connected(self) -> bool:
-        return self.client.is_ready() and not self.client.is_closed()
+        # discord.py keeps its ready flag through a dropped gateway (it clears it only in close()), so ask
+        # the gateway socket itself; while reconnecting, `ws` is the old, closed one.
+        gateway = self.client.ws
+        return self.client.is_ready() and not self.client.is_closed() and gateway is not None and gateway.open
 
     async def close(self) -> None:
         await self.client.close()

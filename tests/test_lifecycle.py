@@ -406,11 +406,6 @@ async def test_our_own_retry_after_a_429_on_create_creates_one_prediction_and_on
         assert len(bots.replicate.creates) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adapters/discord_adapter.py: DiscordAdapter.is_connected() is `client.is_ready() and not client.is_closed()`, "
-    "but discord.py clears its ready flag only in close()/clear(), never when the gateway drops; a gateway that "
-    "stays down (reconnecting with backoff) is reported connected and /healthz never turns 503"
-))
 async def test_healthz_turns_503_when_the_discord_gateway_stays_down_past_the_window() -> None:
     clock = ManualClock()
     async with running_bots(slack=False, service_options={"reconnect_window_s": 30.0, "clock": clock}) as bots:

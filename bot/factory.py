@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import replicate
-
 from bot.admission import AdmissionQueue
 from bot.core import CommandCore, CoreConfig
 from bot.parsing import InputLimits
-from bot.replicate_client import build_replicate_client, close_replicate_client
+from bot.replicate_client import ReplicateClients
 from bot.runner import PredictionRunner, RunPolicy
 from config.settings import Settings
 
@@ -21,25 +19,25 @@ SPARE_CONNECTIONS = 10
 @dataclass
 class CoreResources:
     core: CommandCore
-    client: replicate.Client
+    clients: ReplicateClients
 
     async def aclose(self) -> None:
-        await close_replicate_client(self.client)
+        await self.clients.aclose()
 
 
 def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreResources:
     """A core wired to Replicate with the settings' token, URL, timeout and concurrency cap."""
-    client = build_replicate_client(
+    clients = ReplicateClients.build(
         settings.require_replicate_token(),
         settings.replicate_base_url,
         max_connections=settings.max_concurrent_predictions * CONNECTIONS_PER_PREDICTION + SPARE_CONNECTIONS,
     )
     policy = policy or RunPolicy(timeout_s=settings.prediction_timeout_s)
-    runner = PredictionRunner(client, policy)
+    runner = PredictionRunner(clients, policy)
     config = CoreConfig(
         ask_model=settings.ask_model,
         imagine_model=settings.imagine_model,
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
     )
     core = CommandCore(runner, AdmissionQueue(settings.max_concurrent_predictions), config)
-    return CoreResources(core=core, client=client)
+    return CoreResources(core=core, clients=clients)

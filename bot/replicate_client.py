@@ -1,15 +1,23 @@
-"""Builds the one `replicate.Client` per event loop, sized for our concurrency and wired to report Retry-After.
+"""The `replicate.Client`s of one event loop, sized for our concurrency and wired to report Retry-After.
 
 Why: `Client(limits=…)` is silently ignored (NOTES), so the pool size goes in through the transport;
 and `ReplicateError` drops response headers, so a response hook keeps `Retry-After` for the runner.
+Why several clients: httpcore re-scans its whole pool at every request's start and end, at a cost that
+grows with the square of the pool (encode/httpcore#1035). One pool of 400 connections for 200 streamed
+answers took most of the bot's CPU in `bin/bench`; pools of `CONNECTIONS_PER_CLIENT` keep each scan cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import math
+from collections.abc import Iterator
 
 import httpx
 import replicate
+
+CONNECTIONS_PER_CLIENT = 32
 
 # The Retry-After of the last 429 this task received from Replicate, in seconds.
 last_retry_after_s: contextvars.ContextVar[float | None] = contextvars.ContextVar("last_retry_after_s", default=None)
@@ -47,3 +55,42 @@ def build_replicate_client(api_token: str, base_url: str, *, max_connections: in
 async def close_replicate_client(client: replicate.Client) -> None:
     """`replicate.Client` has no close(); its httpx client does (NOTES)."""
     await client._async_client.aclose()
+
+
+class ReplicateClients:
+    """Enough clients for `max_connections`, each with a small pool; a prediction leases the least busy one."""
+
+    def __init__(self, clients: list[replicate.Client]) -> None:
+        if not clients:
+            raise ValueError("at least one client is needed")
+        self._clients = clients
+        self._leases = [0] * len(clients)
+
+    @classmethod
+    def build(
+        cls, api_token: str, base_url: str, *, max_connections: int, per_client: int = CONNECTIONS_PER_CLIENT
+    ) -> ReplicateClients:
+        count = max(1, math.ceil(max_connections / per_client))
+        size = math.ceil(max_connections / count)
+        return cls([build_replicate_client(api_token, base_url, max_connections=size) for _ in range(count)])
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[replicate.Client]:
+        """The client with the fewest predictions on it, for one prediction's whole life (create to download)."""
+        index = min(range(len(self._clients)), key=self._leases.__getitem__)
+        self._leases[index] += 1
+        try:
+            yield self._clients[index]
+        finally:
+            self._leases[index] -= 1
+
+    def any(self) -> replicate.Client:
+        """A client for a one-off request (a cancel)."""
+        return self._clients[min(range(len(self._clients)), key=self._leases.__getitem__)]
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await close_replicate_client(client)

@@ -40,7 +40,8 @@ from bot.errors import (
     describe_failure,
 )
 from bot.images import sniff_image_type
-from bot.replicate_client import last_retry_after_s
+from bot.replicate_client import ReplicateClients, last_retry_after_s
+from bot.sse import stream_events
 from bot.replies import Image, Phase, RunInfo, Status, TextDelta, TextDone
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,13 @@ class PredictionRunner:
 
     def __init__(
         self,
-        client: replicate.Client,
+        clients: ReplicateClients,
         policy: RunPolicy = RunPolicy(),
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._client = client
+        self._clients = clients
         self._policy = policy
         self._sleep = sleep
         self._jitter = jitter
@@ -97,19 +98,22 @@ class PredictionRunner:
         """
         tracker = _PredictionTracker()
         try:
-            async with asyncio.timeout(self._policy.timeout_s):
-                prediction = await self._create(model, model_input, stream=True, wait=None)
-                tracker.prediction = prediction
-                on_created(prediction.id)
-                yield Status(Phase.STARTING)
-                parts: list[str] = []
-                async for piece in self._text_pieces(prediction, tracker):
-                    parts.append(piece)
-                    yield TextDelta(piece)
-                text = "".join(parts)
-                if not text.strip():
-                    raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
-                yield TextDone(text=text, run=_run_info(model, prediction))
+            with self._clients.lease() as client:
+                async with asyncio.timeout(self._policy.timeout_s):
+                    prediction = await self._create(client, model, model_input, stream=True, wait=None)
+                    tracker.prediction = prediction
+                    on_created(prediction.id)
+                    yield Status(Phase.STARTING)
+                    parts: list[str] = []
+                    async for piece in self._text_pieces(client, prediction, tracker):
+                        parts.append(piece)
+                        yield TextDelta(piece)
+                    text = "".join(parts)
+                    if not text.strip():
+                        raise EmptyOutput(
+                            describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id
+                        )
+                    yield TextDone(text=text, run=_run_info(model, prediction))
         except TimeoutError as error:
             raise self._timed_out(tracker, model, error) from error
         finally:
@@ -121,19 +125,22 @@ class PredictionRunner:
         """Yield status while the model works; end with one `ImagesResult` holding every image's bytes."""
         tracker = _PredictionTracker()
         try:
-            async with asyncio.timeout(self._policy.timeout_s):
-                prediction = await self._create(model, model_input, stream=False, wait=self._policy.create_wait_s)
-                tracker.prediction = prediction
-                on_created(prediction.id)
-                async for status in self._until_terminal(prediction):
-                    yield status
-                tracker.finished = True
-                self._raise_for_outcome(model, prediction)
-                urls = _output_urls(prediction.output)
-                if not urls:
-                    raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
-                images = await asyncio.gather(*(self._download(url, index) for index, url in enumerate(urls)))
-                yield ImagesResult(images=tuple(images), run=_run_info(model, prediction))
+            with self._clients.lease() as client:
+                async with asyncio.timeout(self._policy.timeout_s):
+                    prediction = await self._create(client, model, model_input, stream=False, wait=self._policy.create_wait_s)
+                    tracker.prediction = prediction
+                    on_created(prediction.id)
+                    async for status in self._until_terminal(prediction):
+                        yield status
+                    tracker.finished = True
+                    self._raise_for_outcome(model, prediction)
+                    urls = _output_urls(prediction.output)
+                    if not urls:
+                        raise EmptyOutput(
+                            describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id
+                        )
+                    images = await asyncio.gather(*(self._download(client, url, i) for i, url in enumerate(urls)))
+                    yield ImagesResult(images=tuple(images), run=_run_info(model, prediction))
         except TimeoutError as error:
             raise self._timed_out(tracker, model, error) from error
         finally:
@@ -146,13 +153,15 @@ class PredictionRunner:
 
     # --- creating -------------------------------------------------------------------------------
 
-    async def _create(self, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None) -> Prediction:
+    async def _create(
+        self, client: replicate.Client, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None
+    ) -> Prediction:
         attempt = 0
         while True:
             attempt += 1
             last_retry_after_s.set(None)
             try:
-                return await self._send_create(model, model_input, stream=stream, wait=wait)
+                return await self._send_create(client, model, model_input, stream=stream, wait=wait)
             except ReplicateError as error:
                 if error.status != 429 or attempt >= self._policy.create_attempts:
                     raise _api_error(model, error) from error
@@ -173,14 +182,16 @@ class PredictionRunner:
                 raise ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error) from error
             await self._sleep(delay)
 
-    async def _send_create(self, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None) -> Prediction:
+    async def _send_create(
+        self, client: replicate.Client, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None
+    ) -> Prediction:
         name, _, version = model.partition(":")
         extra: dict[str, Any] = {"stream": True} if stream else {}
         if wait:
             extra["wait"] = wait
         if version:
-            return await self._client.predictions.async_create(version=version, input=model_input, **extra)
-        return await self._client.models.predictions.async_create(model=name, input=model_input, **extra)
+            return await client.predictions.async_create(version=version, input=model_input, **extra)
+        return await client.models.predictions.async_create(model=name, input=model_input, **extra)
 
     def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float | None:
         """Seconds before the next try, with jitter so a crowd of throttled commands doesn't return at once."""
@@ -191,12 +202,14 @@ class PredictionRunner:
 
     # --- following a prediction -------------------------------------------------------------------
 
-    async def _text_pieces(self, prediction: Prediction, tracker: _PredictionTracker) -> AsyncIterator[str]:
+    async def _text_pieces(
+        self, client: replicate.Client, prediction: Prediction, tracker: _PredictionTracker
+    ) -> AsyncIterator[str]:
         """Text as the SSE stream delivers it; if the stream breaks, the rest comes from polling."""
         delivered = 0
         if prediction.urls and prediction.urls.get("stream"):
             try:
-                async for event in prediction.async_stream():
+                async for event in stream_events(client, prediction.urls["stream"]):
                     if event.event is ServerSentEvent.EventType.OUTPUT:
                         piece = str(event.data)  # a token like "https:" arrives as a FileOutput; str() restores it
                         delivered += len(piece)
@@ -212,7 +225,8 @@ class PredictionRunner:
             except RuntimeError as error:  # the client raises the SSE `error` event as RuntimeError
                 tracker.finished = True
                 raise self._model_error(prediction.model, _error_detail(str(error)), prediction.id, error) from error
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.HTTPStatusError,
+                    ValueError) as error:  # ValueError: not an event stream, or an event type we don't know
                 log.warning("Stream of prediction %s broke (%s); polling instead", prediction.id, type(error).__name__)
         async for _ in self._until_terminal(prediction):
             pass
@@ -256,10 +270,10 @@ class PredictionRunner:
             return SafetyFilterBlocked(describe_failure(FailureKind.SAFETY_FILTER), cause=cause, prediction_id=prediction_id)
         return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=cause, prediction_id=prediction_id)
 
-    async def _download(self, url: str, index: int) -> Image:
+    async def _download(self, client: replicate.Client, url: str, index: int) -> Image:
         """The output's bytes now, because Replicate deletes outputs after an hour; the URL stays as a fallback."""
         try:
-            data = await FileOutput(url, self._client).aread()
+            data = await FileOutput(url, client).aread()
         except httpx.HTTPError as error:
             log.warning("Could not download output %d (%s); the link will be posted instead", index, type(error).__name__)
             return Image(data=b"", content_type="", filename=f"image-{index + 1}", url=url)
@@ -292,7 +306,7 @@ class PredictionRunner:
     async def _cancel(self, prediction_id: str) -> None:
         try:
             async with asyncio.timeout(self._policy.cancel_timeout_s):
-                await self._client.predictions.async_cancel(prediction_id)
+                await self._clients.any().predictions.async_cancel(prediction_id)
             log.info("Cancelled prediction %s on Replicate", prediction_id)
         except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
             log.error("Could not cancel prediction %s (%s); it may still be running", prediction_id, type(error).__name__)

@@ -52,16 +52,7 @@ SLACK_MENTION = re.compile(r"<[!@#]")  # what Slack turns into a ping, a user or
 PLATFORMS = ("slack", "discord", "console")
 
 # Known bugs: (platform, case id) → what goes wrong. Each such case is a strict xfail.
-LINE_SEPARATOR_OUTPUT = (
-    "model text after \\x0b \\x0c \\x1c-\\x1e \\x85 U+2028 U+2029 in a streamed token is lost, and text after "
-    "them is read as SSE fields (a model can forge `event: done` and end its own answer as 'returned "
-    "nothing'): replicate's stream reader splits lines with httpx `aiter_lines` (str.splitlines rules, not "
-    "SSE's CR/LF); bot/runner.py `_text_pieces` trusts that stream and never checks the final output"
-)
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    **{(platform, case): LINE_SEPARATOR_OUTPUT for platform in PLATFORMS
-       for case in ("line-separators", "event-stream-injection")},
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

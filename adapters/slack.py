@@ -9,11 +9,11 @@ command's `response_url`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters import slack_format as fmt
 from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
 from bot.core import CommandCore
-from bot.replies import Failure, Images, Status, TextDelta, TextDone
+from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandRequest, Origin
 from bot.tasks import BackgroundTasks
 from bot.text import split_message
@@ -80,6 +80,13 @@ class SlackThread:
 
     async def delete(self, message_id: str) -> None:
         await _call(self._client.chat_delete(channel=self._channel, ts=message_id))
+
+
+async def _prefetched(first: Awaitable[ReplyEvent], rest: AsyncIterator[ReplyEvent]) -> AsyncIterator[ReplyEvent]:
+    """A command's events when the first one was asked for early (the prediction starting meanwhile)."""
+    yield await first
+    async for event in rest:
+        yield event
 
 
 async def _call(request: Awaitable[Any]) -> Any:
@@ -194,6 +201,20 @@ class SlackAdapter:
         self._tasks.spawn(self._answer(prepared, respond, ack_latency_s), name=f"slack-{prepared.request_id}")
 
     async def _answer(self, request: CommandRequest, respond: Respond, ack_latency_s: float) -> None:
+        events = self._core.execute(request, ack_latency_s=ack_latency_s)
+        # Ask for the first event now: the prediction starts while the thread is being opened.
+        first_event = asyncio.ensure_future(anext(events))
+        try:
+            await self._open_thread_and_answer(request, respond, _prefetched(first_event, events))
+        finally:
+            if not first_event.done():
+                first_event.cancel()
+            await asyncio.gather(first_event, return_exceptions=True)
+            await events.aclose()  # ends the command (and its prediction) if we stopped early
+
+    async def _open_thread_and_answer(
+        self, request: CommandRequest, respond: Respond, events: AsyncIterator[ReplyEvent]
+    ) -> None:
         channel = request.origin.channel_id
         try:
             parent = await _call(self.client.chat_postMessage(
@@ -206,7 +227,7 @@ class SlackAdapter:
             code = error.response.get("error", "")
             if code in CANNOT_POST_ERRORS:
                 log.info("Slack: cannot post in %s (%s); answering privately", channel, code)
-                await self._answer_privately(request, respond, ack_latency_s)
+                await self._answer_privately(respond, events)
                 return
             log.error("Slack: could not start the thread in %s: %s", channel, code)
             await respond(text=fmt.failure_text("I couldn't post in this channel. Try again in a moment."))
@@ -221,31 +242,30 @@ class SlackAdapter:
             shown_text=WORKING_TEXT,
         )
         try:
-            await self._render(request, reply, channel, parent["ts"], ack_latency_s)
+            await self._render(events, reply, channel, parent["ts"])
         finally:
             await reply.aclose()
 
     async def _render(
-        self, request: CommandRequest, reply: StreamingReply, channel: str, thread_ts: str, ack_latency_s: float
+        self, events: AsyncIterator[ReplyEvent], reply: StreamingReply, channel: str, thread_ts: str
     ) -> None:
-        async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
-            async for event in events:
-                match event:
-                    case Status():
-                        reply.set_status(fmt.status_text(event))
-                    case TextDelta():
-                        reply.append(event.text)
-                    case TextDone():
-                        await reply.finish(fmt.escape(event.text))
-                    case Images():
-                        await self._post_images(event, reply, channel, thread_ts)
-                    case Failure() if reply.text.strip():
-                        # What was written stays, settled; the error follows it in the thread.
-                        await reply.finish(fmt.escape(reply.text) + "\n\n" + fmt.failure_text(event.message))
-                    case Failure():
-                        await reply.replace(fmt.failure_text(event.message))
-                    case _:
-                        assert_never(event)
+        async for event in events:
+            match event:
+                case Status():
+                    reply.set_status(fmt.status_text(event))
+                case TextDelta():
+                    reply.append(event.text)
+                case TextDone():
+                    await reply.finish(fmt.escape(event.text))
+                case Images():
+                    await self._post_images(event, reply, channel, thread_ts)
+                case Failure() if reply.text.strip():
+                    # What was written stays, settled; the error follows it in the thread.
+                    await reply.finish(fmt.escape(reply.text) + "\n\n" + fmt.failure_text(event.message))
+                case Failure():
+                    await reply.replace(fmt.failure_text(event.message))
+                case _:
+                    assert_never(event)
 
     async def _post_images(self, images: Images, reply: StreamingReply, channel: str, thread_ts: str) -> None:
         """Upload the bytes (Replicate deletes outputs after an hour); post links only if the upload fails."""
@@ -267,25 +287,24 @@ class SlackAdapter:
             caption += "\n" + (links + " (links expire in an hour)" if links else "The image could not be fetched.")
         await reply.replace(caption)
 
-    async def _answer_privately(self, request: CommandRequest, respond: Respond, ack_latency_s: float) -> None:
+    async def _answer_privately(self, respond: Respond, events: AsyncIterator[ReplyEvent]) -> None:
         """No channel access: the answer goes through response_url (5 uses), final text only."""
         tell = functools.partial(respond, response_type="ephemeral", replace_original=False)
         await tell(text=fmt.not_in_channel_text(self.bot_user_id))
-        async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
-            async for event in events:
-                match event:
-                    case Status() | TextDelta():
-                        continue
-                    case TextDone():
-                        chunks = split_message(fmt.escape(event.text), fmt.CHAT_UPDATE_MAX_CHARS)
-                        for chunk in chunks[: fmt.RESPONSE_URL_MAX_USES - 1]:
-                            await tell(text=chunk)
-                    case Images():
-                        await tell(text=fmt.image_caption(event) + "\n" + (fmt.image_links(event) or "(no link available)"))
-                    case Failure():
-                        await tell(text=fmt.failure_text(event.message))
-                    case _:
-                        assert_never(event)
+        async for event in events:
+            match event:
+                case Status() | TextDelta():
+                    continue
+                case TextDone():
+                    chunks = split_message(fmt.escape(event.text), fmt.CHAT_UPDATE_MAX_CHARS)
+                    for chunk in chunks[: fmt.RESPONSE_URL_MAX_USES - 1]:
+                        await tell(text=chunk)
+                case Images():
+                    await tell(text=fmt.image_caption(event) + "\n" + (fmt.image_links(event) or "(no link available)"))
+                case Failure():
+                    await tell(text=fmt.failure_text(event.message))
+                case _:
+                    assert_never(event)
 
     def _budget(self, workspace_id: str) -> EditBudget:
         budget = self._budgets.get(workspace_id)

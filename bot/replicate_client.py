@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import ssl
 from collections.abc import Iterator
 
 import httpx
@@ -39,10 +40,13 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def build_replicate_client(api_token: str, base_url: str, *, max_connections: int) -> replicate.Client:
+def build_replicate_client(
+    api_token: str, base_url: str, *, max_connections: int, ssl_context: ssl.SSLContext | None = None
+) -> replicate.Client:
     """A client whose pool fits `max_connections` concurrent requests (streams and waits hold one each)."""
     transport = httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        verify=ssl_context or httpx.create_ssl_context(),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
     )
     return replicate.Client(
         api_token=api_token,
@@ -72,7 +76,11 @@ class ReplicateClients:
     ) -> ReplicateClients:
         count = max(1, math.ceil(max_connections / per_client))
         size = math.ceil(max_connections / count)
-        return cls([build_replicate_client(api_token, base_url, max_connections=size) for _ in range(count)])
+        ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~15 ms: once, not per client
+        return cls([
+            build_replicate_client(api_token, base_url, max_connections=size, ssl_context=ssl_context)
+            for _ in range(count)
+        ])
 
     def __len__(self) -> int:
         return len(self._clients)

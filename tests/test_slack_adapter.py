@@ -401,3 +401,16 @@ async def test_command_where_the_bot_cannot_see_the_channel_is_answered_privatel
     told, answer = bot.slack.response_url_posts(url)
     assert "/invite" in told["text"] and answer["text"].endswith("done")
     assert all(body["response_type"] == "ephemeral" for body in (told, answer))
+
+
+async def test_thread_that_cannot_be_opened_gets_one_private_error_and_leaves_nothing_running(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["never shown"], boot_s=5))
+    bot.slack.fail("chat.postMessage", "fatal_error")
+    envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
+    url = bot.slack.sent_envelopes[envelope].response_url or ""
+
+    await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 1, timeout=10, what="the error")
+    await bot.replicate.wait_until(lambda: not bot.replicate.running(), timeout=10, what="nothing running")
+    [error] = bot.slack.response_url_posts(url)
+    assert error["text"].startswith("⚠️") and error.get("response_type", "ephemeral") == "ephemeral"
+    assert len(bot.replicate.creates) <= 1 and bot.replicate.cancels == [p.id for p in bot.replicate.creates]

@@ -30,8 +30,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the fake Slack enforces the documented rate-limit tiers (chat.update 50/min)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the bot process with cProfile (slows it down); stats go next to its log")
-    parser.add_argument("--linear-pool", action="store_true",
-                        help="experiment: run the bot with httpcore's O(n²) pool scan made linear (bench/linear_pool.py)")
     parser.add_argument("--output-dir", type=Path, default=BENCH_DIR,
                         help="where RESULTS.md and results.json go (default bench/)")
     return parser.parse_args(argv)
@@ -41,8 +39,7 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     from bench.discord_load import run_discord
     from bench.slack_load import run_slack
 
-    workload = Workload(n=args.n, latency_s=args.latency, slack_tiers=args.slack_tiers, profile=args.profile,
-                        linear_pool=args.linear_pool)
+    workload = Workload(n=args.n, latency_s=args.latency, slack_tiers=args.slack_tiers, profile=args.profile)
     runs: list[dict[str, Any]] = []
     plan: list[tuple[str, Any]] = []
     if args.platform in ("slack", "both"):
@@ -65,7 +62,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     clean_environ()
     runs = asyncio.run(run_all(args))
-    meta = {"n": args.n, "latency_s": args.latency, "slack_tiers": args.slack_tiers, "linear_pool": args.linear_pool,
+    meta = {"n": args.n, "latency_s": args.latency, "slack_tiers": args.slack_tiers,
             "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     print(render_table(runs, meta))
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -41,9 +41,7 @@ class BotProcess:
         return self._process.pid
 
     async def start(self) -> None:
-        # BENCH_PYTHONPATH: extra import paths for experiments (e.g. a package the bot might add).
-        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("BENCH_PYTHONPATH")]))
-        env = {**os.environ, **self.env, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", self.module, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -9,9 +9,7 @@ it reports are the bot's own, not the fakes'. It speaks a line protocol on stdin
     stdin:  stop (or end of input) → graceful shutdown, exit 0
 
 Logs go to stderr (the harness sends them to a file). With `BENCH_PROFILE=<path>` (`bin/bench --profile`)
-the whole run is profiled with cProfile and the stats are written to that path at exit. With
-`BENCH_LINEAR_POOL=1` (`bin/bench --linear-pool`) httpcore's pool bookkeeping is replaced, as an
-experiment (see `bench/linear_pool.py`).
+the whole run is profiled with cProfile and the stats are written to that path at exit.
 """
 
 from __future__ import annotations
@@ -71,10 +69,6 @@ def _say(message: dict[str, object]) -> None:
 
 
 def main() -> int:
-    if os.environ.get("BENCH_LINEAR_POOL") == "1":
-        from bench import linear_pool
-
-        linear_pool.install()
     profile_path = os.environ.get("BENCH_PROFILE")
     if not profile_path:
         return asyncio.run(serve())

@@ -99,8 +99,6 @@ def _rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 def _notes(runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     notes = [f"N={meta['n']} concurrent /ask, model latency {meta['latency_s']:g} s, "
              f"Slack rate-limit tiers {'enforced' if meta.get('slack_tiers') else 'off'}; {meta['when']}."]
-    if meta.get("linear_pool"):
-        notes.append("EXPERIMENT: the bot ran with httpcore's pool bookkeeping made linear (bench/linear_pool.py).")
     for run in runs:
         problems = []
         if not run.get("complete"):

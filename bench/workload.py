@@ -35,7 +35,6 @@ class Workload:
     latency_s: float
     slack_tiers: bool = False
     profile: bool = False  # cProfile the bot under test (bench/instrumented_bot.py)
-    linear_pool: bool = False  # experiment: bench/linear_pool.py in the bot under test
 
     @property
     def tokens(self) -> list[str]:
@@ -78,8 +77,7 @@ async def start_replicate(workload: Workload) -> FakeReplicate:
 
 def bot_environment(replicate: FakeReplicate, workload: Workload) -> dict[str, str]:
     """What every bot process gets, whatever the platform."""
-    experiments = {"BENCH_LINEAR_POOL": "1"} if workload.linear_pool else {}
-    return {**experiments,
+    return {
         "REPLICATE_API_TOKEN": replicate.api_token,
         "REPLICATE_BASE_URL": replicate.base_url,
         "MAX_CONCURRENT_PREDICTIONS": str(max(workload.n, 1)),

@@ -99,15 +99,16 @@ class RenderLimits:
 
 
 class StreamingReply:
-    """One answer rendered into one or more messages; the first message already exists."""
+    """One answer rendered into one or more messages; the first may already exist (a placeholder) or not."""
 
     def __init__(
         self,
         target: MessageTarget,
-        first_message_id: str,
+        first_message_id: str | None,
         limits: RenderLimits,
         *,
         budget: EditBudget | None = None,
+        final_edit_prepaid: bool = False,
         prepare_text: Callable[[str], str] = lambda text: text,
         shown_text: str = "",
         clock: Callable[[], float] = time.monotonic,
@@ -115,10 +116,11 @@ class StreamingReply:
         self._target = target
         self._limits = limits
         self._budget = budget
+        self._final_edit_prepaid = final_edit_prepaid  # its token was taken when the placeholder was posted
         self._prepare = prepare_text
         self._clock = clock
-        self._message_ids = [first_message_id]
-        self._shown = [shown_text]
+        self._message_ids = [first_message_id] if first_message_id is not None else []
+        self._shown = [shown_text] if first_message_id is not None else []
         self._status = ""
         self._text = ""
         self._dirty = asyncio.Event()
@@ -230,9 +232,12 @@ class StreamingReply:
     async def _final_edit(self, index: int, text: str) -> bool:
         """Edit message `index` to its final text if that can happen now; False means "post it instead"."""
         if self._budget is not None:
-            if self._budget.exhausted:
+            if self._budget.paused or (self._budget.exhausted and not self._final_edit_prepaid):
                 return False  # the scope's edits are spent: a new message arrives now, an edit would queue
-            self._budget.spend()
+            if self._final_edit_prepaid:
+                self._final_edit_prepaid = False
+            else:
+                self._budget.spend()
         delay = self._next_edit_at - self._clock()
         if delay > 0:
             await asyncio.sleep(delay)  # the final edit too keeps to one edit per interval per message

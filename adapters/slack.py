@@ -220,7 +220,11 @@ class SlackAdapter:
             parent = await _call(self.client.chat_postMessage(
                 channel=channel, text=fmt.parent_text(request), unfurl_links=False, unfurl_media=False
             ))
-            first_reply = await _call(self.client.chat_postMessage(
+            budget = self._budget(request.origin.workspace_id or "")
+            # A placeholder is only worth posting if it can be edited into the answer later: its final edit
+            # is paid for now. With the workspace's edits spent (many answers at once), the answer is
+            # posted once when it is ready instead of a placeholder being posted, then deleted.
+            placeholder = None if not budget.try_take() else await _call(self.client.chat_postMessage(
                 channel=channel, thread_ts=parent["ts"], text=WORKING_TEXT, unfurl_links=False, unfurl_media=False
             ))
         except SlackApiError as error:
@@ -235,9 +239,10 @@ class SlackAdapter:
         thread = SlackThread(self.client, self._edit_client, channel, parent["ts"])
         reply = StreamingReply(
             thread,
-            first_reply["ts"],
+            placeholder["ts"] if placeholder is not None else None,
             RenderLimits(max_chars=fmt.CHAT_UPDATE_MAX_CHARS, edit_interval_s=fmt.EDIT_INTERVAL_S),
-            budget=self._budget(request.origin.workspace_id or ""),
+            budget=budget,
+            final_edit_prepaid=placeholder is not None,
             prepare_text=fmt.escape,
             shown_text=WORKING_TEXT,
         )

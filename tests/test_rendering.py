@@ -549,3 +549,32 @@ async def test_final_edit_keeps_the_edit_interval_after_the_last_progress_edit(
 
     interim, final = target.edits
     assert final.text == "final answer" and final.at - interim.at >= 0.29
+
+
+async def test_reply_without_a_placeholder_posts_its_first_message_when_there_is_something_to_show(
+    target: RecordingTarget,
+) -> None:
+    reply = StreamingReply(target, None, FAST)
+    try:
+        reply.append("hello")
+        await target.wait_until(lambda: len(target.posts) == 1)
+        await reply.finish("hello world")
+    finally:
+        await reply.aclose()
+
+    assert target.posts[0].text == "hello" + CURSOR
+    assert target.texts(reply.message_ids) == ["hello world"]
+
+
+async def test_prepaid_final_edit_goes_through_an_empty_budget_without_overdrawing_it(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    clock = FakeClock()
+    budget = EditBudget(per_minute=60, burst=1, clock=clock)
+    assert budget.try_take()  # the placeholder's final edit, paid when it was posted
+    reply = make_reply(budget=budget, final_edit_prepaid=True)
+
+    await reply.finish("final answer")
+
+    assert [call.text for call in target.edits] == ["final answer"] and target.posts == []
+    assert not budget.exhausted

@@ -414,3 +414,18 @@ async def test_thread_that_cannot_be_opened_gets_one_private_error_and_leaves_no
     [error] = bot.slack.response_url_posts(url)
     assert error["text"].startswith("⚠️") and error.get("response_type", "ephemeral") == "ephemeral"
     assert len(bot.replicate.creates) <= 1 and bot.replicate.cancels == [p.id for p in bot.replicate.creates]
+
+
+async def test_when_the_edit_budget_is_spent_answers_come_as_one_post_without_a_placeholder(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["all ", "at ", "once"], token_interval_s=0.2))
+    channels = [f"C0BUSY{i}" for i in range(16)]
+    for channel in channels:
+        await bot.slack.send_slash_command(command="/ask", text="go", channel_id=channel)
+
+    await bot.slack.wait_until(lambda: all(bot.answered(channel, ending="once") for channel in channels), timeout=15,
+                               what="every answer")
+    for channel in channels:
+        assert [message.text for message in bot.replies(channel)] == ["all at once"]
+    with_placeholder = [c for c in channels if bot.replies(c)[0].history[0] == "_⏳ Working on it…_"]
+    assert 1 <= len(with_placeholder) < len(channels)  # the first ones stream; the rest are posted once, done
+    assert bot.slack.deleted == []  # nothing posted only to be taken back

@@ -12,9 +12,9 @@ from typing import Any
 
 from bench.bot_process import BotProcess
 from bench.measure import LoadReading, run_load, wait_for
-from bench.stats import close_edits, max_events_in_window, min_gap, percentile
+from bench.summary import Observed, summarise
 from bench.timeline import breakdown
-from bench.workload import PLATFORM_ACK_DEADLINE_S, Workload, bot_environment, start_replicate
+from bench.workload import Workload, bot_environment, start_replicate
 from tests.fakes.slack_server import ApiCall, FakeSlack
 
 WARMUP_CHANNEL = "CWARMUP"
@@ -98,7 +98,6 @@ def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers
                    for index in range(workload.n) if channel_of(index) in answers.final_at]
     finals = [answers.final_at[channel_of(index)] for index in range(workload.n) if channel_of(index) in answers.final_at]
     chat_calls: dict[str, int] = defaultdict(int)
-    edit_times: dict[tuple[str, str], list[float]] = defaultdict(list)
     edits: dict[tuple[str, str], list[tuple[float, bool]]] = defaultdict(list)
     by_method: dict[str, int] = defaultdict(int)
     rate_limited = 0
@@ -110,53 +109,11 @@ def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers
         by_method[call.method] += 1
         rate_limited += call.status == 429
         if call.method == "chat.update" and call.ok:
-            edit_times[(channel, str(call.params.get("ts")))].append(call.at)
             edits[(channel, str(call.params.get("ts")))].append((call.at, call.params.get("text") == workload.answer))
-    per_answer = list(chat_calls.values())
-    gaps = [gap for times in edit_times.values() if (gap := min_gap(times)) is not None]
-    close = [close_edits(message_edits) for message_edits in edits.values()]
+    seen = Observed(acks=ack_latencies, per_command=per_command, finals=finals, replicate_requests=replicate_requests,
+                    creates=creates, chat_calls_per_answer=list(chat_calls.values()), chat_calls_by_method=by_method,
+                    rate_limited=rate_limited, edits=edits)
     return {
-        "n": workload.n,
-        "latency_s": workload.latency_s,
-        "acks": len(ack_latencies),
-        "ack_p50_ms": _ms(percentile(ack_latencies, 0.5)),
-        "ack_p99_ms": _ms(percentile(ack_latencies, 0.99)),
-        "ack_max_ms": _ms(max(ack_latencies) if ack_latencies else None),
-        "acks_over_3s": sum(1 for latency in ack_latencies if latency > PLATFORM_ACK_DEADLINE_S) + workload.n - len(ack_latencies),
-        "answered": len(per_command),
-        "complete": reading.complete,
-        "answer_ratio_p50": _ratio(percentile(per_command, 0.5), workload),
-        "answer_ratio_max": _ratio(max(per_command) if per_command else None, workload),
-        "all_answers_ratio": _ratio(max(finals) - reading.started_at if finals else None, workload),
-        "replicate_requests": replicate_requests,
-        "predictions": creates,
-        "replicate_requests_per_prediction": round(replicate_requests / creates, 2) if creates else None,
-        "chat_calls_per_answer": round(sum(per_answer) / len(per_answer), 2) if per_answer else None,
-        "chat_calls_max_per_answer": max(per_answer) if per_answer else None,
-        "chat_calls_by_method": dict(by_method),
-        "chat_calls_rate_limited": rate_limited,
-        "max_edits_per_s_per_message": max((max_events_in_window(t) for t in edit_times.values()), default=0),
-        "min_edit_gap_ms": _ms(min(gaps) if gaps else None),
-        "edits_under_1s_apart": sum(pair[0] for pair in close),
-        "edits_under_1s_apart_final": sum(pair[1] for pair in close),
-        "edits_total": sum(len(message_edits) for message_edits in edits.values()),
-        "loop_lag": reading.bot_lag,
-        "harness_lag": reading.harness_lag,
-        "bot_cpu_s": _round(reading.bot_cpu_s),
-        "load_wall_s": _round(reading.finished_at - reading.started_at),
-        "rss_idle_mb": _round(reading.idle_rss_mb),
-        "rss_peak_mb": _round(reading.peak_rss_mb),
+        **summarise(workload, reading, seen),
         "fake_errors": list(slack.server_errors) + list(slack.socket.errors),
     }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
-
-
-def _ratio(seconds: float | None, workload: Workload) -> float | None:
-    return None if seconds is None else round(seconds / workload.latency_s, 3)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)

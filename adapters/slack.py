@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -205,7 +206,8 @@ class SlackAdapter:
         # Ask for the first event now: the prediction starts while the thread is being opened.
         first_event = asyncio.ensure_future(anext(events))
         try:
-            await self._open_thread_and_answer(request, respond, _prefetched(first_event, events))
+            async with aclosing(_prefetched(first_event, events)) as stream:
+                await self._open_thread_and_answer(request, respond, stream)
         finally:
             if not first_event.done():
                 first_event.cancel()

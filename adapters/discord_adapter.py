@@ -357,11 +357,16 @@ def _fit(text: str) -> str:
 
 
 def _image_caption(images: Images, links: list[Image]) -> str:
-    caption = f"🖼 **prompt:** {images.prompt[:1500]}\n**model:** `{images.run.model}` · **seed:** {images.seed}"
+    """Model and seed first, the prompt last and escaped: markup typed in it can't swallow the rest, and a
+    long prompt is what gets cut to fit the message."""
+    lines = [f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}"]
     if links:
         urls = " ".join(f"<{image.url}>" for image in links if image.url)
-        caption += f"\n{urls} (links expire in an hour)" if urls else "\n(an image could not be fetched)"
-    return caption[:MAX_MESSAGE_CHARS]
+        lines.append(f"{urls} (links expire in an hour)" if urls else "(an image could not be fetched)")
+    head = "\n".join(lines) + "\n**prompt:** "
+    prompt = discord.utils.escape_markdown(images.prompt)
+    room = MAX_MESSAGE_CHARS - len(head)
+    return head + (prompt if len(prompt) <= room else prompt[: room - 1] + "…")
 
 
 _OPTION_KEYS = ("type", "name", "description", "required", "choices", "min_value", "max_value", "min_length", "max_length", "autocomplete")

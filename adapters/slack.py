@@ -276,7 +276,6 @@ class SlackAdapter:
 
     async def _post_images(self, images: Images, reply: StreamingReply, channel: str, thread_ts: str) -> None:
         """Upload the bytes (Replicate deletes outputs after an hour); post links only if the upload fails."""
-        caption = fmt.image_caption(images)
         uploads = [
             {"content": image.data, "filename": image.filename, "title": f"{images.prompt[:80]} ({index})"}
             for index, image in enumerate(images.images, start=1)
@@ -289,10 +288,11 @@ class SlackAdapter:
         except Exception as error:  # any failure of the three-step upload: fall back to links, once
             log.warning("Slack: image upload failed (%s); posting links instead", type(error).__name__)
             missing = list(images.images)
+        note = ""
         if missing:
             links = fmt.image_links(images, missing)
-            caption += "\n" + (links + " (links expire in an hour)" if links else "The image could not be fetched.")
-        await reply.replace(caption)
+            note = links + " (links expire in an hour)" if links else "The image could not be fetched."
+        await reply.replace(fmt.image_caption(images, note))
 
     async def _answer_privately(self, respond: Respond, events: AsyncIterator[ReplyEvent]) -> None:
         """No channel access: the answer goes through response_url (5 uses), final text only."""
@@ -307,7 +307,7 @@ class SlackAdapter:
                     for chunk in chunks[: fmt.RESPONSE_URL_MAX_USES - 1]:
                         await tell(text=chunk)
                 case Images():
-                    await tell(text=fmt.image_caption(event) + "\n" + (fmt.image_links(event) or "(no link available)"))
+                    await tell(text=fmt.image_caption(event, fmt.image_links(event) or "(no link available)"))
                 case Failure():
                     await tell(text=fmt.failure_text(event.message))
                 case _:

@@ -29,19 +29,25 @@ def escape(text: str) -> str:
 
 def parent_text(request: CommandRequest) -> str:
     """The visible message that opens the thread: who asked what, with which model."""
-    prompt = request.prompt if len(request.prompt) <= PROMPT_PREVIEW_CHARS else request.prompt[:PROMPT_PREVIEW_CHARS] + "…"
-    quoted = "\n".join(f"> {line}" for line in escape(prompt).splitlines() or [""])
-    return f"<@{request.origin.user_id}> used /{request.command} with `{escape(request.model)}`\n{quoted}"
+    return f"<@{request.origin.user_id}> used /{request.command} with `{escape(request.model)}`\n{_quoted(request.prompt)}"
 
 
 def status_text(status: Status) -> str:
     return f"_⏳ {status.text}_"
 
 
-def image_caption(images: Images) -> str:
+def image_caption(images: Images, note: str = "") -> str:
+    """Model, seed and any `note` (links) first; the prompt last and quoted, so that markup typed in it
+    (an unclosed ``` or `*`) can only ever reformat the prompt itself."""
     count = len(images.images)
     noun = "image" if count == 1 else f"{count} images"
-    return f"🖼 {noun} · *prompt:* {escape(images.prompt[:PROMPT_PREVIEW_CHARS])} · *model:* `{escape(images.run.model)}` · *seed:* {images.seed}"
+    head = f"🖼 {noun} · *model:* `{escape(images.run.model)}` · *seed:* {images.seed}"
+    return "\n".join([head, *([note] if note else []), _quoted(images.prompt)])
+
+
+def _quoted(prompt: str) -> str:
+    shown = prompt if len(prompt) <= PROMPT_PREVIEW_CHARS else prompt[:PROMPT_PREVIEW_CHARS] + "…"
+    return "\n".join(f"> {line}" for line in escape(shown).splitlines() or [""])
 
 
 def image_links(images: Images, wanted: Sequence[Image] | None = None) -> str:

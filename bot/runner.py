@@ -3,7 +3,9 @@
 `replicate.async_run` / `async_stream` hide the prediction id, so a timeout or shutdown would leave
 the prediction running and billed (NOTES). We create predictions ourselves and cancel whatever we
 give up on. Creates are retried only when nothing can have been created: a 429 (after the wait the
-API asks for) or a connection that never opened. A 5xx or timeout after sending is never retried.
+API asks for) or a connection that never opened. A 5xx or timeout after sending is never retried:
+the prediction may exist, so we look for it among our newest predictions (same model, same input,
+made just now) and follow it as if the create had answered. Found or not, nothing is paid twice.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import random
 import re
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +54,10 @@ _NSFW = re.compile(r"nsfw|safety (checker|filter)|content (policy|moderation)|fl
 _RETRY_IN_DETAIL = re.compile(r"(?:in|after)\s+~?(\d+(?:\.\d+)?)\s*s", re.I)
 # Failures of the connection itself, before any byte of the request left: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# How far before our create request an orphan's `created_at` may be (clocks differ) and still be ours.
+ORPHAN_CLOCK_SKEW = timedelta(seconds=30)
+KNOWN_PREDICTIONS = 10_000  # far more than a page of the list (100), which is all an orphan search reads
+_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class PredictionRunner:
         self._sleep = sleep
         self._jitter = jitter
         self._cancels: set[asyncio.Task[None]] = set()
+        self._known: dict[str, None] = {}  # ids of predictions this runner made or took up, oldest first
 
     async def stream_text(
         self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
@@ -160,9 +168,13 @@ class PredictionRunner:
         while True:
             attempt += 1
             last_retry_after_s.set(None)
+            sent_at = datetime.now(timezone.utc)
             try:
                 return await self._send_create(client, model, model_input, stream=stream, wait=wait)
             except ReplicateError as error:
+                may_exist = (error.status or 500) >= 500
+                if may_exist and (orphan := await self._find_orphan(client, model, model_input, sent_at)):
+                    return orphan
                 if error.status != 429 or attempt >= self._policy.create_attempts:
                     raise _api_error(model, error) from error
                 delay = self._retry_delay(attempt, last_retry_after_s.get() or _retry_after_from_detail(error.detail))
@@ -178,9 +190,33 @@ class PredictionRunner:
                 log.warning("Could not connect to Replicate (%s); retrying in %.1fs", type(error).__name__, delay)
             except httpx.HTTPError as error:
                 # The request may have reached Replicate and created a prediction: retrying could pay twice.
+                if orphan := await self._find_orphan(client, model, model_input, sent_at):
+                    return orphan
                 log.error("Create for %s failed after sending (%s); not retrying", model, type(error).__name__)
                 raise ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error) from error
             await self._sleep(delay)
+
+    async def _find_orphan(
+        self, client: replicate.Client, model: str, model_input: dict[str, Any], sent_at: datetime
+    ) -> Prediction | None:
+        """The prediction a failed create may have made anyway: ours, newest first, same model and input."""
+        name, _, version = model.partition(":")
+        try:
+            page = await client.predictions.async_list()
+        except (ReplicateError, httpx.HTTPError) as error:
+            log.warning("Could not list predictions to look for one a failed create made (%s)", type(error).__name__)
+            return None
+        for prediction in page.results:
+            if (
+                prediction.id not in self._known
+                and (prediction.version == version if version else prediction.model == name)
+                and prediction.input == model_input
+                and _created_since(prediction, sent_at - ORPHAN_CLOCK_SKEW)
+            ):
+                log.warning("Create for %s failed, but prediction %s was made: following it", model, prediction.id)
+                self._remember(prediction.id)
+                return prediction
+        return None
 
     async def _send_create(
         self, client: replicate.Client, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None
@@ -190,8 +226,17 @@ class PredictionRunner:
         if wait:
             extra["wait"] = wait
         if version:
-            return await client.predictions.async_create(version=version, input=model_input, **extra)
-        return await client.models.predictions.async_create(model=name, input=model_input, **extra)
+            prediction = await client.predictions.async_create(version=version, input=model_input, **extra)
+        else:
+            prediction = await client.models.predictions.async_create(model=name, input=model_input, **extra)
+        self._remember(prediction.id)
+        return prediction
+
+    def _remember(self, prediction_id: str) -> None:
+        """A prediction that is ours already is never taken up again for another command's failed create."""
+        self._known[prediction_id] = None
+        if len(self._known) > KNOWN_PREDICTIONS:
+            del self._known[next(iter(self._known))]
 
     def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float | None:
         """Seconds before the next try, with jitter so a crowd of throttled commands doesn't return at once."""
@@ -371,6 +416,14 @@ def _joined_text(output: Any) -> str:
     if isinstance(output, list):
         return "".join(str(item) for item in output if item is not None)
     return str(output) if output is not None else ""
+
+
+def _created_since(prediction: Prediction, earliest: datetime) -> bool:
+    try:  # "2026-11-25T10:00:00.123456789Z": Python reads at most six fractional digits
+        created = datetime.fromisoformat(_FRACTION.sub(r"\1", prediction.created_at or "").replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return created.tzinfo is not None and created >= earliest
 
 
 def _done_reason(data: str) -> str:

@@ -113,14 +113,52 @@ async def test_a_429_that_persists_gives_one_busy_reply(replicate: FakeReplicate
     assert events[0].kind is FailureKind.REPLICATE_BUSY and replicate.creates == []
 
 
-async def test_a_5xx_after_the_create_reached_replicate_is_not_retried(replicate: FakeReplicate, core: CoreResources) -> None:
+async def test_a_5xx_after_the_create_reached_replicate_is_not_retried_and_the_made_prediction_is_followed(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
     replicate.fail_next_creates(500, created=True)
 
     events = await run(core, "ask", "hi")
 
-    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.REPLICATE_UNAVAILABLE
+    assert isinstance(events[-1], TextDone) and events[-1].run.prediction_id == replicate.creates[0].id
     assert len(replicate.creates) == 1  # paid once, never twice
     assert len([r for r in replicate.requests if r.method == "POST"]) == 1
+    assert len(replicate.requests_to("GET", "/v1/predictions")) >= 1
+
+
+async def test_a_5xx_create_that_made_nothing_fails_clearly_after_looking(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
+    replicate.fail_next_creates(500)
+
+    events = await run(core, "ask", "hi")
+
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.REPLICATE_UNAVAILABLE
+    assert replicate.creates == [] and len([r for r in replicate.requests if r.method == "POST"]) == 1
+
+
+async def test_an_earlier_prediction_with_the_same_input_is_never_taken_for_a_failed_create(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
+    first = await run(core, "ask", "same question")
+    assert isinstance(first[-1], TextDone)
+    replicate.fail_next_creates(500)  # this time nothing was made
+
+    events = await run(core, "ask", "same question")
+
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.REPLICATE_UNAVAILABLE
+    assert len(replicate.creates) == 1
+
+
+async def test_two_failed_creates_of_the_same_input_each_follow_their_own_prediction(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
+    replicate.fail_next_creates(500, times=2, created=True)
+
+    both = await asyncio.gather(run(core, "ask", "twin"), run(core, "ask", "twin"))
+
+    followed = [events[-1].run.prediction_id for events in both if isinstance(events[-1], TextDone)]
+    assert sorted(followed) == sorted(p.id for p in replicate.creates) and len(replicate.creates) == 2
 
 
 @pytest.mark.parametrize(

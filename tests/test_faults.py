@@ -108,8 +108,13 @@ FAULTS = {
         happened=lambda b: replicate_answered(b, 500) == 2,
     ),
     "replicate-500-on-create-after-creating": Fault(
+        # Not retried (a second create could pay twice): the prediction the create made is found and followed.
         arrange=lambda r: r.fail_next_creates(500, times=2, created=True),
-        expect=BUSY_OR_DOWN,  # not retried: a second create could pay twice
+        happened=lambda b: replicate_answered(b, 500) == 2 and len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2,
+    ),
+    "replicate-slow-model-500-on-create-after-creating": Fault(
+        arrange=lambda r: (slow_model(r), r.fail_next_creates(500, times=2, created=True)),
+        answer=SLOW_ANSWER,
         happened=lambda b: replicate_answered(b, 500) == 2,
     ),
     "slow-cold-boot": Fault(

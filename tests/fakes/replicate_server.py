@@ -154,6 +154,9 @@ class _Fault:
     created: bool = False
 
 
+LIST_PAGE_SIZE = 100
+
+
 def _iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -286,6 +289,7 @@ class FakeReplicate:
         app.router.add_get("/v1/models/{owner}/{name}", self._get_model)
         app.router.add_get("/v1/models/{owner}/{name}/versions/{version}", self._get_version)
         app.router.add_post("/v1/predictions", self._create)
+        app.router.add_get("/v1/predictions", self._list)
         app.router.add_get("/v1/predictions/{id}", self._get)
         app.router.add_post("/v1/predictions/{id}/cancel", self._cancel)
         app.router.add_get("/v1/streams/{id}", self._stream)
@@ -392,7 +396,8 @@ class FakeReplicate:
         data: dict[str, Any] = {
             "id": p.id, "model": p.model, "version": p.version, "input": p.input, "logs": p.logs, "output": p.output,
             "data_removed": False, "error": p.error, "status": p.status, "created_at": p.iso.get("created"),
-            "started_at": p.iso.get("started"), "completed_at": p.iso.get("completed"), "urls": urls}
+            "started_at": p.iso.get("started"), "completed_at": p.iso.get("completed"), "urls": urls,
+            "source": "api"}
         if p.done and p.completed_at is not None:
             predict = p.completed_at - p.started_at if p.started_at is not None else 0.0
             data["metrics"] = {"predict_time": round(predict, 6), "total_time": round(p.completed_at - p.created_at, 6)}
@@ -560,6 +565,17 @@ class FakeReplicate:
             return _fault_response(fault)
         p = self.predictions.get(request.match_info["id"])
         return _json(self._render(p)) if p is not None else problem(404, detail="Not found.")
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """`GET /v1/predictions`: the newest first, 100 a page (this fake serves the first page only)."""
+        newest_first = sorted(self.predictions.values(), key=lambda p: p.created_at, reverse=True)
+        listed = []
+        for p in newest_first[:LIST_PAGE_SIZE]:
+            item = self._render(p)
+            del item["logs"]  # the list leaves out logs, as the API does
+            item["urls"] = {key: item["urls"][key] for key in ("get", "cancel")}
+            listed.append(item)
+        return _json({"next": None, "previous": None, "results": listed})
 
     async def _cancel(self, request: web.Request) -> web.Response:
         self.cancels.append(request.match_info["id"])

@@ -414,3 +414,16 @@ async def test_wait_until_times_out_with_context(fake: FakeReplicate) -> None:
     with pytest.raises(TimeoutError) as timed_out:
         await fake.wait_until(lambda: len(fake.creates) > 0, timeout=0.05)
     assert "creates=0" in str(timed_out.value)
+
+
+async def test_list_shows_our_predictions_newest_first_without_logs(fake: FakeReplicate, client: replicate.Client) -> None:
+    older = await client.models.predictions.async_create(model=FLUX, input={"prompt": "one"})
+    newer = await client.models.predictions.async_create(model=FLUX, input={"prompt": "two"})
+
+    page = await client.predictions.async_list()
+
+    assert [p.id for p in page.results] == [newer.id, older.id] and page.next is None
+    assert page.results[0].input == {"prompt": "two"} and page.results[0].logs is None
+    raw = (await client._async_client.get("/v1/predictions")).json()
+    assert raw["results"][0]["source"] == "api" and set(raw["results"][0]["urls"]) == {"get", "cancel"}
+    await fake.wait_until(lambda: not fake.running())

@@ -396,8 +396,7 @@ class FakeReplicate:
         data: dict[str, Any] = {
             "id": p.id, "model": p.model, "version": p.version, "input": p.input, "logs": p.logs, "output": p.output,
             "data_removed": False, "error": p.error, "status": p.status, "created_at": p.iso.get("created"),
-            "started_at": p.iso.get("started"), "completed_at": p.iso.get("completed"), "urls": urls,
-            "source": "api"}
+            "started_at": p.iso.get("started"), "completed_at": p.iso.get("completed"), "urls": urls}
         if p.done and p.completed_at is not None:
             predict = p.completed_at - p.started_at if p.started_at is not None else 0.0
             data["metrics"] = {"predict_time": round(predict, 6), "total_time": round(p.completed_at - p.created_at, 6)}
@@ -572,7 +571,8 @@ class FakeReplicate:
         listed = []
         for p in newest_first[:LIST_PAGE_SIZE]:
             item = self._render(p)
-            del item["logs"]  # the list leaves out logs, as the API does
+            del item["logs"]  # the list leaves out logs and says where a prediction came from, as the API does
+            item["source"] = "api"
             item["urls"] = {key: item["urls"][key] for key in ("get", "cancel")}
             listed.append(item)
         return _json({"next": None, "previous": None, "results": listed})

@@ -135,7 +135,9 @@ class PredictionRunner:
         try:
             with self._clients.lease() as client:
                 async with asyncio.timeout(self._policy.timeout_s):
-                    prediction = await self._create(client, model, model_input, stream=False, wait=self._policy.create_wait_s)
+                    prediction = await self._create(
+                        client, model, model_input, stream=False, wait=self._policy.create_wait_s
+                    )
                     tracker.prediction = prediction
                     on_created(prediction.id)
                     async for status in self._until_terminal(prediction):

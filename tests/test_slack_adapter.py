@@ -38,6 +38,13 @@ class SlackBot:
         parents = self.parents(channel)
         return self.slack.thread(channel, parents[0].ts) if parents else []
 
+    async def ask_in_each(self, channels: list[str], *, ending: str, timeout: float = 15) -> None:
+        """`/ask` in every channel at once, then wait until each thread holds a finished answer."""
+        for channel in channels:
+            await self.slack.send_slash_command(command="/ask", text="go", channel_id=channel)
+        await self.slack.wait_until(lambda: all(self.answered(channel, ending=ending) for channel in channels),
+                                    timeout=timeout, what="every answer")
+
     def answered(self, channel: str = "C0CHAN", ending: str = "") -> bool:
         replies = self.replies(channel)
         return bool(replies) and not any(CURSOR in m.text or m.text.startswith("_⏳") for m in replies) and \
@@ -320,12 +327,9 @@ async def test_many_answers_under_slacks_tier_limits_each_land_in_one_reply_with
     bot.slack.enforce_tiers(chat_update_per_minute=6)  # a crowded workspace: little edit budget left
     bot.replicate.add_model(ASK_MODEL, TextModel(tokens=[f"w{i} " for i in range(12)] + ["end"], token_interval_s=0.1))
     channels = [f"C0LOAD{i}" for i in range(10)]
-    for channel in channels:
-        await bot.slack.send_slash_command(command="/ask", text="go", channel_id=channel)
 
-    # Well inside the 60 s a Retry-After from the spent Tier 3 minute would cost.
-    await bot.slack.wait_until(lambda: all(bot.answered(channel, ending="end") for channel in channels), timeout=15,
-                               what="every answer")
+    await bot.ask_in_each(channels, ending="end")  # well inside the 60 s a spent Tier 3 minute would cost
+
     for channel in channels:
         assert [message.text for message in bot.replies(channel)] == ["".join(f"w{i} " for i in range(12)) + "end"]
     assert len(bot.replicate.creates) == 10
@@ -419,11 +423,9 @@ async def test_thread_that_cannot_be_opened_gets_one_private_error_and_leaves_no
 async def test_when_the_edit_budget_is_spent_answers_come_as_one_post_without_a_placeholder(bot: SlackBot) -> None:
     bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["all ", "at ", "once"], token_interval_s=0.2))
     channels = [f"C0BUSY{i}" for i in range(16)]
-    for channel in channels:
-        await bot.slack.send_slash_command(command="/ask", text="go", channel_id=channel)
 
-    await bot.slack.wait_until(lambda: all(bot.answered(channel, ending="once") for channel in channels), timeout=15,
-                               what="every answer")
+    await bot.ask_in_each(channels, ending="once")
+
     for channel in channels:
         assert [message.text for message in bot.replies(channel)] == ["all at once"]
     with_placeholder = [c for c in channels if bot.replies(c)[0].history[0] == "_⏳ Working on it…_"]

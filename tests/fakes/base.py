@@ -11,7 +11,7 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Self
 
 from aiohttp import web
 
@@ -28,6 +28,22 @@ async def serve_app(app: web.Application, *, tls: Optional[ssl.SSLContext] = Non
     if tls is not None:
         await web.TCPSite(runner, HOST, 0, backlog=BACKLOG, ssl_context=tls).start()
     return runner, [address[1] for address in runner.addresses]
+
+
+class LocalServer:
+    """A fake's `start()` / `close()`, also as `async with Fake() as fake:`."""
+
+    async def start(self) -> Self:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 @dataclass

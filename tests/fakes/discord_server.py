@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from aiohttp import web
 
-from .base import StateWatch, serve_app
+from .base import LocalServer, StateWatch, serve_app
 from .discord_gateway import (ApiError, Attachment, DiscordObjects, FakeGateway, MessageOp, StoredMessage,
                               apply_message, form_error)
 
@@ -115,7 +115,7 @@ class _Injection:
     respond: Callable[[str], web.Response]
 
 
-class FakeDiscord:
+class FakeDiscord(LocalServer):
     """A Discord REST + gateway server for one bot. See the module docstring; tests read the recorded state."""
 
     def __init__(
@@ -195,12 +195,6 @@ class FakeDiscord:
             await self._runner.cleanup()
             self._runner = None
         self._watch.close()
-
-    async def __aenter__(self) -> "FakeDiscord":
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:

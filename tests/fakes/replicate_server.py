@@ -44,7 +44,7 @@ import certifi
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .base import StateWatch, serve_app
+from .base import LocalServer, StateWatch, serve_app
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 # A valid 1x1 PNG, so a default ImageModel serves real image bytes.
@@ -258,7 +258,7 @@ def tls_files() -> dict[str, str]:
 _REC: web.RequestKey[RecordedRequest] = web.RequestKey("replicate_recorded", RecordedRequest)
 
 
-class FakeReplicate:
+class FakeReplicate(LocalServer):
     """Replicate's API on 127.0.0.1:<random port>. Use `async with FakeReplicate() as fake:`."""
 
     def __init__(self, api_token: str = "r8_test_token", max_wait_s: float = 5.0, trust_via_env: bool = True) -> None:
@@ -324,12 +324,6 @@ class FakeReplicate:
                     os.environ["SSL_CERT_FILE"] = saved
         self._changed()
         self._watch.close()
-
-    async def __aenter__(self) -> "FakeReplicate":
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from aiohttp import web
 
-from .base import StateWatch, serve_app
+from .base import LocalServer, StateWatch, serve_app
 from .slack_socket import (SentEnvelope, SocketModeControls, SocketModeHub, event_callback_payload,
                            signed_headers, slash_command_form, slash_command_payload)
 
@@ -193,7 +193,7 @@ def _check_blocks(blocks: Any) -> Optional[list[dict[str, Any]]]:
 
 # --- the server ----------------------------------------------------------------------------------------
 
-class FakeSlack(SocketModeControls):
+class FakeSlack(LocalServer, SocketModeControls):
     """A Slack workspace with one bot. See the module docstring; tests read the recorded state."""
 
     def __init__(self, bot_token: str = "xoxb-test", app_token: str = "xapp-test", team_id: str = "T0TEAM",
@@ -256,12 +256,6 @@ class FakeSlack(SocketModeControls):
             self._runner = None
         self._changed()
         self._watch.close()
-
-    async def __aenter__(self) -> "FakeSlack":
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     @property
     def origin(self) -> str:

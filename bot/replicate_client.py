@@ -88,7 +88,7 @@ class ReplicateClients:
     @contextlib.contextmanager
     def lease(self) -> Iterator[replicate.Client]:
         """The client with the fewest predictions on it, for one prediction's whole life (create to download)."""
-        index = min(range(len(self._clients)), key=self._leases.__getitem__)
+        index = self._least_busy()
         self._leases[index] += 1
         try:
             yield self._clients[index]
@@ -97,7 +97,10 @@ class ReplicateClients:
 
     def any(self) -> replicate.Client:
         """A client for a one-off request (a cancel)."""
-        return self._clients[min(range(len(self._clients)), key=self._leases.__getitem__)]
+        return self._clients[self._least_busy()]
+
+    def _least_busy(self) -> int:
+        return min(range(len(self._clients)), key=self._leases.__getitem__)
 
     async def aclose(self) -> None:
         for client in self._clients:

@@ -277,6 +277,9 @@ class FakeReplicate(LocalServer):
         self._files: dict[tuple[str, str], tuple[bytes, str]] = {}
         self._create_faults: list[_Fault] = []
         self._get_faults: list[_Fault] = []
+        self._held_creates = 0
+        self._held_cancels = 0
+        self._release_held = asyncio.Event()  # set by `release_held_creates()` and by `close()`
         self._watch = StateWatch("FakeReplicate", self._describe)
         self._closing = False
         self._runner: Optional[web.AppRunner] = None
@@ -306,6 +309,7 @@ class FakeReplicate(LocalServer):
     async def close(self) -> None:
         """Stop every prediction task, end open streams and held `Prefer: wait` creates, then the server."""
         self._closing = True
+        self._release_held.set()
         tasks = [p._task for p in self.predictions.values() if p._task is not None and not p._task.done()]
         for task in tasks:
             task.cancel()
@@ -353,6 +357,20 @@ class FakeReplicate(LocalServer):
         """The next `times` creates answer `status` (RFC 7807). `created=True`: the prediction is created and
         runs (and is billed) all the same, like a 5xx after the request reached Replicate."""
         self._create_faults.append(_Fault(status, times, retry_after, detail, created))
+
+    def hold_next_creates(self, times: int = 1) -> None:
+        """The next `times` creates make their prediction but never answer (a hung API or a lost response):
+        the client learns nothing of the prediction it started unless it goes looking."""
+        self._held_creates += times
+
+    def hold_next_cancels(self, times: int = 1) -> None:
+        """The next `times` cancels take effect but are never answered (a slow or hung API at shutdown)."""
+        self._held_cancels += times
+
+    def release_held_creates(self) -> None:
+        """Creates held so far answer now, late, with their prediction's current state (later ones are held)."""
+        released, self._release_held = self._release_held, asyncio.Event()
+        released.set()
 
     def fail_next_gets(self, status: int, times: int = 1, retry_after: Optional[float] = None,
                        detail: Optional[str] = None) -> None:
@@ -543,6 +561,11 @@ class FakeReplicate(LocalServer):
         p = self._new_prediction(model, body)
         if fault is not None:
             return _fault_response(fault)
+        if self._held_creates > 0:
+            self._held_creates -= 1
+            await self._release_held.wait()
+            if self._closing:
+                return problem(503)
         wait = _prefer_wait(request.headers.get("Prefer"))
         if wait is not None and not self._closing:
             try:
@@ -577,6 +600,11 @@ class FakeReplicate(LocalServer):
         if p is None:
             return problem(404, detail="Not found.")
         self.cancel(p)
+        if self._held_cancels > 0:
+            self._held_cancels -= 1
+            await self._release_held.wait()
+            if self._closing:
+                return problem(503)
         return _json(self._render(p))
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:

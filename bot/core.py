@@ -126,16 +126,25 @@ class CommandCore:
         """New commands get a polite "restarting" from now on (shutdown)."""
         self._accepting = False
 
-    async def drain(self, grace_s: float) -> None:
-        """Let in-flight commands finish for up to `grace_s`, then cancel the rest on Replicate."""
+    async def drain(self, grace_s: float, *, cancels_by: float | None = None) -> None:
+        """Let in-flight commands finish for up to `grace_s`, then cancel the rest on Replicate.
+
+        `cancels_by` (loop time) bounds what follows the grace: the cancels on Replicate give up by then, so
+        a platform that kills the process soon after the grace never interrupts them half way.
+        """
+        loop = asyncio.get_running_loop()
         pending = set(self._producers)
+        still_running: set[asyncio.Task[None]] = set()
         if pending:
             _, still_running = await asyncio.wait(pending, timeout=grace_s)
-            for task in still_running:
-                task.cancel()
-            if still_running:
-                await asyncio.gather(*still_running, return_exceptions=True)
-        await self._runner.aclose()
+        if cancels_by is not None:
+            self._runner.shorten_cancels(cancels_by)
+        for task in still_running:
+            task.cancel()
+        left_s = None if cancels_by is None else max(cancels_by - loop.time(), 0.0)
+        if still_running:
+            await asyncio.wait(still_running, timeout=left_s)
+        await self._runner.aclose(left_s if cancels_by is None else max(cancels_by - loop.time(), 0.0))
 
     async def _produce(self, request: CommandRequest, emit: Callable[[ReplyEvent], None]) -> None:
         created: list[str] = []  # the prediction's id once Replicate made it: the log line names what was cancelled

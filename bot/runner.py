@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import re
 from datetime import datetime, timedelta, timezone
@@ -58,6 +59,10 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 ORPHAN_CLOCK_SKEW = timedelta(seconds=30)
 KNOWN_PREDICTIONS = 10_000  # far more than a page of the list (100), which is all an orphan search reads
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+# `Prefer: wait` ends this long before the deadline, so the answer (or the prediction's id) arrives in time.
+CREATE_WAIT_MARGIN_S = 0.5
+ORPHAN_SEARCHES = 2
+ORPHAN_SEARCH_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class PredictionRunner:
         self._jitter = jitter
         self._cancels: set[asyncio.Task[None]] = set()
         self._known: dict[str, None] = {}  # ids of predictions this runner made or took up, oldest first
+        self._cancels_finish_by: float | None = None
 
     async def stream_text(
         self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
@@ -104,14 +110,14 @@ class PredictionRunner:
 
         `on_created` gets the prediction id as soon as it exists, so whoever cancels the run can still name it.
         """
-        tracker = _PredictionTracker()
+        tracker = _PredictionTracker(model, model_input)
+        deadline = asyncio.get_running_loop().time() + self._policy.timeout_s
         try:
             with self._clients.lease() as client:
-                async with asyncio.timeout(self._policy.timeout_s):
-                    prediction = await self._create(client, model, model_input, stream=True, wait=None)
-                    tracker.prediction = prediction
+                async with asyncio.timeout_at(deadline):
+                    yield Status(Phase.STARTING)  # at once: the create itself can take seconds
+                    prediction = await self._create(client, tracker, stream=True, wait=None)
                     on_created(prediction.id)
-                    yield Status(Phase.STARTING)
                     parts: list[str] = []
                     async for piece in self._text_pieces(client, prediction, tracker):
                         parts.append(piece)
@@ -131,14 +137,13 @@ class PredictionRunner:
         self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
     ) -> AsyncIterator[Status | ImagesResult]:
         """Yield status while the model works; end with one `ImagesResult` holding every image's bytes."""
-        tracker = _PredictionTracker()
+        tracker = _PredictionTracker(model, model_input)
+        deadline = asyncio.get_running_loop().time() + self._policy.timeout_s
         try:
             with self._clients.lease() as client:
-                async with asyncio.timeout(self._policy.timeout_s):
-                    prediction = await self._create(
-                        client, model, model_input, stream=False, wait=self._policy.create_wait_s
-                    )
-                    tracker.prediction = prediction
+                async with asyncio.timeout_at(deadline):
+                    yield Status(Phase.STARTING)  # at once: a create that waits for the image takes seconds
+                    prediction = await self._create(client, tracker, stream=False, wait=self._create_wait_s(deadline))
                     on_created(prediction.id)
                     async for status in self._until_terminal(prediction):
                         yield status
@@ -156,26 +161,41 @@ class PredictionRunner:
         finally:
             await self._cancel_if_running(tracker)
 
-    async def aclose(self) -> None:
-        """Wait for cancels still on their way to Replicate (shutdown)."""
+    async def aclose(self, timeout_s: float | None = None) -> None:
+        """Wait for cancels still on their way to Replicate (shutdown), up to `timeout_s`."""
         if self._cancels:
-            await asyncio.gather(*self._cancels, return_exceptions=True)
+            await asyncio.wait(set(self._cancels), timeout=timeout_s)
 
     # --- creating -------------------------------------------------------------------------------
 
+    def _create_wait_s(self, deadline: float) -> int | None:
+        """`Prefer: wait=N` that ends before the deadline does (whole seconds, as the header takes); None: don't wait."""
+        left = deadline - asyncio.get_running_loop().time() - CREATE_WAIT_MARGIN_S
+        wait = min(self._policy.create_wait_s, math.floor(left))
+        return wait if wait >= 1 else None
+
     async def _create(
-        self, client: replicate.Client, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None
+        self, client: replicate.Client, tracker: _PredictionTracker, *, stream: bool, wait: int | None
     ) -> Prediction:
+        """Create the prediction; on return `tracker.prediction` is it. If this is cut off (deadline, shutdown)
+        while a request is out, `tracker.create_sent_at` stays set, for `_cancel_if_running` to go looking."""
+        model, model_input = tracker.model, tracker.model_input
         attempt = 0
         while True:
             attempt += 1
             last_retry_after_s.set(None)
             sent_at = datetime.now(timezone.utc)
+            tracker.create_sent_at = sent_at
             try:
-                return await self._send_create(client, model, model_input, stream=stream, wait=wait)
+                prediction = await self._send_create(client, model, model_input, stream=stream, wait=wait)
+                tracker.prediction, tracker.create_sent_at = prediction, None
+                return prediction
             except ReplicateError as error:
+                tracker.create_sent_at = None  # answered: whatever it made is found below or never was
+
                 may_exist = (error.status or 500) >= 500
                 if may_exist and (orphan := await self._find_orphan(client, model, model_input, sent_at)):
+                    tracker.prediction = orphan
                     return orphan
                 if error.status != 429 or attempt >= self._policy.create_attempts:
                     raise _api_error(model, error) from error
@@ -184,6 +204,7 @@ class PredictionRunner:
                     raise _api_error(model, error) from error
                 log.warning("Replicate throttled a create for %s; retrying in %.1fs (attempt %d)", model, delay, attempt)
             except _NOT_SENT as error:
+                tracker.create_sent_at = None  # nothing left this machine: nothing can have been made
                 if attempt >= self._policy.create_attempts:
                     raise ReplicateUnavailable(
                         describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error
@@ -192,7 +213,9 @@ class PredictionRunner:
                 log.warning("Could not connect to Replicate (%s); retrying in %.1fs", type(error).__name__, delay)
             except httpx.HTTPError as error:
                 # The request may have reached Replicate and created a prediction: retrying could pay twice.
+                tracker.create_sent_at = None
                 if orphan := await self._find_orphan(client, model, model_input, sent_at):
+                    tracker.prediction = orphan
                     return orphan
                 log.error("Create for %s failed after sending (%s); not retrying", model, type(error).__name__)
                 raise ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error) from error
@@ -331,9 +354,15 @@ class PredictionRunner:
     # --- giving up ------------------------------------------------------------------------------
 
     def _timed_out(self, tracker: _PredictionTracker, model: str, error: TimeoutError) -> PredictionError:
-        if tracker.prediction is None:
+        if tracker.prediction is None and tracker.create_sent_at is None:
             log.warning("Could not create a prediction of %s within %.0fs", model, self._policy.timeout_s)
             return ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error)
+        if tracker.prediction is None:  # the create was still out: the prediction is looked for and cancelled
+            log.warning("Create for %s still unanswered at %.0fs; looking for its prediction to cancel it",
+                        model, self._policy.timeout_s)
+            return PredictionTimedOut(
+                describe_failure(FailureKind.TIMED_OUT, timeout_s=self._policy.timeout_s), cause=error
+            )
         prediction_id = tracker.prediction.id
         log.warning("Prediction %s of %s passed %.0fs; cancelling it", prediction_id, model, self._policy.timeout_s)
         return PredictionTimedOut(
@@ -342,31 +371,71 @@ class PredictionRunner:
 
     async def _cancel_if_running(self, tracker: _PredictionTracker) -> None:
         prediction = tracker.prediction
-        if prediction is None or tracker.finished or prediction.status in TERMINAL_STATUSES:
+        if prediction is None and tracker.create_sent_at is not None:
+            cancel = self._find_and_cancel(tracker.model, tracker.model_input, tracker.create_sent_at)
+        elif prediction is None or tracker.finished or prediction.status in TERMINAL_STATUSES:
             return
+        else:
+            cancel = self._cancel(prediction.id)
         # Shielded, so a second cancellation of the command (shutdown) cannot stop the cancel itself.
-        task = asyncio.create_task(self._cancel(prediction.id))
+        task = asyncio.create_task(cancel)
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
         await asyncio.shield(task)
 
     async def _cancel(self, prediction_id: str) -> None:
         try:
-            async with asyncio.timeout(self._policy.cancel_timeout_s):
+            async with asyncio.timeout(self._cancel_budget_s()):
                 await self._clients.any().predictions.async_cancel(prediction_id)
             log.info("Cancelled prediction %s on Replicate", prediction_id)
         except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
             log.error("Could not cancel prediction %s (%s); it may still be running", prediction_id, type(error).__name__)
 
+    async def _find_and_cancel(self, model: str, model_input: dict[str, Any], sent_at: datetime) -> None:
+        """A create cut off on its way may still have made its prediction: find it among our newest, cancel it.
+
+        The request may reach Replicate a moment after we gave up on it, so a miss is looked at once more.
+        """
+        client = self._clients.any()
+        try:
+            async with asyncio.timeout(self._cancel_budget_s()):
+                for search in range(ORPHAN_SEARCHES):
+                    if search:
+                        await self._sleep(ORPHAN_SEARCH_INTERVAL_S)
+                    orphan = await self._find_orphan(client, model, model_input, sent_at)
+                    if orphan is not None:
+                        if orphan.status not in TERMINAL_STATUSES:
+                            await client.predictions.async_cancel(orphan.id)
+                            log.info("Cancelled prediction %s on Replicate (its create was cut off)", orphan.id)
+                        return
+            log.info("A cut-off create for %s made no prediction that we could find", model)
+        except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
+            log.error("Could not look for the prediction of a cut-off create for %s (%s); it may be running",
+                      model, type(error).__name__)
+
+    def shorten_cancels(self, finish_by: float) -> None:
+        """From now on, cancels give up by `finish_by` (loop time): shutdown must end before the platform kills us."""
+        self._cancels_finish_by = finish_by
+
+    def _cancel_budget_s(self) -> float:
+        budget = self._policy.cancel_timeout_s
+        if self._cancels_finish_by is not None:
+            budget = min(budget, self._cancels_finish_by - asyncio.get_running_loop().time())
+        return max(budget, 0.0)
+
 
 class _PredictionTracker:
-    """What `finally` needs to know: which prediction exists and whether it already ended."""
+    """What `finally` needs to know: which prediction exists, whether it already ended, and whether a create
+    was cut off on its way (sent, unanswered), so that the prediction it may have made can still be found."""
 
-    __slots__ = ("prediction", "finished")
+    __slots__ = ("model", "model_input", "prediction", "finished", "create_sent_at")
 
-    def __init__(self) -> None:
+    def __init__(self, model: str, model_input: dict[str, Any]) -> None:
+        self.model = model
+        self.model_input = model_input
         self.prediction: Prediction | None = None
         self.finished = False
+        self.create_sent_at: datetime | None = None  # set while a create request is out and unanswered
 
 
 def _api_error(model: str, error: ReplicateError, prediction_id: str | None = None) -> PredictionError:

@@ -58,3 +58,24 @@ async def test_console_without_a_token_says_what_to_set_and_exits_non_zero(tmp_p
 
     assert code != 0
     assert "REPLICATE_API_TOKEN" in err and "replicate.com/account/api-tokens" in err
+
+
+async def test_console_imagine_shows_starting_at_once_and_a_timeout_cancels_the_unanswered_create(
+    replicate: FakeReplicate, tmp_path: Path
+) -> None:
+    replicate.add_model("black-forest-labs/flux-schnell", ImageModel(hang=True))
+    replicate.hold_next_creates(1)  # the create reaches Replicate, which makes the prediction and never answers
+    env = {
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        "REPLICATE_BASE_URL": replicate.base_url,
+        "PREDICTION_TIMEOUT": "2",
+        "IMAGE_DIR": str(tmp_path / "images"),
+    }
+
+    code, out, _ = await run_console("/imagine a lighthouse\n", env, tmp_path)
+
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "· Starting the model (a cold start can take a minute)…"
+    assert any("took longer than 2 seconds, so I cancelled it" in line for line in lines), out
+    assert replicate.cancels == [replicate.creates[0].id] and replicate.running() == []

@@ -237,6 +237,20 @@ async def test_imagine_attaches_the_image_bytes_with_prompt_model_and_seed(bot: 
     assert (inputs["a blue whale"]["seed"], inputs["a blue whale"]["aspect_ratio"]) == (77, "3:2")
 
 
+async def test_imagine_shows_it_is_starting_while_the_create_is_still_out(bot: DiscordBot) -> None:
+    bot.replicate.hold_next_creates(1)  # Replicate takes the create and says nothing: no bare "thinking…"
+
+    sent = await bot.interact("imagine", {"prompt": "a slow lighthouse"})
+
+    await bot.until(lambda: bot.original(sent).content.startswith("⏳ Starting"), "a starting status")
+    await bot.replicate.wait_until(lambda: len(bot.replicate.creates) == 1, what="the held create")
+    assert bot.original(sent).content.startswith("⏳ Starting")  # still out, and the user already knows
+
+    bot.replicate.release_held_creates()
+    answered = await bot.answered(sent)
+    assert [a.data for a in answered.attachments] == [PNG]
+
+
 # --- 7. mentions -----------------------------------------------------------------------------------------
 
 

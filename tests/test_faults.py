@@ -17,7 +17,7 @@ import pytest
 from bot.runner import RunPolicy
 from tests.bot_harness import ANSWER, ASK_MODEL, CHANNEL, FAST_POLICY, IMAGINE_MODEL, Bots, running_bots
 from tests.fakes.discord_server import SentInteraction
-from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, RecordedRequest, TextModel
 
 SLOW_TOKENS = ["one ", "two ", "three ", "four"]  # streams for ~1.2 s: long enough to break something mid-answer
 SLOW_ANSWER = "".join(SLOW_TOKENS)
@@ -31,6 +31,7 @@ TIMED_OUT = "took longer than 1.5 seconds, so I cancelled it"
 MODEL_FAILED = "failed while running"
 EMPTY = "returned nothing"
 BUSY = "Replicate is busy right now"
+IMAGE_CAPTION = "🖼"  # an /imagine answer: the caption beside the uploaded picture starts with it
 
 
 def replicate_answered(bots: Bots, status: int) -> int:
@@ -46,6 +47,12 @@ def showed_starting(bots: Bots) -> bool:
     """Some reply showed the model booting before the answer replaced it."""
     shown = [text for reply in bots.slack_replies(SLACK_CHANNEL) for text in reply.history] if bots.slack else []
     return any("Starting the model" in text for text in shown)
+
+
+def _prefer_wait_s(request: RecordedRequest) -> float:
+    """Seconds a create asked Replicate to hold it (`Prefer: wait=N`); 0 when it did not ask."""
+    _, _, value = (request.headers.get("Prefer") or "").partition("wait=")
+    return float(value) if value else 0.0
 
 
 def nothing(_: FakeReplicate) -> None:
@@ -150,6 +157,32 @@ FAULTS = {
         cancelled=True,
         policy=RunPolicy(timeout_s=TIMEOUT_S, poll_interval_s=0.05, create_wait_s=1, cancel_timeout_s=2.0),
     ),
+    "image-create-held-past-the-timeout": Fault(
+        # `Prefer: wait` would hold the create longer than the time left: the wait is cut to fit, and the
+        # prediction is cancelled at the deadline like any other.
+        arrange=lambda r: r.add_model(IMAGINE_MODEL, ImageModel(hang=True)),
+        command="imagine",
+        expect=TIMED_OUT,
+        cancelled=True,
+        policy=RunPolicy(timeout_s=TIMEOUT_S, poll_interval_s=0.05, create_wait_s=5, cancel_timeout_s=2.0),
+        happened=lambda b: all(_prefer_wait_s(r) <= TIMEOUT_S for r in b.replicate.requests_to("POST", "/v1/models/")),
+    ),
+    "image-create-never-answered": Fault(
+        # The create reached Replicate, which made the prediction but never answered: at the deadline the bot
+        # finds the prediction among its newest and cancels it, and the user hears it timed out.
+        arrange=lambda r: (r.add_model(IMAGINE_MODEL, ImageModel(hang=True)), r.hold_next_creates(2)),
+        command="imagine",
+        expect=TIMED_OUT,
+        cancelled=True,
+        policy=RunPolicy(timeout_s=TIMEOUT_S, poll_interval_s=0.05, create_wait_s=1, cancel_timeout_s=2.0),
+        happened=lambda b: len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2,
+    ),
+    "image-500-on-create-after-creating": Fault(
+        arrange=lambda r: r.fail_next_creates(500, times=2, created=True),
+        command="imagine",
+        answer=IMAGE_CAPTION,
+        happened=lambda b: replicate_answered(b, 500) == 2,
+    ),
     "image-empty-output": Fault(
         arrange=lambda r: r.add_model(IMAGINE_MODEL, ImageModel(output_override=[])),
         command="imagine",
@@ -219,7 +252,10 @@ async def test_every_command_gets_one_final_reply_one_prediction_and_nothing_lef
             finals.append(await bots.discord_final(sent))
 
         for replies in finals:
-            if fault.expect is None:
+            if fault.expect is None and fault.answer == IMAGE_CAPTION:
+                captions = [reply for reply in replies if reply.startswith(IMAGE_CAPTION)]
+                assert len(captions) == 1 and WARNING not in "\n".join(replies), replies
+            elif fault.expect is None:
                 assert replies == [fault.answer]
             else:
                 shown = "\n".join(replies)

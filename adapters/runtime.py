@@ -24,7 +24,12 @@ from config.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 HTTP_HOST = "0.0.0.0"  # Heroku and containers route to all interfaces
-FINAL_REPLY_TIMEOUT_S = 5.0
+# After SHUTDOWN_GRACE, everything else (cancels on Replicate, the users' last replies, closing connections)
+# fits in SHUTDOWN_TAIL_S: with the default grace of 25 s the process is gone before Heroku's kill at 30 s
+# (devcenter.heroku.com/articles/dynos#shutdown). Cancels get the first part, last replies the rest.
+SHUTDOWN_TAIL_S = 4.0
+CANCELS_SHARE_S = 2.0
+CLOSE_RESERVE_S = 0.5
 
 USAGE = "usage: python -m bot [console | discord-invite]"
 
@@ -168,9 +173,12 @@ class BotService:
 
     async def shutdown(self) -> None:
         """Refuse new commands, let in-flight ones finish within the grace, cancel the rest, close everything."""
+        loop = asyncio.get_running_loop()
+        grace_ends = loop.time() + self._settings.shutdown_grace_s
         self.core.stop_accepting()
-        await self.core.drain(self._settings.shutdown_grace_s)
-        await self.tasks.wait(FINAL_REPLY_TIMEOUT_S)  # the cancelled commands' last replies
+        await self.core.drain(self._settings.shutdown_grace_s, cancels_by=grace_ends + CANCELS_SHARE_S)
+        replies_by = grace_ends + SHUTDOWN_TAIL_S - CLOSE_RESERVE_S
+        await self.tasks.wait(max(replies_by - loop.time(), 0.0))  # the cancelled commands' last replies
         await self.tasks.cancel_all()
         if self.slack is not None:
             await self.slack.close()

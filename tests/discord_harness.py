@@ -136,12 +136,8 @@ async def running_bot(
 
 
 async def stop_service(service: BotService) -> None:
-    """`BotService.shutdown()`, with the gateway closed first.
-
-    The gateway connection runs in the service's command task set, which `shutdown()` waits on for
-    `FINAL_REPLY_TIMEOUT_S` (see the xfail test about idle shutdown); closing discord.py first ends that
-    task so each test's teardown does not pay 5 s. Commands in flight are over by now in every test.
-    """
+    """`BotService.shutdown()`, with discord.py closed first: the tests using this end with no command in
+    flight, so nothing is left that would still want to reply through the closed client."""
     if service.discord is not None:
         await service.discord.close()
     await service.shutdown()

@@ -36,7 +36,7 @@ from tests.bot_harness import (
     started_fakes,
 )
 from tests.fakes.discord_server import FakeDiscord, SentInteraction
-from tests.fakes.replicate_server import FakeReplicate, TextModel
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,6 +224,33 @@ async def test_sigterm_refuses_new_commands_lets_quick_ones_finish_cancels_the_r
         assert all(connection.closed_at is not None and not connection.closed_by_server
                    for connection in slack.socket.connections)
         assert all(connection.closed_at is not None for connection in discord.gateway.log)
+        assert "Stopped cleanly" in running.bot.output
+
+
+# Shutdown after the grace (cancels, last replies, closing) fits in a few seconds; the bound here is loose
+# (CI machines are noisy) but far below what waiting out a hung cancel used to take (10 s more).
+SHUTDOWN_TAIL_BOUND_S = 8.0
+
+
+async def test_sigterm_during_an_unanswered_imagine_create_finds_and_cancels_it_and_exits_soon_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    async with bot_process(tmp_path) as running:
+        replicate, slack = running.replicate, running.slack
+        replicate.add_model(IMAGINE_MODEL, ImageModel(hang=True))
+        replicate.hold_next_creates(1)  # Replicate makes the prediction, the create never answers
+        replicate.hold_next_cancels(1)  # and the cancel takes effect but is never answered either
+        envelope = await slack.send_slash_command(command="/imagine", text="a lighthouse", channel_id="C0IMG")
+        await slack.wait_for_ack(envelope)
+        await replicate.wait_until(lambda: len(replicate.creates) == 1, WAIT_S, what="the held create")
+
+        running.bot.process.send_signal(signal.SIGTERM)
+        signalled = asyncio.get_running_loop().time()
+
+        assert await running.bot.exit_status(SHUTDOWN_GRACE_S + 15) == 0
+        assert asyncio.get_running_loop().time() - signalled < SHUTDOWN_GRACE_S + SHUTDOWN_TAIL_BOUND_S
+        assert replicate.cancels == [replicate.creates[0].id] and replicate.running() == []
+        assert slack_replies(slack, "C0IMG") == [f"⚠️ {RESTARTING}"]
         assert "Stopped cleanly" in running.bot.output
 
 

@@ -291,19 +291,25 @@ async def test_replace_shows_the_error_text_in_the_first_message(
     assert target.messages[FIRST] == "The model failed while running. Try again."
 
 
-async def test_nothing_is_edited_after_finish(
+async def test_an_interim_edit_pending_at_finish_never_overwrites_the_final_text(
     target: RecordingTarget, make_reply: Callable[..., StreamingReply]
 ) -> None:
     reply = make_reply()
+    reply.append("draft")
+    await target.wait_for_first("draft" + CURSOR)  # the first edit went out: the next one waits an interval
+    reply.append(" more")  # so this one is pending when the answer ends
     await reply.finish("final")
-    calls = len(target.calls)
+    after_finish = len(target.calls)
 
-    reply.append(" more")
+    with pytest.raises(TimeoutError):  # a pending edit would land within one interval; it gets ten
+        await asyncio.wait_for(
+            target.wait_until(lambda: len(target.calls) > after_finish), 10 * FAST.edit_interval_s
+        )
+    assert target.messages[FIRST] == "final"
+    reply.append(" late")
     reply.set_status("late status")
     await reply.aclose()
-
-    assert len(target.calls) == calls
-    assert target.messages[FIRST] == "final"
+    assert len(target.calls) == after_finish and target.messages[FIRST] == "final"
 
 
 # --- rate limits and failures ------------------------------------------------------------------------

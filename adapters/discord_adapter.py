@@ -8,6 +8,7 @@ characters → images as attachments. Every send and edit carries `AllowedMentio
 
 # No `from __future__ import annotations`: discord.py reads the command signatures' annotations at runtime.
 
+import asyncio
 import base64
 import datetime
 import io
@@ -22,6 +23,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RateLimited, RenderLimits, StreamingReply
 from bot.core import CommandCore
 from bot.replies import Failure, Image, Images, Status, TextDelta, TextDone
@@ -119,19 +121,37 @@ class DiscordAdapter:
         self.tree.add_command(self._ask_command())
         self.tree.add_command(self._imagine_command())
         self.registrations_skipped = 0
-        self._gateway: Optional[BackgroundTasks] = None
+        self._gateway: Optional[asyncio.Task[None]] = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Point discord.py at the configured API (tests, proxies), log in and connect in the background."""
+        """Point discord.py at the configured API (tests, proxies), log in and connect in the background.
+
+        A refused token or an unreachable API raises `StartupError`; a gateway that refuses the bot later
+        ends `wait_closed` with one.
+        """
         discord.http.Route.BASE = self._config.api_url
         if self._config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
-        await self.client.login(self._config.token)
-        # The gateway has its own owner: it is not a command, so shutdown must not wait on it as one.
-        self._gateway = BackgroundTasks("discord-gateway")
-        self._gateway.spawn(self.client.connect(reconnect=True), name="discord-gateway")
+        try:
+            await self.client.login(self._config.token)
+        except LOGIN_ERRORS as error:
+            raise login_failed(error, self._config.api_url) from error
+        # The adapter owns the gateway task: it is not a command, so shutdown must not wait on it as one.
+        self._gateway = asyncio.create_task(self._stay_connected(), name="discord-gateway")
+
+    async def _stay_connected(self) -> None:
+        """The gateway connection, which discord.py re-establishes itself unless Discord refuses it for good."""
+        try:
+            await self.client.connect(reconnect=True)
+        except (discord.ConnectionClosed, discord.PrivilegedIntentsRequired) as error:
+            raise gateway_closed(error) from error
+
+    async def wait_closed(self) -> None:
+        """Until the gateway connection has ended for good; raises `StartupError` if Discord refused it."""
+        if self._gateway is not None:
+            await asyncio.shield(self._gateway)
 
     async def _setup_hook(self) -> None:
         if not self._config.gateway_url and self._config.api_url.rstrip("/") != "https://discord.com/api/v10":
@@ -171,7 +191,8 @@ class DiscordAdapter:
     async def close(self) -> None:
         await self.client.close()
         if self._gateway is not None:
-            await self._gateway.cancel_all()
+            self._gateway.cancel()
+            await asyncio.gather(self._gateway, return_exceptions=True)  # a failure is `wait_closed`'s to report
 
     # --- commands -----------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import errno
 import logging
 import signal
 import sys
@@ -16,6 +17,7 @@ from adapters.console import ConsoleAdapter, stdin_lines
 from adapters.discord_adapter import DiscordAdapter, DiscordConfig, invite_url
 from adapters.health import RECONNECT_WINDOW_S, ConnectionProbe, HealthMonitor
 from adapters.slack import SlackAdapter, SlackConfig
+from adapters.startup import StartupError
 from bot.factory import create_core
 from bot.logs import install_logging
 from bot.runner import RunPolicy
@@ -30,15 +32,20 @@ HTTP_HOST = "0.0.0.0"  # Heroku and containers route to all interfaces
 SHUTDOWN_TAIL_S = 4.0
 CANCELS_SHARE_S = 2.0
 CLOSE_RESERVE_S = 0.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+CONFIGURATION_ERROR_STATUS = 2  # a missing or malformed setting
+STARTUP_ERROR_STATUS = 3  # a platform refused a token or could not be reached
 
 USAGE = "usage: python -m bot [console | discord-invite]"
 
 
 def main(argv: Sequence[str]) -> int:
-    """Exit status: 0 after a clean stop, 2 for a configuration problem (one line on stderr)."""
+    """Exit status: 0 after a clean stop; 2 for a missing or malformed setting, 3 when a platform refuses a
+    token or cannot be reached (both: one line on stderr, `Configuration error: ...` / `Start-up error: ...`)."""
     if list(argv) not in ([], ["console"], ["discord-invite"]):
         print(USAGE, file=sys.stderr)
-        return 2
+        return CONFIGURATION_ERROR_STATUS
     try:
         settings = load_settings()
         if argv == ["discord-invite"]:
@@ -46,13 +53,17 @@ def main(argv: Sequence[str]) -> int:
         settings.require_replicate_token()
     except SettingsError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
-        return 2
+        return CONFIGURATION_ERROR_STATUS
     # The terminal shows the conversation; routine INFO lines would drown it unless asked for.
     console_quiet = argv == ["console"] and settings.log_level == "INFO"
     install_logging("WARNING" if console_quiet else settings.log_level, _secrets(settings))
     if argv == ["console"]:
         return asyncio.run(run_console(settings))
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except StartupError as error:
+        print(f"Start-up error: {error}", file=sys.stderr)  # after the service was shut down: the last line
+        return STARTUP_ERROR_STATUS
 
 
 def print_discord_invite(settings: Settings) -> int:
@@ -77,26 +88,31 @@ async def run_console(settings: Settings) -> int:
 
 
 async def serve(settings: Settings) -> int:
-    """Every adapter whose credentials are present, in one process and one event loop, until SIGTERM/SIGINT."""
+    """Every adapter whose credentials are present, in one process and one event loop, until SIGTERM/SIGINT.
+
+    Raises `StartupError` (after shutting everything down) if a platform refuses the bot or can't be reached.
+    """
     if not (settings.slack_enabled or settings.discord_enabled):
         print(
             "Configuration error: no chat platform is configured: set SLACK_BOT_TOKEN (with SLACK_APP_TOKEN or "
             "SLACK_SIGNING_SECRET) and/or DISCORD_TOKEN, or try the bot with `python -m bot console`",
             file=sys.stderr,
         )
-        return 2
+        return CONFIGURATION_ERROR_STATUS
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
+    for signal_number in STOP_SIGNALS:
         loop.add_signal_handler(signal_number, stop.set)
     service = BotService(settings)
     try:
         await service.start()
         log.info("Bot running: %s", ", ".join(service.adapter_names))
-        await stop.wait()
+        await service.run_until(stop)
         log.info("Stopping: finishing in-flight commands for up to %.0fs", settings.shutdown_grace_s)
     finally:
         await service.shutdown()
+        for signal_number in STOP_SIGNALS:
+            loop.remove_signal_handler(signal_number)
     return 0
 
 
@@ -164,12 +180,33 @@ class BotService:
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, host=HTTP_HOST, port=self._settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            what = f"PORT {self._settings.port} is already in use"
+            raise StartupError(what, "stop what listens there, or set PORT to a free port") from error
         self.http_port = self._http_runner.addresses[0][1]
         if self.slack is not None:
             await self.slack.start()
         if self.discord is not None:
             await self.discord.start()
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; raises `StartupError` if Discord's gateway refuses the bot meanwhile (a bot that
+        cannot get its commands must stop, not look alive on `/healthz`)."""
+        waits = {asyncio.create_task(stop.wait(), name="stop-signal")}
+        if self.discord is not None:
+            waits.add(asyncio.create_task(self.discord.wait_closed(), name="discord-gateway-watch"))
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        for wait in done:
+            wait.result()  # the gateway's StartupError, if that is what ended the wait
 
     async def shutdown(self) -> None:
         """Refuse new commands, let in-flight ones finish within the grace, cancel the rest, close everything."""

@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_format as fmt
 from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
+from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandRequest, Origin
@@ -140,12 +141,15 @@ class SlackAdapter:
         return self._config.app_token is not None
 
     async def start(self) -> None:
-        """auth.test now, not on the first command (it would delay that ack); then connect the socket."""
+        """auth.test now, not on the first command (it would delay that ack); then connect the socket.
+
+        A refused token or an unreachable API raises `StartupError`, naming the variable and the fix.
+        """
         # One session for every Web API call: without it slack_sdk opens a session (and a TCP connection)
         # per call. Made here, not in __init__, because a session belongs to the running loop.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEB_API_TIMEOUT_S))
         self.client.session = self._edit_client.session = self._session
-        auth = await self.client.auth_test()
+        auth = await startup_call("auth.test", self.client.auth_test(), self._config.api_url)
         self.bot_user_id = auth.get("user_id")
         for middleware in self.app._async_middleware_list:
             # bolt calls auth.test lazily inside the first request's ack path; hand it the answer up front.
@@ -156,6 +160,15 @@ class SlackAdapter:
             self._socket_handler = AsyncSocketModeHandler(
                 self.app, self._config.app_token, ping_interval=SOCKET_PING_INTERVAL_S
             )
+            # The socket URL is asked for here, where a refusal can stop start-up: slack_sdk's connect() would
+            # retry a refused app token forever, logging a traceback each time
+            # (slack_sdk/socket_mode/aiohttp/__init__.py, `connect`); given a URL, it connects to it.
+            opened = await startup_call(
+                "apps.connections.open",
+                self.client.apps_connections_open(app_token=self._config.app_token),
+                self._config.api_url,
+            )
+            self._socket_handler.client.wss_uri = opened["url"]
             await self._socket_handler.connect_async()
             log.info("Slack: Socket Mode connected")
 

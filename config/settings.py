@@ -24,6 +24,10 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
 REPLICATE_TOKEN_PAGE = "https://replicate.com/account/api-tokens"
 
+# A bot token is three base64url parts joined by dots; only its alphabet is checked, which catches what gets
+# pasted by mistake (quotes, spaces, "Bot " in front) without rejecting a token whose shape Discord changes.
+_DISCORD_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
+DISCORD_TOKEN_FIX = "copy the token from the Developer Portal's Bot page (Reset Token) and paste it alone"
 _MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(?::[0-9a-f]{64})?$")
 T = TypeVar("T")
 
@@ -104,7 +108,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         slack_app_token=_token(env, "SLACK_APP_TOKEN", "xapp-", "an App-Level Token with connections:write"),
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET"),
         slack_api_url=_slack_api_url(env),
-        discord_token=env.get("DISCORD_TOKEN"),
+        discord_token=_discord_token(env),
         discord_api_url=_url(env, "DISCORD_API_URL", DEFAULT_DISCORD_API_URL, ("http://", "https://")).rstrip("/"),
         discord_gateway_url=_optional_url(env, "DISCORD_GATEWAY_URL", ("ws://", "wss://")),
         discord_guild_ids=_guild_ids(env),
@@ -132,6 +136,25 @@ def _token(env: Mapping[str, str], name: str, prefix: str, what: str) -> str | N
     value = env.get(name)
     if value is not None and not value.startswith(prefix):
         raise SettingsError(name, f"does not start with {prefix}", f"use {what} ({prefix}...)")
+    return value
+
+
+def _discord_token(env: Mapping[str, str]) -> str | None:
+    """Only what is surely not a Discord bot token is refused; the value is never echoed."""
+    value = env.get("DISCORD_TOKEN")
+    if value is None:
+        return None
+    problem, fix = "", DISCORD_TOKEN_FIX
+    if value.lower().startswith(("bot ", "bearer ")):
+        problem, fix = f"starts with '{value.split()[0]} '", f"{fix}, without 'Bot ' (discord.py adds it)"
+    elif value.startswith(("xox", "xapp-")):
+        problem, fix = "is a Slack token", f"that one belongs in SLACK_BOT_TOKEN or SLACK_APP_TOKEN; {fix}"
+    elif value.startswith("r8_"):
+        problem, fix = "is a Replicate token", f"that one belongs in REPLICATE_API_TOKEN; {fix}"
+    elif not _DISCORD_TOKEN_CHARS.match(value):
+        problem = "has characters a bot token never has (quotes, spaces, punctuation)"
+    if problem:
+        raise SettingsError("DISCORD_TOKEN", problem, fix)
     return value
 
 

@@ -246,6 +246,44 @@ def test_a_malformed_token_is_not_echoed_in_the_error(variable: str, value: str)
     assert value not in str(settings_error(**environ))
 
 
+# --- DISCORD_TOKEN ----------------------------------------------------------------------------------
+
+# The example token of Discord's Reference page ("Authentication"), and the shapes the test harnesses use.
+REAL_SHAPED_DISCORD_TOKEN = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"
+
+
+@pytest.mark.parametrize(
+    "token", [REAL_SHAPED_DISCORD_TOKEN, "fake-bot-token", "harness.discord.secret.token.0123456789"]
+)
+def test_a_discord_token_of_the_bot_token_alphabet_is_accepted(token: str) -> None:
+    assert load(DISCORD_TOKEN=token).discord_token == token
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (f"Bot {REAL_SHAPED_DISCORD_TOKEN}", "'Bot '"),
+        (f"bot {REAL_SHAPED_DISCORD_TOKEN}", "'bot '"),
+        (f"Bearer {REAL_SHAPED_DISCORD_TOKEN}", "'Bearer '"),
+        ("xoxb-1234-5678-slacksecret", "Slack"),
+        ("xapp-1-A0-slacksecret", "Slack"),
+        ("r8_replicatesecret0123", "Replicate"),
+        (f'"{REAL_SHAPED_DISCORD_TOKEN}"', "quotes"),
+        (f"{REAL_SHAPED_DISCORD_TOKEN[:30]} {REAL_SHAPED_DISCORD_TOKEN[30:]}", "spaces"),
+        (f"{REAL_SHAPED_DISCORD_TOKEN};", "punctuation"),
+    ],
+)
+def test_a_discord_token_pasted_wrong_is_one_line_naming_the_variable_and_the_portal(value: str, problem: str) -> None:
+    error = settings_error(DISCORD_TOKEN=value)
+    line = str(error)
+
+    assert error.variable == "DISCORD_TOKEN"
+    assert line.startswith("DISCORD_TOKEN") and problem in line
+    assert "Developer Portal" in line
+    assert "\n" not in line
+    assert value not in line and REAL_SHAPED_DISCORD_TOKEN not in line and "secret" not in line
+
+
 @pytest.mark.parametrize("variable", ["PREDICTION_TIMEOUT", "SHUTDOWN_GRACE"])
 def test_nan_duration_is_rejected(variable: str) -> None:
     assert settings_error(**{variable: "nan"}).variable == variable

@@ -500,6 +500,7 @@ class FakeGateway:
         self.ready_count = 0  # READY (+ GUILD_CREATEs) or RESUMED frames actually written
         self.heartbeats = 0
         self.identify_payloads: list[dict[str, Any]] = []
+        self.identify_refusals: list[int] = []  # close codes for the next IDENTIFYs, whatever they carry
 
     # --- what the server side does --------------------------------------------------------------
 
@@ -608,6 +609,9 @@ class FakeGateway:
         self.identify_payloads.append(data)
         if conn.session is not None:
             await conn.close(4005)  # "Already authenticated"
+            return
+        if self.identify_refusals:
+            await conn.close(self.identify_refusals.pop(0))
             return
         if data.get("token") != self._token:
             await conn.close(4004)  # "Authentication failed"

@@ -299,6 +299,11 @@ class FakeDiscord(LocalServer):
         """Close the gateway socket with `code`; discord.py resumes (4007/4009: Discord ends the session too)."""
         await self.gateway.drop(code)
 
+    def refuse_identify(self, code: int = 4004) -> None:
+        """The next IDENTIFY is answered by closing the socket with `code` (4004 "Authentication failed": the
+        token was reset after the REST login had succeeded; 4014 "Disallowed intent(s)")."""
+        self.gateway.identify_refusals.append(code)
+
     def request_reconnect(self) -> None:
         """Send op 7 RECONNECT: discord.py closes and resumes."""
         self.gateway.send_op(7)

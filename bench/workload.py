@@ -80,6 +80,7 @@ def bot_environment(replicate: FakeReplicate, workload: Workload) -> dict[str, s
     return {
         "REPLICATE_API_TOKEN": replicate.api_token,
         "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
         "MAX_CONCURRENT_PREDICTIONS": str(max(workload.n, 1)),
         "PORT": "0",
         "LOG_LEVEL": "INFO",

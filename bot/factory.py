@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
+
 from bot.admission import AdmissionQueue
 from bot.core import CommandCore, CoreConfig
+from bot.downloads import OutputFetcher, OutputHosts
 from bot.parsing import InputLimits
 from bot.replicate_client import ReplicateClients
 from bot.runner import PredictionRunner, RunPolicy
@@ -20,24 +23,29 @@ SPARE_CONNECTIONS = 10
 class CoreResources:
     core: CommandCore
     clients: ReplicateClients
+    outputs: OutputFetcher
 
     async def aclose(self) -> None:
         await self.clients.aclose()
+        await self.outputs.aclose()
 
 
 def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreResources:
     """A core wired to Replicate with the settings' token, URL, timeout and concurrency cap."""
+    ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~15 ms: once for every client
     clients = ReplicateClients.build(
         settings.require_replicate_token(),
         settings.replicate_base_url,
         max_connections=settings.max_concurrent_predictions * CONNECTIONS_PER_PREDICTION + SPARE_CONNECTIONS,
+        ssl_context=ssl_context,
     )
+    outputs = OutputFetcher(OutputHosts(settings.replicate_output_hosts), ssl_context=ssl_context)
     policy = policy or RunPolicy(timeout_s=settings.prediction_timeout_s)
-    runner = PredictionRunner(clients, policy)
+    runner = PredictionRunner(clients, outputs, policy)
     config = CoreConfig(
         ask_model=settings.ask_model,
         imagine_model=settings.imagine_model,
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
     )
     core = CommandCore(runner, AdmissionQueue(settings.max_concurrent_predictions), config)
-    return CoreResources(core=core, clients=clients)
+    return CoreResources(core=core, clients=clients, outputs=outputs)

@@ -72,11 +72,17 @@ class ReplicateClients:
 
     @classmethod
     def build(
-        cls, api_token: str, base_url: str, *, max_connections: int, per_client: int = CONNECTIONS_PER_CLIENT
+        cls,
+        api_token: str,
+        base_url: str,
+        *,
+        max_connections: int,
+        per_client: int = CONNECTIONS_PER_CLIENT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> ReplicateClients:
         count = max(1, math.ceil(max_connections / per_client))
         size = math.ceil(max_connections / count)
-        ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~15 ms: once, not per client
+        ssl_context = ssl_context or httpx.create_ssl_context()  # loading the CA bundle takes ~15 ms: once
         return cls([
             build_replicate_client(api_token, base_url, max_connections=size, ssl_context=ssl_context)
             for _ in range(count)

@@ -64,12 +64,16 @@ class TextDone:
 
 @dataclass(frozen=True)
 class Image:
-    """One generated image: its bytes (Replicate deletes outputs after an hour) and the URL as a fallback."""
+    """One generated image: its bytes (Replicate deletes outputs after an hour) and the URL as a fallback.
+
+    Without bytes, `problem` says why in words fit for the user, and `url` is set only when posting it is safe.
+    """
 
     data: bytes
     content_type: str
     filename: str
     url: str | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

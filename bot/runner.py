@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import replicate
 from replicate.exceptions import ReplicateError
-from replicate.helpers import FileOutput
 from replicate.prediction import Prediction
 from replicate.stream import ServerSentEvent
 
@@ -43,7 +42,7 @@ from bot.errors import (
     SafetyFilterBlocked,
     describe_failure,
 )
-from bot.images import sniff_image_type
+from bot.downloads import OutputFetcher, OutputRefused
 from bot.replicate_client import ReplicateClients, last_retry_after_s
 from bot.sse import stream_events
 from bot.replies import Image, Phase, RunInfo, Status, TextDelta, TextDone
@@ -61,6 +60,7 @@ KNOWN_PREDICTIONS = 10_000  # far more than a page of the list (100), which is a
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 # `Prefer: wait` ends this long before the deadline, so the answer (or the prediction's id) arrives in time.
 CREATE_WAIT_MARGIN_S = 0.5
+MAX_OUTPUT_FILES = 10  # a Discord message takes 10 attachments; no image model we know makes more per run
 ORPHAN_SEARCHES = 2
 ORPHAN_SEARCH_INTERVAL_S = 1.0
 
@@ -90,12 +90,14 @@ class PredictionRunner:
     def __init__(
         self,
         clients: ReplicateClients,
+        outputs: OutputFetcher,
         policy: RunPolicy = RunPolicy(),
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._clients = clients
+        self._outputs = outputs
         self._policy = policy
         self._sleep = sleep
         self._jitter = jitter
@@ -154,7 +156,12 @@ class PredictionRunner:
                         raise EmptyOutput(
                             describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id
                         )
-                    images = await asyncio.gather(*(self._download(client, url, i) for i, url in enumerate(urls)))
+                    if len(urls) > MAX_OUTPUT_FILES:
+                        log.warning("Prediction %s returned %d outputs; keeping the first %d",
+                                    prediction.id, len(urls), MAX_OUTPUT_FILES)
+                    images = await asyncio.gather(
+                        *(self._download(url, i) for i, url in enumerate(urls[:MAX_OUTPUT_FILES]))
+                    )
                     yield ImagesResult(images=tuple(images), run=_run_info(model, prediction))
         except TimeoutError as error:
             raise self._timed_out(tracker, model, error) from error
@@ -340,16 +347,26 @@ class PredictionRunner:
             return SafetyFilterBlocked(describe_failure(FailureKind.SAFETY_FILTER), cause=cause, prediction_id=prediction_id)
         return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=cause, prediction_id=prediction_id)
 
-    async def _download(self, client: replicate.Client, url: str, index: int) -> Image:
+    async def _download(self, url: str, index: int) -> Image:
         """The output's bytes now, because Replicate deletes outputs after an hour; the URL stays as a fallback."""
         try:
-            data = await FileOutput(url, client).aread()
-        except httpx.HTTPError as error:
-            log.warning("Could not download output %d (%s); the link will be posted instead", index, type(error).__name__)
-            return Image(data=b"", content_type="", filename=f"image-{index + 1}", url=url)
-        content_type, extension = sniff_image_type(data)
+            fetched = await self._outputs.fetch(url)
+        except OutputRefused as refused:
+            log.warning("Output %d not kept: %s", index, refused.reason)
+            return Image(
+                data=b"",
+                content_type="",
+                filename=f"image-{index + 1}",
+                url=url if refused.link_is_safe else None,
+                problem=f"Image {index + 1} could not be posted: {refused.reason}.",
+            )
         fallback_url = None if url.startswith("data:") else url
-        return Image(data=data, content_type=content_type, filename=f"image-{index + 1}.{extension}", url=fallback_url)
+        return Image(
+            data=fetched.data,
+            content_type=fetched.content_type,
+            filename=f"image-{index + 1}.{fetched.extension}",
+            url=fallback_url,
+        )
 
     # --- giving up ------------------------------------------------------------------------------
 

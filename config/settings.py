@@ -19,6 +19,9 @@ from dotenv import dotenv_values
 
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 
+# Where Replicate serves prediction outputs (https://replicate.com/docs/topics/predictions/output-files).
+DEFAULT_OUTPUT_HOSTS = ("replicate.delivery", "*.replicate.delivery")
+
 DEFAULT_REPLICATE_BASE_URL = "https://api.replicate.com"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
@@ -28,6 +31,7 @@ REPLICATE_TOKEN_PAGE = "https://replicate.com/account/api-tokens"
 # pasted by mistake (quotes, spaces, "Bot " in front) without rejecting a token whose shape Discord changes.
 _DISCORD_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
 DISCORD_TOKEN_FIX = "copy the token from the Developer Portal's Bot page (Reset Token) and paste it alone"
+_OUTPUT_HOST = re.compile(r"^(\*\.)?[a-z0-9][a-z0-9.-]*(:\d{1,5})?$|^\[[0-9a-f:]+\](:\d{1,5})?$")
 _MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(?::[0-9a-f]{64})?$")
 T = TypeVar("T")
 
@@ -45,6 +49,7 @@ class Settings:
     # Secrets are kept out of repr() so that logging a Settings can never leak them.
     replicate_api_token: str | None = field(default=None, repr=False)
     replicate_base_url: str = DEFAULT_REPLICATE_BASE_URL
+    replicate_output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
@@ -104,6 +109,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
     settings = Settings(
         replicate_api_token=env.get("REPLICATE_API_TOKEN"),
         replicate_base_url=_url(env, "REPLICATE_BASE_URL", DEFAULT_REPLICATE_BASE_URL, ("http://", "https://")),
+        replicate_output_hosts=_output_hosts(env),
         slack_bot_token=_token(env, "SLACK_BOT_TOKEN", "xoxb-", "the Bot User OAuth Token from OAuth & Permissions"),
         slack_app_token=_token(env, "SLACK_APP_TOKEN", "xapp-", "an App-Level Token with connections:write"),
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET"),
@@ -209,6 +215,16 @@ def _allowed_models(env: Mapping[str, str], ask_model: str, imagine_model: str) 
         if not _MODEL_REF.match(item):
             raise SettingsError("ALLOWED_MODELS", f"has {item!r}", "list owner/name[:version] entries, comma-separated")
     return frozenset(ref.lower() for ref in (*listed, ask_model, imagine_model))
+
+
+def _output_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    items = [item.strip().lower() for item in env.get("REPLICATE_OUTPUT_HOSTS", "").split(",") if item.strip()]
+    for item in items:
+        if not _OUTPUT_HOST.match(item):
+            raise SettingsError(
+                "REPLICATE_OUTPUT_HOSTS", f"has {item!r}", "list host, host:port or *.domain entries, comma-separated"
+            )
+    return tuple(items) or DEFAULT_OUTPUT_HOSTS
 
 
 def _guild_ids(env: Mapping[str, str]) -> tuple[int, ...]:

@@ -112,6 +112,7 @@ def bot_settings(replicate: FakeReplicate, slack: Optional[FakeSlack], discord: 
     settings = Settings(
         replicate_api_token=replicate.api_token,
         replicate_base_url=replicate.base_url,
+        replicate_output_hosts=(replicate.output_host,),
         slack_bot_token=slack.bot_token if slack else None,
         slack_app_token=slack.app_token if slack else None,
         slack_api_url=slack.api_url if slack else "https://slack.com/api/",

@@ -106,6 +106,7 @@ def settings_for(discord_fake: FakeDiscord, replicate: FakeReplicate, **override
     settings = Settings(
         replicate_api_token=replicate.api_token,
         replicate_base_url=replicate.base_url,
+        replicate_output_hosts=(replicate.output_host,),
         discord_token=discord_fake.token,
         discord_api_url=discord_fake.api_url,
         discord_gateway_url=discord_fake.gateway_url,

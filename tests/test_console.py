@@ -38,6 +38,7 @@ async def test_console_answers_ask_and_saves_imagine_images(replicate: FakeRepli
     env = {
         "REPLICATE_API_TOKEN": "r8_test_token",
         "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
         "IMAGE_DIR": str(tmp_path / "images"),
         "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),  # the fake's files are served over its own TLS
     }
@@ -68,6 +69,7 @@ async def test_console_imagine_shows_starting_at_once_and_a_timeout_cancels_the_
     env = {
         "REPLICATE_API_TOKEN": "r8_test_token",
         "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
         "PREDICTION_TIMEOUT": "2",
         "IMAGE_DIR": str(tmp_path / "images"),
     }

@@ -38,6 +38,7 @@ def make_core(fake: FakeReplicate, policy: RunPolicy = FAST, **overrides: object
     settings = Settings(
         replicate_api_token=overrides.pop("token", "r8_test_token"),  # type: ignore[arg-type]
         replicate_base_url=fake.base_url,
+        replicate_output_hosts=(fake.output_host,),
         allowed_models=frozenset({ASK, IMAGINE, f"{SDXL}:{SDXL_VERSION}"}),
         **overrides,  # type: ignore[arg-type]
     )

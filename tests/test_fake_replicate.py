@@ -111,9 +111,8 @@ async def test_image_model_wait_and_file_output(fake: FakeReplicate, client: rep
     download = fake.requests[-1]
     assert download.path.startswith("/files/") and download.headers["Authorization"] == f"Bearer {TOKEN}"
 
-    async with httpx.AsyncClient() as bare:  # output files need the token, like replicate.delivery
-        assert (await bare.get(str(files[0]))).status_code == 401
-        ok = await bare.get(str(files[0]), headers={"Authorization": f"Bearer {TOKEN}"})
+    async with httpx.AsyncClient() as bare:  # output files are served to anyone with the link, like replicate.delivery
+        ok = await bare.get(str(files[0]))
         assert ok.content == WEBP and ok.headers["content-type"] == "image/webp"
 
     # By version (POST /v1/predictions); SDXL serves two PNGs.

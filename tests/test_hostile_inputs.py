@@ -179,6 +179,7 @@ async def slack_run() -> AsyncIterator[SlackRun]:
             settings = Settings(
                 replicate_api_token="r8_test_token",
                 replicate_base_url=replicate.base_url,
+                replicate_output_hosts=(replicate.output_host,),
                 slack_bot_token=slack.bot_token,
                 slack_app_token=slack.app_token,
                 slack_api_url=slack.api_url,
@@ -448,6 +449,7 @@ async def console_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
             "PYTHONPATH": str(ROOT),
             "REPLICATE_API_TOKEN": "r8_test_token",
             "REPLICATE_BASE_URL": replicate.base_url,
+            "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
             "IMAGE_DIR": str(workdir / "images"),
             "ALLOWED_MODELS": ",".join(sorted(ALLOWED_MODELS)),
             "PREDICTION_TIMEOUT": "10",

@@ -112,6 +112,7 @@ def process_env(replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord
         "SSL_CERT_FILE": os.environ["SSL_CERT_FILE"],  # set by FakeReplicate: trust its HTTPS file server
         "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
         "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
         "SLACK_BOT_TOKEN": SLACK_BOT_TOKEN,
         "SLACK_APP_TOKEN": SLACK_APP_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,

@@ -59,6 +59,7 @@ async def slack_bot(*, http_mode: bool = False, timeout_s: float = 10) -> AsyncI
         settings = Settings(
             replicate_api_token="r8_test_token",
             replicate_base_url=replicate.base_url,
+            replicate_output_hosts=(replicate.output_host,),
             slack_bot_token=slack.bot_token,
             slack_app_token=None if http_mode else slack.app_token,
             slack_signing_secret=SIGNING_SECRET if http_mode else None,

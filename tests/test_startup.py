@@ -61,6 +61,7 @@ class Fakes:
             "PYTHONWARNINGS": "always::ResourceWarning",
             "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
             "REPLICATE_BASE_URL": self.replicate.base_url,
+            "REPLICATE_OUTPUT_HOSTS": self.replicate.output_host,
             "PORT": "0",
             "SHUTDOWN_GRACE": "1",
             "LOG_LEVEL": log_level,

@@ -6,7 +6,7 @@ the unmodified `replicate.Client(api_token=..., base_url=fake.base_url)` at this
 
 Wire formats follow the real API: prediction JSON with every field, RFC 7807 errors
 (`application/problem+json`), `Prefer: wait[=N]` holding the create, SSE streams (`output`/`logs`/`error`/
-`done`), output files that need the bearer token. Each prediction is driven by one task (no polling loops),
+`done`), output files served without a token (as replicate.delivery serves them). Each prediction is driven by one task (no polling loops),
 so hundreds run at once. Everything received is recorded (`requests`, `creates`, `cancels`) for assertions.
 
 Output files are served over HTTPS (`files_url`, a second port with a self-signed certificate for 127.0.0.1):
@@ -197,6 +197,11 @@ def _take(faults: list[_Fault]) -> Optional[_Fault]:
     return fault
 
 
+def _is_file(request: web.Request) -> bool:
+    """Output files are public to whoever has the link, as on replicate.delivery: no token needed (or wanted)."""
+    return request.path.startswith("/files/")
+
+
 def _prefer_wait(header: Optional[str]) -> Optional[float]:
     """`Prefer: wait` → 60 s, `Prefer: wait=N` → N s, anything else → no wait."""
     for part in (header or "").split(","):
@@ -337,6 +342,11 @@ class FakeReplicate(LocalServer):
     def files_url(self) -> str:
         """Origin of output file URLs (HTTPS, self-signed; same routes and auth as `base_url`)."""
         return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
+    def output_host(self) -> str:
+        """`files_url`'s host:port, as the bot's REPLICATE_OUTPUT_HOSTS lists it."""
+        return f"127.0.0.1:{self.tls_port}"
 
     @staticmethod
     def client_ssl_context() -> ssl.SSLContext:
@@ -526,7 +536,7 @@ class FakeReplicate(LocalServer):
         request[_REC] = rec
         self._changed()
         try:
-            if request.headers.get("Authorization") != f"Bearer {self.api_token}":
+            if request.headers.get("Authorization") != f"Bearer {self.api_token}" and not _is_file(request):
                 response: web.StreamResponse = problem(401)
             else:
                 response = await handler(request)

@@ -184,6 +184,12 @@ async def test_server_errors_and_dropped_connections(fake: FakeSlack) -> None:
     assert [(c.status, c.error) for c in fake.calls_to("chat.postMessage")][2:] == [
         (503, "service_unavailable"), (0, None), (200, None)]
 
+    fake.server_error("chat.postMessage", times=5, when=lambda params: "thread_ts" in params)  # thread replies only
+    await client.chat_postMessage(channel=CHANNEL, text="top level is not affected")
+    with pytest.raises(SlackApiError):
+        await client.chat_postMessage(channel=CHANNEL, text="reply", thread_ts=ok["ts"])
+    assert [c.status for c in fake.calls_to("chat.postMessage")][5:] == [200, 500, 500, 500, 500]
+
 
 async def test_files_upload_v2(fake: FakeSlack, client: AsyncWebClient) -> None:
     parent = await client.chat_postMessage(channel=CHANNEL, text="imagine a cat")

@@ -157,6 +157,7 @@ class _Fault:
     remaining: int
     status: int = 200  # ≥ 500: a server error, answered with this HTTP status
     drop: bool = False  # the connection is closed without an answer
+    when: Optional[Callable[[dict[str, Any]], bool]] = None  # only calls whose params match count
 
 
 class _Window:
@@ -313,19 +314,22 @@ class FakeSlack(LocalServer, SocketModeControls):
         "ratelimited"}`. `method` may also be "upload" (byte uploads) or "response_url"."""
         self._faults.setdefault(method, []).append(_Fault("ratelimited", retry_after, times))
 
-    def server_error(self, method: str, times: int = 1, status: int = 500, *, drop: bool = False) -> None:
-        """The next `times` Web API calls of `method` fail as in an outage: HTTP `status` (5xx) with Slack's JSON
-        `{"ok": false, "error": …}` (`internal_error` for 500), or, with `drop=True`, the connection closed
-        without an answer. Nothing the call asked for happens."""
+    def server_error(self, method: str, times: int = 1, status: int = 500, *, drop: bool = False,
+                     when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+        """The next `times` Web API calls of `method` (those whose params satisfy `when`, if given) fail as in
+        an outage: HTTP `status` (5xx) with Slack's JSON `{"ok": false, "error": …}` (`internal_error` for
+        500), or, with `drop=True`, the connection closed without an answer. Nothing the call asked for happens."""
         if status < 500 and not drop:
             raise ValueError("a server error is a 5xx status or a dropped connection")
         self._faults.setdefault(method, []).append(
-            _Fault(SERVER_ERRORS.get(status, "internal_error"), 0, times, status=status, drop=drop))
+            _Fault(SERVER_ERRORS.get(status, "internal_error"), 0, times, status=status, drop=drop, when=when))
 
-    def fail(self, method: str, error: str, times: int = 1) -> None:
-        """The next `times` calls of `method` answer `{"ok": false, "error": error}` (HTTP 200). For "upload"
-        the byte upload answers HTTP 500 `error`; for "response_url", HTTP 404 `error` (e.g. "expired_url")."""
-        self._faults.setdefault(method, []).append(_Fault(error, 0, times))
+    def fail(self, method: str, error: str, times: int = 1,
+             when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+        """The next `times` calls of `method` (whose params satisfy `when`, if given) answer `{"ok": false,
+        "error": error}` (HTTP 200). For "upload" the byte upload answers HTTP 500 `error`; for "response_url",
+        HTTP 404 `error` (e.g. "expired_url")."""
+        self._faults.setdefault(method, []).append(_Fault(error, 0, times, when=when))
 
     def enforce_tiers(self, chat_update_per_minute: int = 50, post_message_per_second_per_channel: float = 1.0) -> None:
         """Slack's documented limits: `chat.update` (Tier 3) per workspace in a sliding minute, and
@@ -430,14 +434,14 @@ class FakeSlack(LocalServer, SocketModeControls):
         self.calls.append(call)
         return call
 
-    def _take_fault(self, method: str) -> Optional[_Fault]:
-        faults = self._faults.get(method)
-        if not faults:
+    def _take_fault(self, method: str, params: Optional[dict[str, Any]] = None) -> Optional[_Fault]:
+        faults = self._faults.get(method) or []
+        fault = next((f for f in faults if f.when is None or f.when(params or {})), None)
+        if fault is None:
             return None
-        fault = faults[0]
         fault.remaining -= 1
         if fault.remaining <= 0:
-            faults.pop(0)
+            faults.remove(fault)
         return fault
 
     def _answer(self, call: ApiCall, body: dict[str, Any], status: int = 200,
@@ -467,7 +471,7 @@ class FakeSlack(LocalServer, SocketModeControls):
             return self._answer(call, {"ok": False, "error": "invalid_auth"})
         if (token == self.app_token) != (method == "apps.connections.open"):
             return self._answer(call, {"ok": False, "error": "not_allowed_token_type"})
-        fault = self._take_fault(method)
+        fault = self._take_fault(method, params)
         if fault is not None and fault.drop:
             call.status, call.response = 0, {"dropped": True}
             self._changed()
@@ -677,7 +681,7 @@ class FakeSlack(LocalServer, SocketModeControls):
         else:
             data = await request.read()
         call = self._record("upload", request, {"file_id": file_id, "length": len(data)})
-        fault = self._take_fault("upload")
+        fault = self._take_fault("upload", call.params)
         if upload is None or upload.completed:
             status, text = 404, "Not Found"
         elif fault is not None:
@@ -701,7 +705,7 @@ class FakeSlack(LocalServer, SocketModeControls):
             body = None
         call = self._record("response_url", request, body if isinstance(body, dict) else {"raw": raw})
         state = self._response_urls.get(request.path)
-        fault = self._take_fault("response_url")
+        fault = self._take_fault("response_url", call.params)
         headers = None
         if state is None:
             status, text = 404, "invalid_url"

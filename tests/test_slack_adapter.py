@@ -470,8 +470,8 @@ async def test_answer_arrives_as_markdown_in_a_markdown_block_mention_safe_with_
     assert reply.blocks == [{"type": "markdown", "text": (
         "**bold** and [a](https://x.test/?a=1&b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`")}]
     assert reply.text == "**bold** and [a](https://x.test/?a=1&amp;b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`"
-    sends = [c for c in bot.slack.calls if c.method in ("chat.postMessage", "chat.update") and "thread_ts" in c.params
-             or c.method == "chat.update"]
+    sends = [c for c in bot.slack.calls if c.method == "chat.update" or (c.method == "chat.postMessage" and
+                                                                          thread_reply(c.params))]
     assert sends and all(c.params["blocks"][0]["type"] == "markdown" and c.params.get("text") for c in sends)
     assert "markdown_text" not in str([c.params for c in sends])  # it cannot go with blocks and text
     assert all(c.params.get("link_names") in (None, False, 0, "0", "false") and c.params.get("parse") != "full"

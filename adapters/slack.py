@@ -1,10 +1,14 @@
 """Slack: `/ask` and `/imagine` in channels, answered in threads, over Socket Mode or HTTP (Events API).
 
 Flow per command: parse and validate (no I/O) → ack at once (bad input is answered in the ack,
-privately) → post a visible parent message → stream the answer into one thread reply (edits
-coalesced per message and budgeted per workspace) → images uploaded as files into the thread.
-If the bot can't post in the channel, the user is told privately and answered through the
-command's `response_url`.
+privately) → post a visible parent message → stream the answer into one thread reply (Markdown in a
+markdown block; edits coalesced per message and budgeted per workspace) → images uploaded as files
+into the thread.
+
+Slack failing is not the answer failing: 5xx answers and dropped connections are retried by slack_sdk's
+own handlers, and if the bot still can't post in the channel (not invited, or Slack down), the user is
+told privately and answered through the command's `response_url`. Only if that fails too is the
+command given up, and its prediction cancelled.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -24,8 +29,15 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler, AsyncRateLimitErrorRetryHandler
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.jitter import Jitter
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_format as fmt
@@ -33,20 +45,80 @@ from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingR
 from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
-from bot.requests import CommandRequest, Origin
+from bot.requests import CommandName, CommandRequest, Origin
 from bot.tasks import BackgroundTasks
-from bot.text import split_message
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 RATE_LIMIT_RETRIES = 3  # slack_sdk waits Retry-After between tries
+TRANSIENT_RETRIES = 2  # a 500/503 or a dropped connection: each call is tried three times in all
 WEB_API_TIMEOUT_S = 30  # slack_sdk's own default, which a shared session must carry itself
 SOCKET_PING_INTERVAL_S = 3.0  # bolt's 10 s default notices a dead socket only after 40 s (4 missed pings)
 CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 WORKING_TEXT = "_⏳ Working on it…_"
 
 Respond = Callable[..., Awaitable[Any]]
+# What a Web API call raises once slack_sdk's retries are spent: Slack said no (SlackApiError, 5xx included),
+# the request failed (SlackRequestError), 429s outlasted the retries (RateLimited), the network failed.
+DELIVERY_ERRORS = (SlackClientError, RateLimited, aiohttp.ClientError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class RetryBackoff:
+    """The wait before retry n (0-based) of a transient failure: `first_wait_s` × 2ⁿ plus up to `jitter_s` at
+    random. The defaults are slack_sdk's own (`BackoffRetryIntervalCalculator` with `RandomJitter`)."""
+
+    first_wait_s: float = 0.5
+    jitter_s: float = 1.0
+
+
+RETRY_BACKOFF = RetryBackoff()  # read when an adapter is built
+
+
+class _BoundedJitter(Jitter):
+    """slack_sdk's `RandomJitter` always adds up to 1 s; this adds up to `RetryBackoff.jitter_s`."""
+
+    def __init__(self, max_s: float) -> None:
+        self._max_s = max_s
+
+    def recalculate(self, duration: float) -> float:
+        return duration + random.random() * self._max_s
+
+
+def _retry_handlers(*, wait_out_rate_limits: bool) -> list[AsyncRetryHandler]:
+    """slack_sdk's own handlers: 5xx and dropped connections are retried with backoff; 429s, when asked,
+    after Retry-After. All of them share one count of attempts per call (slack_sdk's `RetryState`)."""
+    backoff = BackoffRetryIntervalCalculator(
+        backoff_factor=RETRY_BACKOFF.first_wait_s, jitter=_BoundedJitter(RETRY_BACKOFF.jitter_s)
+    )
+    handlers: list[AsyncRetryHandler] = [
+        AsyncServerErrorRetryHandler(max_retry_count=TRANSIENT_RETRIES, interval_calculator=backoff),
+        AsyncConnectionErrorRetryHandler(max_retry_count=TRANSIENT_RETRIES, interval_calculator=backoff),
+    ]
+    if wait_out_rate_limits:
+        handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
+    return handlers
+
+
+def _error_code(error: BaseException) -> str:
+    """What to log for a failed call: Slack's error code, or the exception's type (never its text)."""
+    if isinstance(error, SlackApiError):
+        return f"{error.response.get('error', '')} (HTTP {error.response.status_code})"
+    return type(error).__name__
+
+
+async def _tell(respond: Respond, text: str) -> bool:
+    """One private message through the command's response_url; False if it did not arrive."""
+    try:
+        response = await respond(text=text, response_type="ephemeral", replace_original=False)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        log.warning("Slack: response_url unreachable (%s)", type(error).__name__)
+        return False
+    if response.status_code != 200:
+        log.warning("Slack: response_url refused a message (HTTP %s)", response.status_code)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -63,25 +135,36 @@ class SlackThread:
     Edits go through `edit_client`, which does not wait out 429s: the renderer decides what a rate
     limit means (skip a progress edit; post a final answer anew), so a finished answer never sleeps
     behind Retry-After. Posts and deletes go through `client`, whose retry handlers wait it out.
+    Every message of the thread is sent as `markup`, posts and edits alike, so no edit changes a
+    message's kind (chat.update answers `block_mismatch` to that).
     """
 
-    def __init__(self, client: AsyncWebClient, edit_client: AsyncWebClient, channel: str, thread_ts: str) -> None:
+    def __init__(
+        self, client: AsyncWebClient, edit_client: AsyncWebClient, channel: str, thread_ts: str, markup: fmt.Markup
+    ) -> None:
         self._client = client
         self._edit_client = edit_client
-        self._channel = channel
-        self._thread_ts = thread_ts
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.markup = markup
 
     async def post(self, text: str) -> str:
         response = await _call(self._client.chat_postMessage(
-            channel=self._channel, thread_ts=self._thread_ts, text=text, unfurl_links=False, unfurl_media=False
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            unfurl_links=False,
+            unfurl_media=False,
+            **fmt.message_content(text, self.markup),
         ))
         return str(response["ts"])
 
     async def edit(self, message_id: str, text: str) -> None:
-        await _call(self._edit_client.chat_update(channel=self._channel, ts=message_id, text=text))
+        await _call(self._edit_client.chat_update(
+            channel=self.channel, ts=message_id, **fmt.message_content(text, self.markup)
+        ))
 
     async def delete(self, message_id: str) -> None:
-        await _call(self._client.chat_delete(channel=self._channel, ts=message_id))
+        await _call(self._client.chat_delete(channel=self.channel, ts=message_id))
 
 
 async def _prefetched(first: Awaitable[ReplyEvent], rest: AsyncIterator[ReplyEvent]) -> AsyncIterator[ReplyEvent]:
@@ -110,15 +193,10 @@ class SlackAdapter:
         self._config = config
         self._tasks = tasks
         self.client = AsyncWebClient(
-            token=config.bot_token,
-            base_url=config.api_url,
-            retry_handlers=[
-                AsyncConnectionErrorRetryHandler(),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-            ],
+            token=config.bot_token, base_url=config.api_url, retry_handlers=_retry_handlers(wait_out_rate_limits=True)
         )
         self._edit_client = AsyncWebClient(
-            token=config.bot_token, base_url=config.api_url, retry_handlers=[AsyncConnectionErrorRetryHandler()]
+            token=config.bot_token, base_url=config.api_url, retry_handlers=_retry_handlers(wait_out_rate_limits=False)
         )
         self.app = AsyncApp(
             client=self.client,
@@ -208,7 +286,7 @@ class SlackAdapter:
         )
         prepared = self._core.prepare(command.get("command", ""), command.get("text", ""), origin)
         if isinstance(prepared, Failure):
-            await ack(text=prepared.message)  # an ack's text is ephemeral: only the user sees it
+            await ack(text=fmt.escape(prepared.message))  # an ack's text is ephemeral: only the user sees it
             return
         await ack()
         ack_latency_s = time.monotonic() - received
@@ -235,39 +313,46 @@ class SlackAdapter:
             parent = await _call(self.client.chat_postMessage(
                 channel=channel, text=fmt.parent_text(request), unfurl_links=False, unfurl_media=False
             ))
-            budget = self._budget(request.origin.workspace_id or "")
-            # A placeholder is only worth posting if it can be edited into the answer later: its final edit
-            # is paid for now. With the workspace's edits spent (many answers at once), the answer is
-            # posted once when it is ready instead of a placeholder being posted, then deleted.
-            placeholder = None if not budget.try_take() else await _call(self.client.chat_postMessage(
-                channel=channel, thread_ts=parent["ts"], text=WORKING_TEXT, unfurl_links=False, unfurl_media=False
-            ))
-        except SlackApiError as error:
-            code = error.response.get("error", "")
-            if code in CANNOT_POST_ERRORS:
-                log.info("Slack: cannot post in %s (%s); answering privately", channel, code)
-                await self._answer_privately(respond, events)
-                return
-            log.error("Slack: could not start the thread in %s: %s", channel, code)
-            await respond(text=fmt.failure_text("I couldn't post in this channel. Try again in a moment."))
+        except DELIVERY_ERRORS as error:
+            if isinstance(error, SlackApiError) and error.response.get("error") in CANNOT_POST_ERRORS:
+                log.info("Slack: cannot post in %s (%s); answering privately", channel, _error_code(error))
+                notice = fmt.not_in_channel_text(self.bot_user_id)
+            else:
+                log.warning(
+                    "Slack: could not open a thread in %s (%s); answering privately", channel, _error_code(error)
+                )
+                notice = fmt.PRIVATE_FALLBACK_TEXT
+            await self._answer_privately(respond, events, notice)
             return
-        thread = SlackThread(self.client, self._edit_client, channel, parent["ts"])
+        # Answers are Markdown; an image's caption is Slack's own mrkdwn.
+        markup = fmt.Markup.MARKDOWN if request.command is CommandName.ASK else fmt.Markup.MRKDWN
+        thread = SlackThread(self.client, self._edit_client, channel, parent["ts"], markup)
+        budget = self._budget(request.origin.workspace_id or "")
+        # A placeholder is only worth posting if it can be edited into the answer later: its final edit
+        # is paid for now. With the workspace's edits spent (many answers at once), the answer is
+        # posted once when it is ready instead of a placeholder being posted, then deleted.
+        placeholder = None
+        if budget.try_take():
+            try:
+                placeholder = await thread.post(WORKING_TEXT)
+            except DELIVERY_ERRORS as error:  # the answer is posted when it has something to show instead
+                log.warning("Slack: could not post the placeholder in %s (%s)", channel, _error_code(error))
         reply = StreamingReply(
             thread,
-            placeholder["ts"] if placeholder is not None else None,
+            placeholder,
             RenderLimits(max_chars=fmt.CHAT_UPDATE_MAX_CHARS, edit_interval_s=fmt.EDIT_INTERVAL_S),
             budget=budget,
             final_edit_prepaid=placeholder is not None,
-            prepare_text=fmt.escape,
+            prepare_text=functools.partial(fmt.inert, markup=markup),
             shown_text=WORKING_TEXT,
         )
         try:
-            await self._render(events, reply, channel, parent["ts"])
+            await self._render(events, reply, thread, respond)
         finally:
             await reply.aclose()
 
     async def _render(
-        self, events: AsyncIterator[ReplyEvent], reply: StreamingReply, channel: str, thread_ts: str
+        self, events: AsyncIterator[ReplyEvent], reply: StreamingReply, thread: SlackThread, respond: Respond
     ) -> None:
         async for event in events:
             match event:
@@ -275,19 +360,38 @@ class SlackAdapter:
                     reply.set_status(fmt.status_text(event))
                 case TextDelta():
                     reply.append(event.text)
-                case TextDone():
-                    await reply.finish(fmt.escape(event.text))
-                case Images():
-                    await self._post_images(event, reply, channel, thread_ts)
-                case Failure() if reply.text.strip():
-                    # What was written stays, settled; the error follows it in the thread.
-                    await reply.finish(fmt.escape(reply.text) + "\n\n" + fmt.failure_text(event.message))
-                case Failure():
-                    await reply.replace(fmt.failure_text(event.message))
+                case TextDone() | Images() | Failure():
+                    await self._settle(event, reply, thread, respond)
                 case _:
                     assert_never(event)
 
-    async def _post_images(self, images: Images, reply: StreamingReply, channel: str, thread_ts: str) -> None:
+    async def _settle(
+        self, event: TextDone | Images | Failure, reply: StreamingReply, thread: SlackThread, respond: Respond
+    ) -> None:
+        """The final reply into the thread; if Slack won't take it there, privately through response_url."""
+        partial = reply.text
+        try:
+            match event:
+                case TextDone():
+                    await reply.finish(fmt.inert(event.text, thread.markup))
+                case Images():
+                    await self._post_images(event, reply, thread)
+                case Failure() if partial.strip():
+                    # What was written stays, settled; the error follows it in the thread.
+                    failure = fmt.failure_text(event.message, thread.markup)
+                    await reply.finish(fmt.inert(partial, thread.markup) + "\n\n" + failure)
+                case Failure():
+                    await reply.replace(fmt.failure_text(event.message, thread.markup))
+                case _:
+                    assert_never(event)
+        except DELIVERY_ERRORS as error:
+            log.warning("Slack: a final reply did not reach its thread (%s); answering privately", _error_code(error))
+            for text in [fmt.PRIVATE_FALLBACK_TEXT, *fmt.private_texts(event, partial)]:
+                if not await _tell(respond, text):
+                    log.error("Slack: the user could not be given the answer in the thread or privately")
+                    return
+
+    async def _post_images(self, images: Images, reply: StreamingReply, thread: SlackThread) -> None:
         """Upload the bytes (Replicate deletes outputs after an hour); post links only if the upload fails."""
         uploads = [
             {"content": image.data, "filename": image.filename, "title": f"{images.prompt[:80]} ({index})"}
@@ -297,7 +401,9 @@ class SlackAdapter:
         missing = [image for image in images.images if not image.data]
         try:
             if uploads:
-                await self.client.files_upload_v2(file_uploads=uploads, channel=channel, thread_ts=thread_ts)
+                await self.client.files_upload_v2(
+                    file_uploads=uploads, channel=thread.channel, thread_ts=thread.thread_ts
+                )
         except Exception as error:  # any failure of the three-step upload: fall back to links, once
             log.warning("Slack: image upload failed (%s); posting links instead", type(error).__name__)
             missing = list(images.images)
@@ -307,22 +413,19 @@ class SlackAdapter:
             note = links + " (links expire in an hour)" if links else "The image could not be fetched."
         await reply.replace(fmt.image_caption(images, note))
 
-    async def _answer_privately(self, respond: Respond, events: AsyncIterator[ReplyEvent]) -> None:
-        """No channel access: the answer goes through response_url (5 uses), final text only."""
-        tell = functools.partial(respond, response_type="ephemeral", replace_original=False)
-        await tell(text=fmt.not_in_channel_text(self.bot_user_id))
+    async def _answer_privately(self, respond: Respond, events: AsyncIterator[ReplyEvent], notice: str) -> None:
+        """No thread to answer in: `notice` first, then the final reply through response_url (5 uses). If the
+        user can't be reached this way either, the command is given up (closing `events` cancels its prediction)."""
+        if not await _tell(respond, notice):
+            log.error("Slack: the user could not be told in the channel or privately; giving up on the command")
+            return
         async for event in events:
             match event:
                 case Status() | TextDelta():
                     continue
-                case TextDone():
-                    chunks = split_message(fmt.escape(event.text), fmt.CHAT_UPDATE_MAX_CHARS)
-                    for chunk in chunks[: fmt.RESPONSE_URL_MAX_USES - 1]:
-                        await tell(text=chunk)
-                case Images():
-                    await tell(text=fmt.image_caption(event, fmt.image_links(event) or "(no link available)"))
-                case Failure():
-                    await tell(text=fmt.failure_text(event.message))
+                case TextDone() | Images() | Failure():
+                    for text in fmt.private_texts(event):
+                        await _tell(respond, text)
                 case _:
                     assert_never(event)
 

@@ -1,19 +1,30 @@
-"""Slack's text rules: escaping untrusted model output, and the words of our thread messages.
+"""Slack's text rules: escaping untrusted text, Markdown answers in markdown blocks, and the words of our messages.
 
 Slack turns `<!channel>`, `<!here>`, `<!everyone>`, `<!subteam^…>`, `<@U…>` and `<url|label>` into
-pings and links. Escaping `&`, `<` and `>` (Slack's own rule for text) makes model output inert; we
-also never send it with `link_names` or `parse=full` (NOTES).
+pings and links, in `text` (mrkdwn) and inside markdown blocks alike
+(https://api.slack.com/reference/surfaces/formatting#escaping). Each needs a literal `<`, so:
+
+- mrkdwn `text` (captions, notices, failures, private answers): escape `&`, `<` and `>`, Slack's own rule.
+- Answers are Markdown, shown formatted through a `markdown` block
+  (https://docs.slack.dev/reference/block-kit/blocks/markdown-block): escape `<` and `>` only. A bare `&`
+  cannot make a `<`, so it cannot form a mention; escaping it would break the query strings of links.
+
+Model text is never sent with `link_names` or `parse=full`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any, assert_never
 
-from bot.replies import Image, Images, Status
+from bot.replies import Failure, Image, Images, Status, TextDone
 from bot.requests import CommandRequest
+from bot.text import split_message
 
-# Limits and timings (NOTES, Slack section).
-CHAT_UPDATE_MAX_CHARS = 4000  # chat.update answers msg_too_long above this
+# Limits and timings (Slack's method and block docs).
+CHAT_UPDATE_MAX_CHARS = 4000  # chat.update answers msg_too_long above this; well inside a markdown block's 12,000
 EDIT_INTERVAL_S = 1.0  # per message: a reply is edited at most once a second
 CHAT_UPDATE_PER_MINUTE = 50  # Tier 3, per workspace, across all messages
 INTERIM_EDITS_PER_MINUTE = 40  # leaves a fifth of Tier 3 for final edits
@@ -21,10 +32,52 @@ INTERIM_EDIT_BURST = 10
 PROMPT_PREVIEW_CHARS = 500
 RESPONSE_URL_MAX_USES = 5  # response_url: 5 uses in 30 minutes
 
+PRIVATE_FALLBACK_TEXT = "Slack isn't taking my messages in this channel right now, so here is your answer, privately."
+
+_BARE_AMPERSAND = re.compile(r"&(?!lt;|gt;)")  # any `&` but those of the `&lt;`/`&gt;` a markdown text carries
+_ENTITY_TAIL = re.compile(r"&[#\w]{0,8}$")
+
+
+class Markup(StrEnum):
+    """How a thread message's text reaches Slack; a message keeps one kind for life (chat.update's
+    `block_mismatch`), so a thread reply's placeholder, statuses and final text all share it."""
+
+    MRKDWN = "mrkdwn"  # Slack's own markup in `text`: captions, /imagine's statuses
+    MARKDOWN = "markdown"  # standard Markdown in a markdown block, plus a plain `text` fallback: answers
+
 
 def escape(text: str) -> str:
-    """Untrusted text as Slack shows it literally: no pings, no links that weren't in the text."""
+    """Untrusted text as Slack shows it literally in mrkdwn: no pings, no links that weren't in the text."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_markdown(text: str) -> str:
+    """Untrusted Markdown for a markdown block: formatting stays, mentions and `<url|label>` links show literally."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def inert(text: str, markup: Markup) -> str:
+    """Untrusted text made safe for a message of kind `markup`."""
+    return escape_markdown(text) if markup is Markup.MARKDOWN else escape(text)
+
+
+def message_content(text: str, markup: Markup) -> dict[str, Any]:
+    """The `chat.postMessage` / `chat.update` arguments that show `text` (already made inert) as `markup`.
+
+    A markdown block goes with a `text` fallback (notifications, screen readers), never with top-level
+    `markdown_text`, which cannot be combined with `blocks` or `text` (`markdown_text_conflict`)."""
+    if markup is Markup.MRKDWN:
+        return {"text": text}
+    return {"blocks": [{"type": "markdown", "text": text}], "text": fallback_text(text)}
+
+
+def fallback_text(markdown: str) -> str:
+    """A markdown block's text as plain mrkdwn `text`: `&` escaped too, cut to what chat.update accepts."""
+    plain = _BARE_AMPERSAND.sub("&amp;", markdown)
+    if len(plain) <= CHAT_UPDATE_MAX_CHARS:
+        return plain
+    cut = plain[: CHAT_UPDATE_MAX_CHARS - 1]
+    return _ENTITY_TAIL.sub("", cut) + "…"
 
 
 def parent_text(request: CommandRequest) -> str:
@@ -60,8 +113,27 @@ def image_links(images: Images, wanted: Sequence[Image] | None = None) -> str:
     )
 
 
-def failure_text(message: str) -> str:
-    return f"⚠️ {message}"
+def failure_text(message: str, markup: Markup = Markup.MRKDWN) -> str:
+    """A failure, all of it escaped: our failure texts use no Slack markup, and some quote others' words
+    (Replicate's `detail`, what the user typed)."""
+    return f"⚠️ {inert(message, markup)}"
+
+
+def private_texts(event: TextDone | Images | Failure, partial: str = "") -> list[str]:
+    """A final reply as response_url messages (mrkdwn, at most one use short of the five); `partial` is
+    what a failed answer had written."""
+    match event:
+        case TextDone():
+            chunks = split_message(escape(event.text), CHAT_UPDATE_MAX_CHARS)
+        case Images():
+            chunks = [image_caption(event, image_links(event) or "(no link available)")]
+        case Failure() if partial.strip():
+            chunks = split_message(escape(partial) + "\n\n" + failure_text(event.message), CHAT_UPDATE_MAX_CHARS)
+        case Failure():
+            chunks = [failure_text(event.message)]
+        case _:
+            assert_never(event)
+    return chunks[: RESPONSE_URL_MAX_USES - 1]
 
 
 def not_in_channel_text(bot_user_id: str | None) -> str:

@@ -16,7 +16,11 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from aiohttp import ServerDisconnectedError
+from slack_sdk.http_retry.builtin_async_handlers import (AsyncConnectionErrorRetryHandler,
+                                                         AsyncRateLimitErrorRetryHandler,
+                                                         AsyncServerErrorRetryHandler)
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
@@ -125,6 +129,66 @@ async def test_message_errors(fake: FakeSlack, client: AsyncWebClient) -> None:
         await client.files_upload_v2(channel="C0SECRET", content=b"png", filename="a.png")
     assert upload_not_member.value.response["error"] == "not_in_channel"
     assert len(fake.messages) == 1
+
+
+async def test_markdown_blocks_are_checked_like_slack_does(fake: FakeSlack, client: AsyncWebClient) -> None:
+    markdown = [{"type": "markdown", "text": "**bold** [a](https://x.test/?a=1&b=2)"}]
+    posted = await client.chat_postMessage(channel=CHANNEL, text="fallback", blocks=markdown)
+    message = fake.messages[(CHANNEL, posted["ts"])]
+    assert message.blocks == markdown and message.markdown == "**bold** [a](https://x.test/?a=1&b=2)"
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="f2", blocks=[{"type": "markdown", "text": "*2*"}])
+    await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="text only keeps the blocks")
+    assert message.markdown_history == ["**bold** [a](https://x.test/?a=1&b=2)", "*2*", "*2*"]
+    assert message.history == ["fallback", "f2", "text only keeps the blocks"]
+
+    section = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
+    for blocks in (section, []):  # a markdown message edited into another kind
+        with pytest.raises(SlackApiError) as swapped:
+            await client.chat_update(channel=CHANNEL, ts=posted["ts"], text="x", blocks=blocks)
+        assert swapped.value.response["error"] == "block_mismatch"
+    plain = await client.chat_postMessage(channel=CHANNEL, text="plain")
+    with pytest.raises(SlackApiError) as into_markdown:  # and the other way round
+        await client.chat_update(channel=CHANNEL, ts=plain["ts"], text="x", blocks=markdown)
+    assert into_markdown.value.response["error"] == "block_mismatch"
+
+    half = {"type": "markdown", "text": "m" * 6_001}
+    with pytest.raises(SlackApiError) as too_long:  # 12,000 for all markdown blocks of a payload together
+        await client.chat_postMessage(channel=CHANNEL, text="t", blocks=[half, half])
+    assert too_long.value.response["error"] == "msg_blocks_too_long"
+    await client.chat_postMessage(channel=CHANNEL, text="t", blocks=[{"type": "markdown", "text": "m" * 12_000}])
+    with pytest.raises(SlackApiError) as no_text:
+        await client.api_call("chat.postMessage", json={"channel": CHANNEL, "text": "t",
+                                                        "blocks": [{"type": "markdown"}]})
+    assert no_text.value.response["error"] == "invalid_blocks"
+    assert len(fake.messages) == 3
+
+
+async def test_server_errors_and_dropped_connections(fake: FakeSlack) -> None:
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url, retry_handlers=[])  # no default retry
+    fake.server_error("chat.postMessage", times=1)
+    with pytest.raises(SlackApiError) as failed:
+        await client.chat_postMessage(channel=CHANNEL, text="x")
+    assert failed.value.response.status_code == 500 and failed.value.response["error"] == "internal_error"
+    fake.server_error("chat.postMessage", times=1, drop=True)
+    with pytest.raises(ServerDisconnectedError):
+        await client.chat_postMessage(channel=CHANNEL, text="x")
+    assert fake.messages == {}  # neither call did anything
+
+    quick = FixedValueRetryIntervalCalculator(0.01)
+    client.retry_handlers.extend([AsyncServerErrorRetryHandler(max_retry_count=3, interval_calculator=quick),
+                                  AsyncConnectionErrorRetryHandler(max_retry_count=3, interval_calculator=quick)])
+    fake.server_error("chat.postMessage", times=1, status=503)
+    fake.server_error("chat.postMessage", times=1, drop=True)
+    ok = await client.chat_postMessage(channel=CHANNEL, text="y")
+    assert ok["ok"] and [m.text for m in fake.messages.values()] == ["y"]
+    assert [(c.status, c.error) for c in fake.calls_to("chat.postMessage")][2:] == [
+        (503, "service_unavailable"), (0, None), (200, None)]
+
+    fake.server_error("chat.postMessage", times=5, when=lambda params: "thread_ts" in params)  # thread replies only
+    await client.chat_postMessage(channel=CHANNEL, text="top level is not affected")
+    with pytest.raises(SlackApiError):
+        await client.chat_postMessage(channel=CHANNEL, text="reply", thread_ts=ok["ts"])
+    assert [c.status for c in fake.calls_to("chat.postMessage")][5:] == [200, 500, 500, 500, 500]
 
 
 async def test_files_upload_v2(fake: FakeSlack, client: AsyncWebClient) -> None:

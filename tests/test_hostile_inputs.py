@@ -75,9 +75,10 @@ def output_command(case: HostileOutput) -> Command:
     return Command(f"output:{case.id}", "ask", f"repeat after me --model {case.model}", Expect.ANSWERED, output=case)
 
 
-def slack_escaped(text: str) -> str:
-    """Slack's rule for showing text literally (NOTES): escape `&`, `<` and `>`."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def markdown_escaped(text: str) -> str:
+    """Model Markdown as a Slack markdown block shows it literally: `<` and `>` escaped (a bare `&` cannot form
+    a mention, and escaping it would break links' query strings)."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def printable(text: str) -> str:
@@ -254,15 +255,15 @@ async def test_slack_hostile_model_output_pings_nobody(slack_run: SlackRun, case
     ack = run.ack(command.key)
     assert ack is not None and not (ack.get("payload") or {}).get("text"), ack
     [_] = run.parents(command.key)
-    replies = [reply.text for reply in run.replies(command.key)]
+    replies = [reply.markdown for reply in run.replies(command.key)]  # answers are markdown blocks
     if case.answers:
-        assert replies == split_message(slack_escaped(case.text), SLACK_MAX_CHARS)
+        assert replies == split_message(markdown_escaped(case.text), SLACK_MAX_CHARS)
     else:
         [failure] = replies
-        assert failure.startswith("⚠️")
+        assert failure is not None and failure.startswith("⚠️")
     for message in run.everything_posted(command.key):
         if message.is_reply:
-            for text in message.history:
+            for text in message.history + [shown for shown in message.markdown_history if shown is not None]:
                 assert "<" not in text and ">" not in text, text[:300]  # escaped: no mention, link or ping
                 assert len(text) <= SLACK_MAX_CHARS
 

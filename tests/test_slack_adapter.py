@@ -10,7 +10,10 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
+from adapters import slack as slack_adapter
 from adapters.runtime import BotService
+from adapters.slack import TRANSIENT_RETRIES, WORKING_TEXT, RetryBackoff
+from adapters.slack_format import PRIVATE_FALLBACK_TEXT
 from bot.runner import RunPolicy
 from bot.text import split_message
 from config.settings import Settings
@@ -22,6 +25,7 @@ HOSTILE = "<!channel> <!here> <@U999> <https://evil.example|click> & done"
 ASK_MODEL = "meta/meta-llama-3-8b-instruct"
 SIGNING_SECRET = "fake-signing-secret"
 CURSOR = "▍"
+ESCAPED_ANSWER = "Hello &lt;!channel&gt; &lt;!here&gt; &lt;@U999&gt; &lt;https://evil.example|click&gt; &amp; done"
 
 
 @dataclass
@@ -49,6 +53,12 @@ class SlackBot:
         replies = self.replies(channel)
         return bool(replies) and not any(CURSOR in m.text or m.text.startswith("_⏳") for m in replies) and \
             replies[-1].text.endswith(ending)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """slack_sdk's retry handlers run as in production, waiting milliseconds instead of seconds."""
+    monkeypatch.setattr(slack_adapter, "RETRY_BACKOFF", RetryBackoff(first_wait_s=0.01, jitter_s=0.01))
 
 
 @asynccontextmanager
@@ -386,7 +396,7 @@ async def test_several_images_go_up_in_one_upload_with_prompt_model_and_seed_bes
 
 
 async def test_failed_upload_posts_the_image_link_once_instead(bot: SlackBot) -> None:
-    bot.slack.fail("upload", "internal_error")
+    bot.slack.fail("upload", "internal_error", times=1 + TRANSIENT_RETRIES)  # HTTP 500, on every try
     await bot.slack.send_slash_command(command="/imagine", text="a lighthouse --seed 9")
 
     await bot.slack.wait_until(lambda: bot.answered() and "seed:* 9" in bot.replies()[-1].text, timeout=10,
@@ -408,17 +418,29 @@ async def test_command_where_the_bot_cannot_see_the_channel_is_answered_privatel
     assert all(body["response_type"] == "ephemeral" for body in (told, answer))
 
 
-async def test_thread_that_cannot_be_opened_gets_one_private_error_and_leaves_nothing_running(bot: SlackBot) -> None:
-    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["never shown"], boot_s=5))
-    bot.slack.fail("chat.postMessage", "fatal_error")
+async def test_thread_that_cannot_be_opened_is_answered_privately_through_response_url(bot: SlackBot) -> None:
+    bot.slack.fail("chat.postMessage", "fatal_error")  # Slack refuses the parent outright, no retry helps
     envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
     url = bot.slack.sent_envelopes[envelope].response_url or ""
 
-    await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 1, timeout=10, what="the error")
-    await bot.replicate.wait_until(lambda: not bot.replicate.running(), timeout=10, what="nothing running")
-    [error] = bot.slack.response_url_posts(url)
-    assert error["text"].startswith("⚠️") and error.get("response_type", "ephemeral") == "ephemeral"
-    assert len(bot.replicate.creates) <= 1 and bot.replicate.cancels == [p.id for p in bot.replicate.creates]
+    await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 2, timeout=10, what="private answer")
+    told, answer = bot.slack.response_url_posts(url)
+    assert told["text"] == PRIVATE_FALLBACK_TEXT
+    assert answer["text"] == ESCAPED_ANSWER
+    assert all(body["response_type"] == "ephemeral" for body in (told, answer))
+    assert bot.parents() == [] and len(bot.replicate.creates) == 1
+
+
+async def test_command_nobody_can_be_told_about_is_given_up_and_its_prediction_cancelled(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["never shown"], boot_s=5))
+    bot.slack.server_error("chat.postMessage", times=100)  # Slack is down …
+    bot.slack.fail("response_url", "expired_url", times=5)  # … and the response_url is no use either
+    await bot.slack.send_slash_command(command="/ask", text="hello")
+
+    await bot.replicate.wait_until(lambda: bool(bot.replicate.creates) and not bot.replicate.running(), timeout=10,
+                                   what="the prediction cancelled")
+    assert bot.replicate.cancels == [p.id for p in bot.replicate.creates]
+    assert bot.slack.responses == [] and bot.slack.messages == {}
 
 
 async def test_when_the_edit_budget_is_spent_answers_come_as_one_post_without_a_placeholder(bot: SlackBot) -> None:
@@ -432,3 +454,163 @@ async def test_when_the_edit_budget_is_spent_answers_come_as_one_post_without_a_
     with_placeholder = [c for c in channels if bot.replies(c)[0].history[0] == "_⏳ Working on it…_"]
     assert 1 <= len(with_placeholder) < len(channels)  # the first ones stream; the rest are posted once, done
     assert bot.slack.deleted == []  # nothing posted only to be taken back
+
+
+# --- formatting: Markdown in markdown blocks ---------------------------------------------------------------
+
+
+MARKDOWN = "**bold** and [a](https://x.test/?a=1&b=2) <!channel>\n\n# Heading\n\n- item `code`"
+
+
+async def test_answer_arrives_as_markdown_in_a_markdown_block_mention_safe_with_links_intact(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=[MARKDOWN[:20], MARKDOWN[20:]]))
+    await bot.slack.send_slash_command(command="/ask", text="format it")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="`code`"), timeout=10, what="the answer")
+    [reply] = bot.replies()
+    assert reply.blocks == [{"type": "markdown", "text": (
+        "**bold** and [a](https://x.test/?a=1&b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`")}]
+    assert reply.text == "**bold** and [a](https://x.test/?a=1&amp;b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`"
+    sends = [c for c in bot.slack.calls if c.method == "chat.update" or (c.method == "chat.postMessage" and
+                                                                          thread_reply(c.params))]
+    assert sends and all(c.params["blocks"][0]["type"] == "markdown" and c.params.get("text") for c in sends)
+    assert "markdown_text" not in str([c.params for c in sends])  # it cannot go with blocks and text
+    assert all(c.params.get("link_names") in (None, False, 0, "0", "false") and c.params.get("parse") != "full"
+               for c in sends)
+
+
+async def test_placeholder_statuses_drafts_and_final_text_are_all_markdown_blocks(bot: SlackBot) -> None:
+    tokens = [f"**w{i}** " for i in range(30)]
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=tokens, token_interval_s=0.05, boot_s=1.2))
+    await bot.slack.send_slash_command(command="/ask", text="stream it")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="**w29** "), timeout=10, what="the answer")
+    [reply] = bot.replies()
+    assert reply.markdown_history[0] == WORKING_TEXT
+    assert any(text is not None and text.startswith("_⏳") and "tart" in text for text in reply.markdown_history)
+    assert any(text is not None and text.endswith(CURSOR) for text in reply.markdown_history)  # it streamed
+    assert reply.markdown_history[-1] == "".join(tokens)
+    assert None not in reply.markdown_history  # never a plain-text edit: no block_mismatch
+    assert [call.error for call in bot.slack.calls if call.error] == []
+
+
+async def test_long_markdown_answer_is_split_into_replies_each_a_markdown_block(bot: SlackBot) -> None:
+    prose = "".join(f"**Line {i}** of the [explanation](https://x.test/?line={i}&more=1).\n" for i in range(60))
+    code = "```python\n" + "".join(f"print('step {i}')  # <keep> going\n" for i in range(80)) + "```\n"
+    text = prose + "\n" + code + "\n" + prose
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=[text[i : i + 500] for i in range(0, len(text), 500)]))
+    await bot.slack.send_slash_command(command="/ask", text="a long one")
+
+    expected = split_message(text.replace("<", "&lt;").replace(">", "&gt;"), 4000)
+    await bot.slack.wait_until(lambda: [m.markdown for m in bot.replies()] == expected, timeout=15,
+                               what="split answer")
+    replies = bot.replies()
+    assert len(replies) >= 3 and all(m.markdown.count("```") % 2 == 0 for m in replies)  # type: ignore[union-attr]
+    assert all(len(m.text) <= 4000 for m in replies)
+    assert [call.error for call in bot.slack.calls if call.error] == []
+
+
+async def test_image_caption_stays_mrkdwn_text(bot: SlackBot) -> None:
+    await bot.slack.send_slash_command(command="/imagine", text="a <!channel> lighthouse --seed 9")
+
+    await bot.slack.wait_until(lambda: any("seed:* 9" in m.text for m in bot.replies()), timeout=10, what="caption")
+    caption = next(m for m in bot.replies() if "seed:* 9" in m.text)
+    assert caption.blocks is None and caption.markdown_history == [None] * len(caption.history)
+    assert "&lt;!channel&gt;" in caption.text and "<!channel>" not in caption.text
+
+
+# --- errors that quote others' words -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["/ask", "/imagine"])
+async def test_model_rejecting_the_input_with_a_mention_in_its_detail_pings_nobody(bot: SlackBot, command: str) -> None:
+    bot.replicate.fail_next_creates(422, detail="<!channel> <@U999> prompt too long")
+    await bot.slack.send_slash_command(command=command, text="hello")
+
+    await bot.slack.wait_until(lambda: bot.answered() and "⚠️" in bot.replies()[-1].text, timeout=10,
+                               what="the error in the thread")
+    [reply] = bot.replies()
+    assert "rejected the input: &lt;!channel&gt; &lt;@U999&gt; prompt too long" in reply.text
+    for shown in [*reply.history, *(text for text in reply.markdown_history if text is not None)]:
+        assert "<!channel>" not in shown and "<@U999>" not in shown
+
+
+# --- transient Slack failures ----------------------------------------------------------------------------------
+
+
+def thread_reply(params: dict[str, object]) -> bool:
+    return "thread_ts" in params
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["http-500", "dropped-connection"])
+async def test_one_transient_failure_on_the_parent_post_is_retried_and_the_answer_lands(bot: SlackBot,
+                                                                                        drop: bool) -> None:
+    bot.slack.server_error("chat.postMessage", times=1, drop=drop)
+    await bot.slack.send_slash_command(command="/ask", text="hello")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
+    assert len(bot.parents()) == 1 and len(bot.replies()) == 1
+    assert [call.status for call in bot.slack.calls_to("chat.postMessage")][:2] == [0 if drop else 500, 200]
+    assert bot.slack.responses == []
+
+
+async def test_one_server_error_on_the_answer_post_is_retried_and_the_answer_lands(bot: SlackBot) -> None:
+    bot.slack.server_error("chat.postMessage", times=1, when=thread_reply)
+    await bot.slack.send_slash_command(command="/ask", text="hello")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
+    [reply] = bot.replies()
+    assert reply.markdown_history[0] == WORKING_TEXT  # the placeholder made it, on the second try
+    assert [c.status for c in bot.slack.calls_to("chat.postMessage") if thread_reply(c.params)] == [500, 200]
+    assert bot.slack.responses == []
+
+
+async def test_one_server_error_on_the_final_edit_is_retried_in_place(bot: SlackBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["Short answer."]))
+    def final(params: dict[str, object]) -> bool:
+        return params.get("text") == "Short answer."
+
+    bot.slack.server_error("chat.update", times=1, status=503, when=final)
+    await bot.slack.send_slash_command(command="/ask", text="hello")
+
+    await bot.slack.wait_until(lambda: bot.answered(ending="Short answer."), timeout=10, what="the answer")
+    assert [call.status for call in bot.slack.calls_to("chat.update") if final(call.params)] == [503, 200]
+    assert len(bot.replies()) == 1 and bot.slack.deleted == []  # edited in place, not posted anew
+
+
+async def test_slack_down_for_good_gets_the_answer_to_the_user_privately_and_nothing_keeps_running(
+    bot: SlackBot,
+) -> None:
+    bot.slack.server_error("chat.postMessage", times=100)
+    envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
+    url = bot.slack.sent_envelopes[envelope].response_url or ""
+
+    await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 2, timeout=10, what="private answer")
+    told, answer = bot.slack.response_url_posts(url)
+    assert told["text"] == PRIVATE_FALLBACK_TEXT and answer["text"].endswith("&amp; done")
+    assert [call.status for call in bot.slack.calls_to("chat.postMessage")] == [500] * (1 + TRANSIENT_RETRIES)
+    await bot.replicate.wait_until(lambda: not bot.replicate.running(), timeout=5, what="nothing running")
+    assert len(bot.replicate.creates) == 1
+
+
+async def test_thread_that_stops_taking_messages_midway_gets_the_final_answer_to_the_user_privately(
+    bot: SlackBot,
+) -> None:
+    bot.slack.server_error("chat.update", times=100)
+    bot.slack.server_error("chat.postMessage", times=100,
+                           when=lambda params: thread_reply(params) and params.get("text") != WORKING_TEXT)
+    envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
+    url = bot.slack.sent_envelopes[envelope].response_url or ""
+
+    await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 2, timeout=10, what="private answer")
+    told, answer = bot.slack.response_url_posts(url)
+    assert told["text"] == PRIVATE_FALLBACK_TEXT and answer["text"].endswith("&amp; done")
+    assert [m.text for m in bot.replies()] == [WORKING_TEXT]  # the placeholder was all Slack took
+
+
+async def test_refusal_in_the_ack_shows_what_the_user_typed_literally(bot: SlackBot) -> None:
+    envelope = await bot.slack.send_slash_command(command="/ask", text="hi --model <!channel>/x")
+    ack = await bot.slack.wait_for_ack(envelope)
+
+    assert "&lt;!channel&gt;/x" in ack["payload"]["text"] and "<!channel>" not in ack["payload"]["text"]
+    assert bot.replicate.requests == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from adapters.slack_format import escape, image_caption, image_links
-from bot.replies import Image, Images, RunInfo
+from adapters.slack_format import (CHAT_UPDATE_MAX_CHARS, Markup, escape, escape_markdown, failure_text,
+                                   fallback_text, image_caption, image_links, message_content, private_texts)
+from bot.errors import FailureKind
+from bot.replies import Failure, Image, Images, RunInfo, TextDone
 
 PNG = Image(data=b"png", content_type="image/png", filename="image-1.png", url="https://replicate.delivery/a.png")
 
@@ -36,3 +38,35 @@ def test_long_prompt_is_cut_in_the_caption() -> None:
 def test_links_are_numbered_by_their_place_in_the_set() -> None:
     second = Image(data=b"", content_type="", filename="image-2", url="https://replicate.delivery/b.png")
     assert image_links(images("x", PNG, second), [second]) == "<https://replicate.delivery/b.png|image 2>"
+
+
+def test_markdown_keeps_formatting_and_link_query_strings_but_not_mentions() -> None:
+    text = "**b** [a](https://x.test/?a=1&b=2) <!channel> <@U1> <https://x|y> &lt;!here&gt;"
+    assert escape_markdown(text) == (
+        "**b** [a](https://x.test/?a=1&b=2) &lt;!channel&gt; &lt;@U1&gt; &lt;https://x|y&gt; &lt;!here&gt;")
+
+
+def test_markdown_goes_in_a_markdown_block_with_a_plain_text_fallback() -> None:
+    content = message_content("**b** & &lt;!channel&gt;", Markup.MARKDOWN)
+    assert content == {"blocks": [{"type": "markdown", "text": "**b** & &lt;!channel&gt;"}],
+                       "text": "**b** &amp; &lt;!channel&gt;"}
+    assert message_content("*caption*", Markup.MRKDWN) == {"text": "*caption*"}
+
+
+def test_fallback_of_a_markdown_text_full_of_ampersands_is_cut_to_what_chat_update_takes() -> None:
+    fallback = fallback_text("a&" * 2000)  # 4,000 characters of Markdown, 12,000 once `&` is escaped
+    assert len(fallback) <= CHAT_UPDATE_MAX_CHARS and fallback.endswith("a…")  # no `&am` left dangling
+
+
+def test_failure_text_escapes_the_words_it_quotes() -> None:
+    message = "The model `m/x` rejected the input: <!channel> a & b"
+    assert failure_text(message) == "⚠️ The model `m/x` rejected the input: &lt;!channel&gt; a &amp; b"
+    assert failure_text(message, Markup.MARKDOWN) == "⚠️ The model `m/x` rejected the input: &lt;!channel&gt; a & b"
+
+
+def test_private_texts_are_escaped_mrkdwn_within_response_urls_uses() -> None:
+    answer = TextDone(text="<!here> " + "x" * 20_000, run=RunInfo(model="m/x"))
+    chunks = private_texts(answer)
+    assert len(chunks) == 4 and chunks[0].startswith("&lt;!here&gt; ")  # the fifth use is the notice before them
+    failed = private_texts(Failure(FailureKind.MODEL_FAILED, "It <!channel> failed."), partial="Half <@U1>")
+    assert failed == ["Half &lt;@U1&gt;\n\n⚠️ It &lt;!channel&gt; failed."]

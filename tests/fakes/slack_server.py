@@ -11,8 +11,11 @@ libraries at this server exercises all of it:
 Answers follow Slack's wire formats (HTTP 200 `{"ok": false, "error": …}` for API errors, 429 + `Retry-After`
 for rate limits, `ok` as text/html from response_urls, `OK - <n>` as text/plain from upload URLs), and the
 rules bots trip over are enforced: channel membership, 4,000 characters per `chat.update`, 40,000 per post,
-block limits, 5 uses per response_url, optionally the documented rate-limit tiers. Everything received is
-recorded for assertions (`calls`, `messages`, `ephemerals`, `responses`, `uploads`, `acks`).
+block limits (markdown blocks: 12,000 characters per payload), `block_mismatch` when an edit swaps a markdown
+message for another kind or back, 5 uses per response_url, optionally the documented rate-limit tiers.
+Transient outages are scripted per method (`server_error`: HTTP 5xx, or the connection dropped unanswered).
+Everything received is recorded for assertions (`calls`, `messages`, `ephemerals`, `responses`, `uploads`,
+`acks`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ UPDATE_TEXT_LIMIT = 4_000
 RESPONSE_URL_USES = 5
 RESPONSE_URL_TTL = 30 * 60.0
 JSON_FIELDS = ("blocks", "attachments", "files", "metadata")
+# All markdown blocks of one payload together (docs.slack.dev/reference/block-kit/blocks/markdown-block).
+MARKDOWN_BLOCKS_MAX_CHARS = 12_000
+SERVER_ERRORS = {500: "internal_error", 502: "bad_gateway", 503: "service_unavailable", 504: "gateway_timeout"}
 MAGIC_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
 
 
@@ -82,6 +88,12 @@ class Message:
     files: list[str] = field(default_factory=list)  # file ids shared with this message
     history: list[str] = field(default_factory=list)
     edit_times: list[float] = field(default_factory=list)
+    markdown_history: list[Optional[str]] = field(default_factory=list)  # per post/edit, as `markdown` read then
+
+    @property
+    def markdown(self) -> Optional[str]:
+        """The text of the message's markdown blocks (joined by blank lines), or None if it has none."""
+        return markdown_text(self.blocks)
 
     @property
     def is_reply(self) -> bool:
@@ -143,6 +155,9 @@ class _Fault:
     error: str  # "ratelimited" → 429
     retry_after: int
     remaining: int
+    status: int = 200  # ≥ 500: a server error, answered with this HTTP status
+    drop: bool = False  # the connection is closed without an answer
+    when: Optional[Callable[[dict[str, Any]], bool]] = None  # only calls whose params match count
 
 
 class _Window:
@@ -162,8 +177,15 @@ class _Window:
         return None
 
 
+def markdown_text(blocks: Optional[list[dict[str, Any]]]) -> Optional[str]:
+    """The text of the `markdown` blocks among `blocks` (joined by blank lines), or None if there are none."""
+    texts = [str(block.get("text")) for block in blocks or [] if block.get("type") == "markdown"]
+    return "\n\n".join(texts) if texts else None
+
+
 def _check_blocks(blocks: Any) -> Optional[list[dict[str, Any]]]:
-    """Blocks as Slack validates them (the limits bots hit: 50 blocks, 3,000 characters per section text)."""
+    """Blocks as Slack validates them (the limits bots hit: 50 blocks, 3,000 characters per section text,
+    12,000 for all markdown blocks of a payload together)."""
     if blocks is None:
         return None
     if not isinstance(blocks, list):
@@ -185,9 +207,18 @@ def _check_blocks(blocks: Any) -> Optional[list[dict[str, Any]]]:
             errors.append(f"must be less than 151 characters [json-pointer:/blocks/{i}/text/text]")
         elif block["type"] == "context" and len(block.get("elements") or []) > 10:
             errors.append(f"no more than 10 items allowed [json-pointer:/blocks/{i}/elements]")
+        elif block["type"] == "markdown":
+            if not isinstance(block.get("text"), str) or not block["text"]:
+                errors.append(f"missing required field: text [json-pointer:/blocks/{i}/text]")
+            elif len(block["text"]) > MARKDOWN_BLOCKS_MAX_CHARS:
+                errors.append(f"must be less than {MARKDOWN_BLOCKS_MAX_CHARS + 1} characters "
+                              f"[json-pointer:/blocks/{i}/text]")
     if errors:
         raise ApiError("invalid_blocks", errors=errors,
                        response_metadata={"messages": [f"[ERROR] {e}" for e in errors]})
+    markdown_chars = sum(len(block["text"]) for block in blocks if block["type"] == "markdown")
+    if markdown_chars > MARKDOWN_BLOCKS_MAX_CHARS:
+        raise ApiError("msg_blocks_too_long")  # what Slack answers past the payload's markdown total
     return blocks
 
 
@@ -283,10 +314,22 @@ class FakeSlack(LocalServer, SocketModeControls):
         "ratelimited"}`. `method` may also be "upload" (byte uploads) or "response_url"."""
         self._faults.setdefault(method, []).append(_Fault("ratelimited", retry_after, times))
 
-    def fail(self, method: str, error: str, times: int = 1) -> None:
-        """The next `times` calls of `method` answer `{"ok": false, "error": error}` (HTTP 200). For "upload"
-        the byte upload answers HTTP 500 `error`; for "response_url", HTTP 404 `error` (e.g. "expired_url")."""
-        self._faults.setdefault(method, []).append(_Fault(error, 0, times))
+    def server_error(self, method: str, times: int = 1, status: int = 500, *, drop: bool = False,
+                     when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+        """The next `times` Web API calls of `method` (those whose params satisfy `when`, if given) fail as in
+        an outage: HTTP `status` (5xx) with Slack's JSON `{"ok": false, "error": …}` (`internal_error` for
+        500), or, with `drop=True`, the connection closed without an answer. Nothing the call asked for happens."""
+        if status < 500 and not drop:
+            raise ValueError("a server error is a 5xx status or a dropped connection")
+        self._faults.setdefault(method, []).append(
+            _Fault(SERVER_ERRORS.get(status, "internal_error"), 0, times, status=status, drop=drop, when=when))
+
+    def fail(self, method: str, error: str, times: int = 1,
+             when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+        """The next `times` calls of `method` (whose params satisfy `when`, if given) answer `{"ok": false,
+        "error": error}` (HTTP 200). For "upload" the byte upload answers HTTP 500 `error`; for "response_url",
+        HTTP 404 `error` (e.g. "expired_url")."""
+        self._faults.setdefault(method, []).append(_Fault(error, 0, times, when=when))
 
     def enforce_tiers(self, chat_update_per_minute: int = 50, post_message_per_second_per_channel: float = 1.0) -> None:
         """Slack's documented limits: `chat.update` (Tier 3) per workspace in a sliding minute, and
@@ -391,14 +434,14 @@ class FakeSlack(LocalServer, SocketModeControls):
         self.calls.append(call)
         return call
 
-    def _take_fault(self, method: str) -> Optional[_Fault]:
-        faults = self._faults.get(method)
-        if not faults:
+    def _take_fault(self, method: str, params: Optional[dict[str, Any]] = None) -> Optional[_Fault]:
+        faults = self._faults.get(method) or []
+        fault = next((f for f in faults if f.when is None or f.when(params or {})), None)
+        if fault is None:
             return None
-        fault = faults[0]
         fault.remaining -= 1
         if fault.remaining <= 0:
-            faults.pop(0)
+            faults.remove(fault)
         return fault
 
     def _answer(self, call: ApiCall, body: dict[str, Any], status: int = 200,
@@ -428,7 +471,15 @@ class FakeSlack(LocalServer, SocketModeControls):
             return self._answer(call, {"ok": False, "error": "invalid_auth"})
         if (token == self.app_token) != (method == "apps.connections.open"):
             return self._answer(call, {"ok": False, "error": "not_allowed_token_type"})
-        fault = self._take_fault(method)
+        fault = self._take_fault(method, params)
+        if fault is not None and fault.drop:
+            call.status, call.response = 0, {"dropped": True}
+            self._changed()
+            assert request.transport is not None
+            request.transport.abort()  # the client sees the server disconnect mid-request
+            return web.Response()
+        if fault is not None and fault.status >= 500:
+            return self._answer(call, {"ok": False, "error": fault.error}, fault.status)
         if fault is not None and fault.error == "ratelimited":
             return self._answer(call, *self._ratelimited(fault.retry_after))
         if fault is not None:
@@ -503,7 +554,7 @@ class FakeSlack(LocalServer, SocketModeControls):
         text, blocks = self._message_content(params, POST_TEXT_LIMIT)
         message = Message(channel, self._next_ts(), text or "", self.bot_user_id, self.bot_id, time.monotonic(),
                           blocks=blocks, thread_ts=self._thread_root(channel, params.get("thread_ts")),
-                          history=[text or ""])
+                          history=[text or ""], markdown_history=[markdown_text(blocks)])
         self.messages[(channel, message.ts)] = message
         return {"channel": channel, "ts": message.ts, "message": message.as_json(self.team_id, self.app_id)}
 
@@ -515,11 +566,17 @@ class FakeSlack(LocalServer, SocketModeControls):
         if message.user != self.bot_user_id:
             raise ApiError("cant_update_message")
         text, blocks = self._message_content(params, UPDATE_TEXT_LIMIT)
+        replaces_blocks = blocks is not None or "blocks" in params  # without `blocks`, Slack keeps the old ones
+        if replaces_blocks and (markdown_text(message.blocks) is None) != (markdown_text(blocks) is None):
+            # "Rich-text blocks cannot be replaced with non-rich-text blocks" (chat.update). Whether a markdown
+            # block counts as rich text is not documented, so both directions are refused here.
+            raise ApiError("block_mismatch")
         if text is not None:
             message.text = text
-        if blocks is not None or "blocks" in params:
+        if replaces_blocks:
             message.blocks = blocks
         message.history.append(message.text)
+        message.markdown_history.append(message.markdown)
         message.edit_times.append(time.monotonic())
         data = message.as_json(self.team_id, self.app_id)
         return {"channel": channel, "ts": message.ts, "text": message.text, "message": data}
@@ -624,7 +681,7 @@ class FakeSlack(LocalServer, SocketModeControls):
         else:
             data = await request.read()
         call = self._record("upload", request, {"file_id": file_id, "length": len(data)})
-        fault = self._take_fault("upload")
+        fault = self._take_fault("upload", call.params)
         if upload is None or upload.completed:
             status, text = 404, "Not Found"
         elif fault is not None:
@@ -648,7 +705,7 @@ class FakeSlack(LocalServer, SocketModeControls):
             body = None
         call = self._record("response_url", request, body if isinstance(body, dict) else {"raw": raw})
         state = self._response_urls.get(request.path)
-        fault = self._take_fault("response_url")
+        fault = self._take_fault("response_url", call.params)
         headers = None
         if state is None:
             status, text = 404, "invalid_url"

@@ -128,6 +128,7 @@ async def running_bot(
     ready_before = discord_fake.ready_count
     try:
         await service.start()
+        replicate.take_requests()  # the start-up model look-ups are not what a command costs
         await discord_fake.wait_for_ready(ready_before + 1, timeout=WAIT_S)
         yield service
     finally:

@@ -141,27 +141,35 @@ async def load_catalog(
         if isinstance(result, _NoAnswer):
             unanswered.append(result)
             models.extend(_table_infos(ref, configured))
-            left_out_reason = None
         elif isinstance(result, _NotUsable):
-            left_out_reason = result.reason
+            left_out.append(f"{ref} ({result.reason})")
         elif result.kind is ModelKind.OTHER:
-            left_out_reason = result.why_unusable or "the bot can't use it"
+            left_out.append(f"{ref} ({result.why_unusable or 'the bot cannot use it'})")
         else:
             models.append(result)
-            left_out_reason = None
-        if left_out_reason:
-            left_out.append(f"{ref} ({left_out_reason})")
-    catalog = ModelCatalog(models, configured)
-    for kind in (ModelKind.TEXT, ModelKind.IMAGE):
-        default = configured.default_for(kind)
-        other = catalog.kind_of(default)
-        if catalog.default(kind) is None and other is not None:
-            left_out.append(
-                f"{default} ({A_MODEL_OF[other]}, so not the model for {COMMAND_OF[kind]}: "
-                f"set {configured.setting_for(kind)} to {A_MODEL_OF[kind]})"
-            )
+    wrong_kind = _wrong_kind_defaults(ModelCatalog(models, configured), configured)
+    for ref, (wanted, actual) in wrong_kind.items():
+        left_out.append(
+            f"{ref} ({A_MODEL_OF[actual]}, so not for {COMMAND_OF[wanted]}: set {configured.setting_for(wanted)} "
+            f"to {A_MODEL_OF[wanted]})"
+        )
+    # A configured model of the wrong kind is a mistake, so it is offered nowhere; unless it is also the
+    # other command's configured model, where it fits.
+    misfits = {ref for ref, (_, actual) in wrong_kind.items() if configured.default_for(actual) != ref}
+    catalog = ModelCatalog([info for info in models if info.ref.lower() not in misfits], configured)
     _log_outcome(catalog, left_out, unanswered, results)
     return catalog
+
+
+def _wrong_kind_defaults(found: ModelCatalog, configured: ConfiguredModels) -> dict[str, tuple[ModelKind, ModelKind]]:
+    """Each command's configured model that is of another kind: ref → (the kind wanted, its kind)."""
+    wrong: dict[str, tuple[ModelKind, ModelKind]] = {}
+    for kind in (ModelKind.TEXT, ModelKind.IMAGE):
+        default = configured.default_for(kind)
+        actual = found.kind_of(default)
+        if found.default(kind) is None and actual is not None:
+            wrong[default] = (kind, actual)
+    return wrong
 
 
 async def _look_up(client: replicate.Client, ref: str) -> _LookupResult:

@@ -196,7 +196,7 @@ class DiscordAdapter:
             "ask",
             "Ask a model on Replicate",
             ask,
-            offered={"prompt", "max_tokens", "temperature", *(["model"] if self._model_is_a_choice(ModelKind.TEXT) else [])},
+            offered={"prompt", "max_tokens", "temperature", *self._model_option(ModelKind.TEXT)},
             descriptions={
                 "prompt": "Your question",
                 "max_tokens": "Longest answer, in tokens",
@@ -228,7 +228,7 @@ class DiscordAdapter:
         offered = {"prompt", "seed"}
         offered |= {"aspect_ratio"} if ratios else set()
         offered |= {"negative_prompt"} if self._core.models.takes_negative_prompt() else set()
-        offered |= {"model"} if self._model_is_a_choice(ModelKind.IMAGE) else set()
+        offered |= set(self._model_option(ModelKind.IMAGE))
         return _slash_command(
             "imagine",
             "Generate an image on Replicate",
@@ -244,10 +244,10 @@ class DiscordAdapter:
             choices={"aspect_ratio": ratios, "model": models},
         )
 
-    def _model_is_a_choice(self, kind: ModelKind) -> bool:
-        """Offer `model` when there is a choice, or when the command's own model was left out at start-up."""
+    def _model_option(self, kind: ModelKind) -> tuple[str, ...]:
+        """`model` when there is a choice, or when the command's own model was left out at start-up."""
         models = self._core.models.refs(kind)
-        return len(models) > 1 or (bool(models) and self._core.models.default(kind) is None)
+        return ("model",) if len(models) > 1 or (models and self._core.models.default(kind) is None) else ()
 
     async def _on_command(
         self, interaction: discord.Interaction, command: CommandName, prompt: str, typed_options: Mapping[str, object]

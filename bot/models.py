@@ -80,8 +80,8 @@ def describe_schema(ref: str, description: str | None, openapi_schema: Mapping[s
     kind, why = _output_kind(_dig(schemas, "Output"))
     if "prompt" not in inputs:
         kind, why = ModelKind.OTHER, "it takes no text prompt"
-    elif required - {"prompt"}:
-        kind, why = ModelKind.OTHER, f"it requires inputs the bot can't give ({', '.join(sorted(required - {'prompt'}))})"
+    elif extra := sorted(required - {"prompt"}):
+        kind, why = ModelKind.OTHER, f"it requires inputs the bot can't give ({', '.join(extra)})"
     if kind is not ModelKind.IMAGE:
         max_tokens_field = next((name for name in MAX_TOKENS_FIELDS if name in inputs), None)
         return ModelInfo(

@@ -58,3 +58,24 @@ async def test_console_without_a_token_says_what_to_set_and_exits_non_zero(tmp_p
 
     assert code != 0
     assert "REPLICATE_API_TOKEN" in err and "replicate.com/account/api-tokens" in err
+
+
+async def test_console_refuses_a_text_model_for_imagine_and_notes_an_unused_no(
+    replicate: FakeReplicate, tmp_path: Path
+) -> None:
+    env = {
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        "REPLICATE_BASE_URL": replicate.base_url,
+        "IMAGE_DIR": str(tmp_path / "images"),
+        "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),
+    }
+    stdin = "/imagine a cat --model meta/meta-llama-3-8b-instruct\n/imagine a lighthouse --no fog\n"
+
+    code, out, _ = await run_console(stdin, env, tmp_path)
+
+    assert code == 0
+    refusal = next(line for line in out.splitlines() if line.startswith("✗"))
+    assert "meta/meta-llama-3-8b-instruct" in refusal and "text model" in refusal
+    assert "`--no` was not used" in out and len(list((tmp_path / "images").iterdir())) == 1
+    [create] = replicate.creates  # the refused command created nothing
+    assert create.model == "black-forest-labs/flux-schnell" and "negative_prompt" not in create.input

@@ -66,7 +66,6 @@ _PROFILES: Mapping[str, ModelProfile] = MappingProxyType(
         ),
     }
 )
-GENERIC_TEXT = ModelProfile(is_image=False)
 GENERIC_IMAGE = ModelProfile(is_image=True)
 
 

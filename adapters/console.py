@@ -100,6 +100,8 @@ class ConsoleAdapter:
                         for path in self._save(event):
                             self._write(f"🖼  saved {path}\n")
                         self._write(f"   prompt: {printable(event.prompt)} · model: {event.run.model} · seed: {event.seed}\n")
+                        for note in event.notes:
+                            self._write(f"   {note}\n")
                     case Failure():
                         self._write(("\n" if streamed else "") + f"✗ {event.message}\n")
                     case _:

@@ -11,10 +11,11 @@ characters → images as attachments. Every send and edit carries `AllowedMentio
 import asyncio
 import base64
 import datetime
+import inspect
 import io
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Optional, assert_never
@@ -26,11 +27,11 @@ from discord import app_commands
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RateLimited, RenderLimits, StreamingReply
 from bot.core import CommandCore
+from bot.models import ModelKind
 from bot.replies import Failure, Image, Images, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.tasks import BackgroundTasks
 from bot.text import split_message
-from config.models import FLUX_ASPECT_RATIOS
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ class DiscordConfig:
     api_url: str
     gateway_url: Optional[str] = None
     guild_ids: tuple[int, ...] = ()
-    ask_models: tuple[str, ...] = ()  # offered as choices when more than one
-    imagine_models: tuple[str, ...] = ()
 
 
 # Send Messages (2048) + Embed Links (16384) + Attach Files (32768); scopes: bot + applications.commands.
@@ -118,8 +117,6 @@ class DiscordAdapter:
         self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.tree = app_commands.CommandTree(self.client)
-        self.tree.add_command(self._ask_command())
-        self.tree.add_command(self._imagine_command())
         self.registrations_skipped = 0
         self._gateway: Optional[asyncio.Task[None]] = None
 
@@ -129,8 +126,11 @@ class DiscordAdapter:
         """Point discord.py at the configured API (tests, proxies), log in and connect in the background.
 
         A refused token or an unreachable API raises `StartupError`; a gateway that refuses the bot later
-        ends `wait_closed` with one.
+        ends `wait_closed` with one. The commands are built here, not earlier: their options come from the
+        models looked up at start-up.
         """
+        self.tree.add_command(self._ask_command())
+        self.tree.add_command(self._imagine_command())
         discord.http.Route.BASE = self._config.api_url
         if self._config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
@@ -197,12 +197,14 @@ class DiscordAdapter:
     # --- commands -----------------------------------------------------------------------------------
 
     def _ask_command(self) -> app_commands.Command:
-        models = self._config.ask_models
+        models = self._core.models.refs(ModelKind.TEXT)
+        # What the bot really allows: the operator's cap, or less when no text model takes that many.
+        most_tokens = self._core.models.max_tokens_limit(self._core.limits.max_tokens_cap)
 
         async def ask(
             interaction: discord.Interaction,
             prompt: str,
-            max_tokens: Optional[app_commands.Range[int, 1, 8192]] = None,
+            max_tokens: Optional[app_commands.Range[int, 1, most_tokens]] = None,
             temperature: Optional[app_commands.Range[float, 0.0, 2.0]] = None,
             model: Optional[str] = None,
         ) -> None:
@@ -210,18 +212,24 @@ class DiscordAdapter:
                 interaction, CommandName.ASK, prompt, {"max_tokens": max_tokens, "temperature": temperature, "model": model}
             )
 
-        described = app_commands.describe(
-            prompt="Your question",
-            max_tokens="Longest answer, in tokens",
-            temperature="0 = focused, 2 = adventurous",
-            model="Which model answers",
-        )(ask)
-        return self._with_model_choices(app_commands.Command(name="ask", description="Ask a model on Replicate", callback=described), models)
+        return _slash_command(
+            "ask",
+            "Ask a model on Replicate",
+            ask,
+            offered={"prompt", "max_tokens", "temperature", *self._model_option(ModelKind.TEXT)},
+            descriptions={
+                "prompt": "Your question",
+                "max_tokens": "Longest answer, in tokens",
+                "temperature": "0 = focused, 2 = adventurous",
+                "model": "Which model answers",
+            },
+            choices={"model": models},
+        )
 
     def _imagine_command(self) -> app_commands.Command:
-        models = self._config.imagine_models
+        models = self._core.models.refs(ModelKind.IMAGE)
+        ratios = self._core.models.aspect_ratio_choices()
 
-        @app_commands.choices(aspect_ratio=[app_commands.Choice(name=ratio, value=ratio) for ratio in FLUX_ASPECT_RATIOS])
         async def imagine(
             interaction: discord.Interaction,
             prompt: str,
@@ -237,24 +245,29 @@ class DiscordAdapter:
                 {"aspect_ratio": aspect_ratio, "seed": seed, "negative_prompt": negative_prompt, "model": model},
             )
 
-        described = app_commands.describe(
-            prompt="What to draw",
-            aspect_ratio="Width:height",
-            seed="Same seed + same prompt = same picture",
-            negative_prompt="What to leave out (models that support it)",
-            model="Which model draws",
-        )(imagine)
-        command = app_commands.Command(name="imagine", description="Generate an image on Replicate", callback=described)
-        return self._with_model_choices(command, models)
+        offered = {"prompt", "seed"}
+        offered |= {"aspect_ratio"} if ratios else set()
+        offered |= {"negative_prompt"} if self._core.models.takes_negative_prompt() else set()
+        offered |= set(self._model_option(ModelKind.IMAGE))
+        return _slash_command(
+            "imagine",
+            "Generate an image on Replicate",
+            imagine,
+            offered=offered,
+            descriptions={
+                "prompt": "What to draw",
+                "aspect_ratio": "Width:height",
+                "seed": "Same seed + same prompt = same picture",
+                "negative_prompt": "What to leave out (models that support it)",
+                "model": "Which model draws",
+            },
+            choices={"aspect_ratio": ratios, "model": models},
+        )
 
-    @staticmethod
-    def _with_model_choices(command: app_commands.Command, models: tuple[str, ...]) -> app_commands.Command:
-        """Offer `model` as a choice list when the operator allows more than one; otherwise drop it."""
-        if len(models) > 1:
-            command._params["model"].choices = [app_commands.Choice(name=m[:100], value=m) for m in models[:MAX_CHOICES]]
-        else:
-            command._params.pop("model", None)
-        return command
+    def _model_option(self, kind: ModelKind) -> tuple[str, ...]:
+        """`model` when there is a choice, or when the command's own model was left out at start-up."""
+        models = self._core.models.refs(kind)
+        return ("model",) if len(models) > 1 or (models and self._core.models.default(kind) is None) else ()
 
     async def _on_command(
         self, interaction: discord.Interaction, command: CommandName, prompt: str, typed_options: Mapping[str, object]
@@ -372,6 +385,33 @@ class DiscordAdapter:
         return discord.utils.utcnow() >= deadline
 
 
+def _slash_command(
+    name: str,
+    description: str,
+    callback: Callable[..., Any],
+    *,
+    offered: Collection[str],
+    descriptions: Mapping[str, str],
+    choices: Mapping[str, Sequence[str]],
+) -> app_commands.Command:
+    """A command offering only the `offered` parameters of `callback` (the others keep their defaults).
+
+    discord.py reads the options from the callback's signature (`inspect.signature`, which honours
+    `__signature__`), so narrowing the signature is how a typed callback offers fewer options."""
+    signature = inspect.signature(callback)
+    kept = [p for index, p in enumerate(signature.parameters.values()) if index == 0 or p.name in offered]
+    callback.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
+    callback = app_commands.describe(**{key: text for key, text in descriptions.items() if key in offered})(callback)
+    listed = {
+        key: [app_commands.Choice(name=value[:100], value=value) for value in values[:MAX_CHOICES]]
+        for key, values in choices.items()
+        if key in offered and values
+    }
+    if listed:
+        callback = app_commands.choices(**listed)(callback)
+    return app_commands.Command(name=name, description=description, callback=callback)
+
+
 def _fit(text: str) -> str:
     """Discord refuses a message over 2,000 characters outright: the user would get no reply at all."""
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
@@ -380,7 +420,7 @@ def _fit(text: str) -> str:
 def _image_caption(images: Images, links: list[Image]) -> str:
     """Model and seed first, the prompt last and escaped: markup typed in it can't swallow the rest, and a
     long prompt is what gets cut to fit the message."""
-    lines = [f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}"]
+    lines = [f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}", *(f"*{note}*" for note in images.notes)]
     if links:
         urls = " ".join(f"<{image.url}>" for image in links if image.url)
         lines.append(f"{urls} (links expire in an hour)" if urls else "(an image could not be fetched)")

@@ -79,6 +79,7 @@ def print_discord_invite(settings: Settings) -> int:
 async def run_console(settings: Settings) -> int:
     resources = create_core(settings)
     try:
+        await resources.load_models()
         adapter = ConsoleAdapter(resources.core, sys.stdout, settings.image_dir, interactive=sys.stdin.isatty())
         await adapter.run(stdin_lines())
     finally:
@@ -154,8 +155,6 @@ class BotService:
                     api_url=settings.discord_api_url,
                     gateway_url=settings.discord_gateway_url,
                     guild_ids=settings.discord_guild_ids,
-                    ask_models=_models_for(settings, exclude=settings.imagine_model),
-                    imagine_models=_models_for(settings, exclude=settings.ask_model),
                 ),
                 self.tasks,
             )
@@ -173,6 +172,8 @@ class BotService:
         return [name for name, adapter in (("slack", self.slack), ("discord", self.discord)) if adapter is not None]
 
     async def start(self) -> None:
+        # First: the models decide which commands and options the adapters offer (Discord registers them).
+        await self._resources.load_models()
         app = web.Application()
         app.add_routes(self.health.routes())
         if self.slack is not None:
@@ -225,11 +226,6 @@ class BotService:
             await self._http_runner.cleanup()
         await self._resources.aclose()
         log.info("Stopped cleanly")
-
-
-def _models_for(settings: Settings, *, exclude: str) -> tuple[str, ...]:
-    return tuple(sorted(model for model in settings.allowed_models if model != exclude.lower()))
-
 
 
 def _secrets(settings: Settings) -> list[str | None]:

@@ -95,7 +95,8 @@ def image_caption(images: Images, note: str = "") -> str:
     count = len(images.images)
     noun = "image" if count == 1 else f"{count} images"
     head = f"🖼 {noun} · *model:* `{escape(images.run.model)}` · *seed:* {images.seed}"
-    return "\n".join([head, *([note] if note else []), _quoted(images.prompt)])
+    notes = [f"_{escape(text)}_" for text in images.notes]
+    return "\n".join([head, *notes, *([note] if note else []), _quoted(images.prompt)])
 
 
 def _quoted(prompt: str) -> str:

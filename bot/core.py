@@ -18,34 +18,37 @@ from typing import Callable
 from bot.admission import AdmissionQueue
 from bot.command_log import CommandRecord
 from bot.dedupe import RecentKeys
-from bot.errors import BotError, FailureKind, InvalidCommand, describe_failure
+from bot.errors import BotError, FailureKind, InvalidCommand, ModelNotAllowed, describe_failure
+from bot.model_catalog import A_MODEL_OF, COMMAND_OF, ModelCatalog
 from bot.model_input import build_model_input
+from bot.models import KIND_FOR_COMMAND, ModelInfo
 from bot.parsing import InputLimits, parse_command
 from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, Status
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.runner import ImagesResult, PredictionRunner
-from config.models import profile_for
 
 log = logging.getLogger(__name__)
 
 SEED_PICK_RANGE = 2**31  # every image model we know takes seeds this large
 INTERNAL_ERROR_TEXT = "Something went wrong on our side. Try again in a moment."
+NO_MODEL_TEXT = "No model is set up for /{command} right now. The operator has been told in the log."
 
 
 @dataclass(frozen=True)
 class CoreConfig:
-    ask_model: str
-    imagine_model: str
     limits: InputLimits
 
 
 class CommandCore:
     """Holds the runner and the admission queue; every adapter holds one core."""
 
-    def __init__(self, runner: PredictionRunner, admission: AdmissionQueue, config: CoreConfig) -> None:
+    def __init__(
+        self, runner: PredictionRunner, admission: AdmissionQueue, config: CoreConfig, models: ModelCatalog
+    ) -> None:
         self._runner = runner
         self._admission = admission
         self._config = config
+        self._models = models
         self._producers: set[asyncio.Task[None]] = set()
         self._accepting = True
         self._deliveries = RecentKeys()
@@ -62,6 +65,19 @@ class CommandCore:
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def models(self) -> ModelCatalog:
+        """The models each command may use, as adapters offer them."""
+        return self._models
+
+    @property
+    def limits(self) -> InputLimits:
+        return self._config.limits
+
+    def use_models(self, models: ModelCatalog) -> None:
+        """Replace the fallback catalog with the one looked up on Replicate (at start-up, before any command)."""
+        self._models = models
+
     def claim_delivery(self, key: str) -> bool:
         """False when this delivery (Slack trigger, Discord interaction) was already taken: drop it."""
         return self._deliveries.claim(key)
@@ -76,25 +92,43 @@ class CommandCore:
         """Parse and validate without any I/O; a `Failure` here is private and cost nothing."""
         name = CommandName(str(command).lstrip("/"))
         try:
-            parsed = parse_command(name, text, self._config.limits, typed_options)
+            limits = dataclasses.replace(self._config.limits, allowed_models=self._models.all_refs())
+            parsed = parse_command(name, text, limits, typed_options)
             options = parsed.options
-            if name is CommandName.IMAGINE and options.seed is None:
+            info = self._model_for(name, options.model)
+            if info is None:
+                return Failure(FailureKind.MISCONFIGURED, NO_MODEL_TEXT.format(command=name), private=True)
+            if name is CommandName.IMAGINE and options.seed is None and info.seed_field:
                 # Pick the seed ourselves so every picture's caption can say how to reproduce it.
                 options = dataclasses.replace(options, seed=random.randrange(SEED_PICK_RANGE))
-            default = self._config.ask_model if name is CommandName.ASK else self._config.imagine_model
             request = CommandRequest(
                 command=name,
                 prompt=parsed.prompt,
                 options=options,
                 origin=origin,
-                model=options.model or default,
+                model=options.model or info.ref,
             )
-            build_model_input(request, profile_for(request.model, is_image=name is CommandName.IMAGINE))
         except InvalidCommand as error:
             return Failure(kind=error.kind, message=error.user_message, private=True)
         if not self._accepting:
             return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN), private=True)
         return request
+
+    def _model_for(self, command: CommandName, requested: str | None) -> ModelInfo | None:
+        """The model a command runs; a `--model` of the wrong kind is refused (`ModelNotAllowed`)."""
+        kind = KIND_FOR_COMMAND[command]
+        if requested is None:
+            return self._models.default(kind)
+        info = self._models.find(requested, kind)
+        if info is None:
+            other = self._models.kind_of(requested)
+            usable = ", ".join(f"`{ref}`" for ref in self._models.refs(kind)) or "none"
+            what = (
+                f"is {A_MODEL_OF[other]}, not {A_MODEL_OF[kind]}: use it with {COMMAND_OF[other]}"
+                if other in COMMAND_OF else f"can't serve /{command}"
+            )
+            raise ModelNotAllowed(f"`{requested}` {what}. Models for /{command}: {usable}.")
+        return info
 
     async def execute(self, request: CommandRequest, *, ack_latency_s: float | None = None) -> AsyncIterator[ReplyEvent]:
         """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`)."""
@@ -168,18 +202,25 @@ class CommandCore:
         self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None]
     ) -> None:
         is_image = request.command is CommandName.IMAGINE
-        model_input = build_model_input(request, profile_for(request.model, is_image=is_image))
+        info = self._models.find(request.model, KIND_FOR_COMMAND[request.command])
+        if info is None:  # prepare() checked it: the catalog cannot lose a model while the bot runs
+            raise ModelNotAllowed(NO_MODEL_TEXT.format(command=request.command))
+        model_input = build_model_input(request, info)
         async for position in self._admission.wait_turn():
             emit(Status(Phase.QUEUED, queue_position=position))
         try:
             if is_image:
-                async for event in self._runner.generate_images(request.model, model_input, on_created=on_created):
+                seed = model_input.values.get(info.seed_field) if info.seed_field else None
+                async for event in self._runner.generate_images(
+                    request.model, model_input.values, on_created=on_created
+                ):
                     if isinstance(event, ImagesResult):
-                        emit(Images(images=event.images, prompt=request.prompt, seed=request.options.seed, run=event.run))
+                        emit(Images(images=event.images, prompt=request.prompt, seed=seed, run=event.run,
+                                    notes=model_input.notes))
                     else:
                         emit(event)
             else:
-                async for event in self._runner.stream_text(request.model, model_input, on_created=on_created):
+                async for event in self._runner.stream_text(request.model, model_input.values, on_created=on_created):
                     emit(event)
         finally:
             self._admission.release()

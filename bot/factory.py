@@ -1,4 +1,4 @@
-"""Assembles one command core from settings: client, admission queue, runner. Owned by the process."""
+"""Assembles one command core from settings: client, admission queue, runner, models. Owned by the process."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import httpx
 from bot.admission import AdmissionQueue
 from bot.core import CommandCore, CoreConfig
 from bot.downloads import OutputFetcher, OutputHosts
+from bot.model_catalog import ConfiguredModels, ModelCatalog, load_catalog
 from bot.parsing import InputLimits
 from bot.replicate_client import ReplicateClients
 from bot.runner import PredictionRunner, RunPolicy
@@ -24,6 +25,11 @@ class CoreResources:
     core: CommandCore
     clients: ReplicateClients
     outputs: OutputFetcher
+    configured_models: ConfiguredModels
+
+    async def load_models(self) -> None:
+        """Learn each configured model's kind and inputs from Replicate (bounded in time; never raises for it)."""
+        self.core.use_models(await load_catalog(self.clients.any(), self.configured_models))
 
     async def aclose(self) -> None:
         await self.clients.aclose()
@@ -31,7 +37,10 @@ class CoreResources:
 
 
 def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreResources:
-    """A core wired to Replicate with the settings' token, URL, timeout and concurrency cap."""
+    """A core wired to Replicate with the settings' token, URL, timeout and concurrency cap.
+
+    Until `load_models()` runs, the core knows the models from the fallback table only.
+    """
     ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~15 ms: once for every client
     clients = ReplicateClients.build(
         settings.require_replicate_token(),
@@ -43,9 +52,9 @@ def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreReso
     policy = policy or RunPolicy(timeout_s=settings.prediction_timeout_s)
     runner = PredictionRunner(clients, outputs, policy)
     config = CoreConfig(
-        ask_model=settings.ask_model,
-        imagine_model=settings.imagine_model,
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
     )
-    core = CommandCore(runner, AdmissionQueue(settings.max_concurrent_predictions), config)
-    return CoreResources(core=core, clients=clients, outputs=outputs)
+    configured = ConfiguredModels(settings.ask_model, settings.imagine_model, settings.allowed_models)
+    core = CommandCore(runner, AdmissionQueue(settings.max_concurrent_predictions), config,
+                       ModelCatalog.from_table(configured))
+    return CoreResources(core=core, clients=clients, outputs=outputs, configured_models=configured)

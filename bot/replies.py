@@ -80,8 +80,9 @@ class Image:
 class Images:
     images: tuple[Image, ...]
     prompt: str
-    seed: int | None
+    seed: int | None  # None: the model takes no seed
     run: RunInfo
+    notes: tuple[str, ...] = ()  # options the model could not take ("`--no` was not used: …"), shown with the images
 
 
 @dataclass(frozen=True)

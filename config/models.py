@@ -1,7 +1,9 @@
-"""The default model table: which model each command runs and how our options map onto its inputs.
+"""The default models, and the fallback table: what the bot assumes about models when Replicate can't say.
 
-Replicate models name their inputs differently (FLUX takes `aspect_ratio`, SDXL `width`/`height`);
-this table is the one place that knows. A model not listed gets the common conventions.
+At start-up the bot reads each configured model's kind and inputs from its schema on Replicate
+(`bot.model_catalog`). This table is used only when that look-up could not be made (Replicate
+unreachable, token refused): it covers the well-known models, and a model not listed gets the
+common conventions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ ASK_SYSTEM_PROMPT = (
     "You are a helpful assistant answering in a team chat. Be accurate and concise; "
     "use short paragraphs and Markdown code blocks for code."
 )
+DEFAULT_MAX_TOKENS = 1024  # sent when the user gives no --max-tokens (models' own defaults are often 512)
 
 
 class SizeStyle(StrEnum):
@@ -30,43 +33,42 @@ class SizeStyle(StrEnum):
 
 @dataclass(frozen=True)
 class ModelProfile:
+    is_image: bool
     default_input: Mapping[str, Any] = field(default_factory=dict)
     size_style: SizeStyle = SizeStyle.ASPECT_RATIO
     aspect_ratios: tuple[str, ...] = ()  # empty: any ratio is passed through
     negative_prompt_field: str | None = "negative_prompt"
 
 
+# The aspect ratios FLUX models list in their schemas; also what Discord offers when no model lists any.
 FLUX_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 
 _PROFILES: Mapping[str, ModelProfile] = MappingProxyType(
     {
-        "meta/meta-llama-3-8b-instruct": ModelProfile(
-            default_input={"system_prompt": ASK_SYSTEM_PROMPT, "max_tokens": 1024, "temperature": 0.7},
-        ),
-        "meta/meta-llama-3-70b-instruct": ModelProfile(
-            default_input={"system_prompt": ASK_SYSTEM_PROMPT, "max_tokens": 1024, "temperature": 0.7},
-        ),
+        "meta/meta-llama-3-8b-instruct": ModelProfile(is_image=False),
+        "meta/meta-llama-3-70b-instruct": ModelProfile(is_image=False),
         "black-forest-labs/flux-schnell": ModelProfile(
-            default_input={"num_outputs": 1, "output_format": "webp"},
+            is_image=True,
+            default_input={"num_outputs": 1},
             aspect_ratios=FLUX_ASPECT_RATIOS,
             negative_prompt_field=None,
         ),
         "black-forest-labs/flux-dev": ModelProfile(
-            default_input={"num_outputs": 1, "output_format": "webp"},
+            is_image=True,
+            default_input={"num_outputs": 1},
             aspect_ratios=FLUX_ASPECT_RATIOS,
             negative_prompt_field=None,
         ),
         "stability-ai/sdxl": ModelProfile(
+            is_image=True,
             default_input={"num_outputs": 1, "width": 1024, "height": 1024},
             size_style=SizeStyle.DIMENSIONS,
         ),
     }
 )
-_GENERIC_TEXT = ModelProfile(default_input={"max_tokens": 1024})
-_GENERIC_IMAGE = ModelProfile()
+GENERIC_IMAGE = ModelProfile(is_image=True)
 
 
-def profile_for(model_ref: str, *, is_image: bool) -> ModelProfile:
-    """The profile of `owner/name[:version]`; unknown models get the common conventions."""
-    name = model_ref.partition(":")[0]
-    return _PROFILES.get(name, _GENERIC_IMAGE if is_image else _GENERIC_TEXT)
+def known_profile(model_ref: str) -> ModelProfile | None:
+    """The table's profile of `owner/name[:version]`, or None for a model the table doesn't know."""
+    return _PROFILES.get(model_ref.partition(":")[0].lower())

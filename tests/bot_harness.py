@@ -165,6 +165,7 @@ async def running_bots(
                              **(service_options or {}))
         try:
             await service.start()
+            replicate.take_requests()  # the start-up model look-ups are not what a command costs
             if slack_fake is not None:
                 await slack_fake.wait_for_socket(1, timeout=WAIT_S)
             if discord_fake is not None:

@@ -129,6 +129,7 @@ async def running_bot(
     ready_before = discord_fake.ready_count
     try:
         await service.start()
+        replicate.take_requests()  # the start-up model look-ups are not what a command costs
         await discord_fake.wait_for_ready(ready_before + 1, timeout=WAIT_S)
         yield service
     finally:
@@ -192,8 +193,14 @@ async def fakes(
 
 
 @asynccontextmanager
-async def discord_bot(discord_class: type[FakeDiscord] = FakeDiscord, **overrides: Any) -> AsyncIterator[DiscordBot]:
+async def discord_bot(
+    discord_class: type[FakeDiscord] = FakeDiscord,
+    arrange: Callable[[FakeReplicate], None] = lambda _: None,
+    **overrides: Any,
+) -> AsyncIterator[DiscordBot]:
+    """`arrange` scripts the fake Replicate before the bot starts (and looks its models up)."""
     async with fakes(discord_class=discord_class) as (discord_fake, replicate):
+        arrange(replicate)
         async with running_bot(discord_fake, replicate, **overrides) as service:
             yield DiscordBot(discord_fake, replicate, service, settings_for(discord_fake, replicate, **overrides))
 

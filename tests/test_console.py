@@ -81,3 +81,25 @@ async def test_console_imagine_shows_starting_at_once_and_a_timeout_cancels_the_
     assert lines[0] == "· Starting the model (a cold start can take a minute)…"
     assert any("took longer than 2 seconds, so I cancelled it" in line for line in lines), out
     assert replicate.cancels == [replicate.creates[0].id] and replicate.running() == []
+
+
+async def test_console_refuses_a_text_model_for_imagine_and_notes_an_unused_no(
+    replicate: FakeReplicate, tmp_path: Path
+) -> None:
+    env = {
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
+        "IMAGE_DIR": str(tmp_path / "images"),
+        "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),
+    }
+    stdin = "/imagine a cat --model meta/meta-llama-3-8b-instruct\n/imagine a lighthouse --no fog\n"
+
+    code, out, _ = await run_console(stdin, env, tmp_path)
+
+    assert code == 0
+    refusal = next(line for line in out.splitlines() if line.startswith("✗"))
+    assert "meta/meta-llama-3-8b-instruct" in refusal and "text model" in refusal
+    assert "`--no` was not used" in out and len(list((tmp_path / "images").iterdir())) == 1
+    [create] = replicate.creates  # the refused command created nothing
+    assert create.model == "black-forest-labs/flux-schnell" and "negative_prompt" not in create.input

@@ -81,9 +81,11 @@ async def test_commands_are_registered_in_the_configured_guild_at_start(bot: Dis
     assert {"max_tokens", "temperature"} <= set(ask_options)
     imagine_options = {o["name"]: o for o in commands["imagine"]["options"]}
     assert imagine_options["prompt"]["required"] is True
-    assert {"aspect_ratio", "seed", "negative_prompt"} <= set(imagine_options)
+    assert {"aspect_ratio", "seed"} <= set(imagine_options)
+    assert "negative_prompt" not in imagine_options  # flux-schnell, the only image model, takes none
     ratios = [choice["value"] for choice in imagine_options["aspect_ratio"]["choices"]]
     assert {"1:1", "16:9", "9:16"} <= set(ratios)
+    assert ask_options["max_tokens"]["max_value"] == 4096  # the operator's cap: never more than the bot allows
     assert imagine_options["seed"]["type"] == 4
     # Only one model per command is allowed by default: no `model` option to choose from.
     assert "model" not in ask_options and "model" not in imagine_options

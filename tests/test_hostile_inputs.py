@@ -191,6 +191,7 @@ async def slack_run() -> AsyncIterator[SlackRun]:
             )
             service = BotService(settings, FAST_POLICY)
             await service.start()
+            replicate.take_requests()  # the start-up model look-ups are not what a command costs
             try:
                 await slack.wait_for_socket(1)
                 commands = {command.key: command for command in slack_commands()}

@@ -1,4 +1,4 @@
-"""`bot.model_input` with `config.models`: a validated request → the input dict its model expects."""
+"""`bot.model_input`: a validated request → the input dict its model takes, per what the model's schema says."""
 
 from __future__ import annotations
 
@@ -6,32 +6,43 @@ import math
 
 import pytest
 
-from bot.errors import BadOptionValue
-from bot.model_input import build_model_input, dimensions_for, nearest_aspect_ratio
+from bot.model_input import ModelInput, build_model_input, dimensions_for, nearest_aspect_ratio
+from bot.models import ModelInfo, ModelKind, describe_profile, describe_schema
 from bot.requests import CommandName, CommandRequest, Options, Origin
-from config.models import (
-    ASK_SYSTEM_PROMPT,
-    DEFAULT_ASK_MODEL,
-    DEFAULT_IMAGINE_MODEL,
-    FLUX_ASPECT_RATIOS,
-    SizeStyle,
-    profile_for,
-)
+from config.models import ASK_SYSTEM_PROMPT, DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL, FLUX_ASPECT_RATIOS, SizeStyle
+from tests.fakes import replicate_schemas
 
 SDXL = "stability-ai/sdxl"
 ORIGIN = Origin(platform="test", user_id="U1", channel_id="C1")
+SCHEMAS = {
+    DEFAULT_ASK_MODEL: replicate_schemas.LLAMA_3_INSTRUCT,
+    DEFAULT_IMAGINE_MODEL: replicate_schemas.FLUX_SCHNELL,
+    SDXL: replicate_schemas.SDXL,
+}
+
+
+def info_of(model: str) -> ModelInfo:
+    """The model as its real-shaped schema describes it; unknown models as the generic conventions."""
+    schema = SCHEMAS.get(model.partition(":")[0])
+    if schema is None:
+        return describe_profile(model, ModelKind.IMAGE if "image" in model else ModelKind.TEXT)
+    return describe_schema(model, None, schema)
 
 
 def request(command: CommandName, model: str, prompt: str = "a prompt", **options: object) -> CommandRequest:
     return CommandRequest(command=command, prompt=prompt, options=Options(**options), origin=ORIGIN, model=model)
 
 
+def built(command: CommandName, model: str, **options: object) -> ModelInput:
+    return build_model_input(request(command, model, **options), info_of(model))
+
+
 def ask_input(model: str = DEFAULT_ASK_MODEL, **options: object) -> dict:
-    return build_model_input(request(CommandName.ASK, model, **options), profile_for(model, is_image=False))
+    return built(CommandName.ASK, model, **options).values
 
 
 def imagine_input(model: str = DEFAULT_IMAGINE_MODEL, **options: object) -> dict:
-    return build_model_input(request(CommandName.IMAGINE, model, **options), profile_for(model, is_image=True))
+    return built(CommandName.IMAGINE, model, **options).values
 
 
 def ratio_of(aspect_ratio: str) -> float:
@@ -42,13 +53,8 @@ def ratio_of(aspect_ratio: str) -> float:
 # --- /ask -------------------------------------------------------------------------------------------
 
 
-def test_ask_uses_the_system_prompt_and_default_limits() -> None:
-    assert ask_input() == {
-        "system_prompt": ASK_SYSTEM_PROMPT,
-        "max_tokens": 1024,
-        "temperature": 0.7,
-        "prompt": "a prompt",
-    }
+def test_ask_uses_the_system_prompt_and_the_default_answer_length() -> None:
+    assert ask_input() == {"system_prompt": ASK_SYSTEM_PROMPT, "max_tokens": 1024, "prompt": "a prompt"}
 
 
 def test_ask_options_override_the_defaults() -> None:
@@ -59,25 +65,43 @@ def test_ask_options_override_the_defaults() -> None:
     assert model_input["system_prompt"] == ASK_SYSTEM_PROMPT
 
 
-def test_building_an_input_does_not_change_the_model_profile() -> None:
-    ask_input(max_tokens=7)
+def test_ask_options_are_clamped_to_the_models_own_bounds() -> None:
+    schema = replicate_schemas.cog_schema(
+        {"prompt": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 16, "maximum": 256},
+         "temperature": {"type": "number", "minimum": 0.1, "maximum": 1.0}},
+        replicate_schemas.STREAMED_TEXT_OUTPUT,
+    )
+    info = describe_schema("acme/small", None, schema)
 
-    assert ask_input()["max_tokens"] == 1024
+    high = build_model_input(request(CommandName.ASK, "acme/small", max_tokens=4000, temperature=2.0), info).values
+    low = build_model_input(request(CommandName.ASK, "acme/small", max_tokens=1, temperature=0.0), info).values
+
+    assert (high["max_tokens"], high["temperature"]) == (256, 1.0)
+    assert (low["max_tokens"], low["temperature"]) == (16, 0.1)
+    assert build_model_input(request(CommandName.ASK, "acme/small"), info).values["max_tokens"] == 256
 
 
-def test_unknown_text_model_gets_the_generic_text_profile() -> None:
+def test_a_text_model_without_a_system_prompt_gets_none() -> None:
+    schema = replicate_schemas.cog_schema({"prompt": {"type": "string"}}, replicate_schemas.PLAIN_TEXT_OUTPUT)
+
+    info = describe_schema("acme/plain", None, schema)
+
+    assert build_model_input(request(CommandName.ASK, "acme/plain", max_tokens=5), info).values == {"prompt": "a prompt"}
+
+
+def test_unknown_text_model_gets_the_generic_text_conventions() -> None:
     assert ask_input("someone/new-llm") == {"max_tokens": 1024, "prompt": "a prompt"}
 
 
-def test_pinned_version_of_a_known_model_uses_that_models_profile() -> None:
+def test_pinned_version_of_a_known_model_uses_that_models_schema() -> None:
     assert ask_input(f"{DEFAULT_ASK_MODEL}:{'f' * 64}")["system_prompt"] == ASK_SYSTEM_PROMPT
 
 
 # --- /imagine on FLUX -------------------------------------------------------------------------------
 
 
-def test_flux_gets_its_defaults_and_the_prompt() -> None:
-    assert imagine_input() == {"num_outputs": 1, "output_format": "webp", "prompt": "a prompt"}
+def test_flux_gets_one_image_and_the_prompt() -> None:
+    assert imagine_input() == {"num_outputs": 1, "prompt": "a prompt"}
 
 
 @pytest.mark.parametrize("aspect_ratio", FLUX_ASPECT_RATIOS)
@@ -117,12 +141,22 @@ def test_nearest_aspect_ratio_is_measured_on_a_log_scale() -> None:
     assert nearest_aspect_ratio(2.1, ("1:1", "4:1")) == "4:1"
 
 
-def test_negative_prompt_on_flux_is_refused_naming_the_model() -> None:
-    with pytest.raises(BadOptionValue) as caught:
-        imagine_input(negative_prompt="text")
+def test_negative_prompt_on_flux_is_left_out_and_noted_naming_the_model() -> None:
+    result = built(CommandName.IMAGINE, DEFAULT_IMAGINE_MODEL, negative_prompt="text")
 
-    assert DEFAULT_IMAGINE_MODEL in caught.value.user_message
-    assert "--no" in caught.value.user_message
+    assert "negative_prompt" not in result.values
+    [note] = result.notes
+    assert DEFAULT_IMAGINE_MODEL in note and "`--no` was not used" in note
+
+
+def test_a_seed_for_a_model_without_one_is_noted() -> None:
+    schema = replicate_schemas.cog_schema({"prompt": {"type": "string"}}, replicate_schemas.SINGLE_IMAGE_OUTPUT)
+    info = describe_schema("acme/seedless", None, schema)
+
+    result = build_model_input(request(CommandName.IMAGINE, "acme/seedless", seed=3, aspect_ratio="16:9"), info)
+
+    assert result.values == {"prompt": "a prompt"}
+    assert [note.split(" was")[0] for note in result.notes] == ["`--seed`", "`--ar`"]
 
 
 def test_seed_is_passed_through() -> None:
@@ -140,11 +174,20 @@ def test_ask_only_options_are_not_sent_to_an_image_model() -> None:
 # --- /imagine on SDXL -------------------------------------------------------------------------------
 
 
-def test_sdxl_defaults_to_a_square_megapixel() -> None:
-    assert imagine_input(SDXL) == {"num_outputs": 1, "width": 1024, "height": 1024, "prompt": "a prompt"}
+def test_sdxl_gets_one_image_and_the_prompt() -> None:
+    assert imagine_input(SDXL) == {"num_outputs": 1, "prompt": "a prompt"}
 
 
-@pytest.mark.parametrize("aspect_ratio", ["1:1", "16:9", "9:16", "3:2", "2:3", "4:1", "1:4", "21:9", "7:5"])
+@pytest.mark.parametrize(("aspect_ratio", "expected"), [("4:1", (1536, 384)), ("1:4", (384, 1536))])
+def test_width_and_height_stay_within_the_models_bounds_keeping_the_ratio(
+    aspect_ratio: str, expected: tuple[int, int]
+) -> None:
+    model_input = imagine_input(SDXL, aspect_ratio=aspect_ratio)  # 2048 x 512 at one megapixel; SDXL takes ≤1536
+
+    assert (model_input["width"], model_input["height"]) == expected
+
+
+@pytest.mark.parametrize("aspect_ratio", ["1:1", "16:9", "9:16", "3:2", "2:3", "21:9", "7:5"])
 def test_sdxl_gets_width_and_height_in_multiples_of_64_near_one_megapixel(aspect_ratio: str) -> None:
     model_input = imagine_input(SDXL, aspect_ratio=aspect_ratio)
     width, height = model_input["width"], model_input["height"]
@@ -166,12 +209,12 @@ def test_sdxl_negative_prompt_is_sent_as_negative_prompt() -> None:
 # --- unknown image models ---------------------------------------------------------------------------
 
 
-def test_unknown_image_model_gets_the_generic_image_profile() -> None:
-    profile = profile_for("someone/new-image-model", is_image=True)
+def test_unknown_image_model_gets_the_generic_image_conventions() -> None:
+    info = info_of("someone/new-image-model")
 
-    assert profile.size_style is SizeStyle.ASPECT_RATIO
-    assert profile.aspect_ratios == ()
-    assert profile.negative_prompt_field == "negative_prompt"
+    assert info.size_style is SizeStyle.ASPECT_RATIO
+    assert info.aspect_ratios == ()
+    assert info.negative_prompt_field == "negative_prompt"
 
 
 def test_unknown_image_model_gets_any_aspect_ratio_and_negative_prompt_as_given() -> None:

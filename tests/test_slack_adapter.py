@@ -79,6 +79,7 @@ async def slack_bot(*, http_mode: bool = False, timeout_s: float = 10) -> AsyncI
         )
         service = BotService(settings, RunPolicy(timeout_s=timeout_s, poll_interval_s=0.05, create_wait_s=1))
         await service.start()
+        replicate.take_requests()  # the start-up model look-ups are not what a command costs
         if not http_mode:
             await slack.wait_for_socket(1)
         try:

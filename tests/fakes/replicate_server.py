@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import hashlib
 import json
 import math
 import mimetypes
@@ -45,6 +46,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .base import LocalServer, StateWatch, serve_app
+from .replicate_schemas import IMAGE_LIST_OUTPUT, STREAMED_TEXT_OUTPUT, cog_schema, known_schema
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 # A valid 1x1 PNG, so a default ImageModel serves real image bytes.
@@ -220,17 +222,10 @@ def _sse(index: int, event: str, data: str) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def _schema(behaviour: ModelBehaviour) -> dict[str, Any]:
+def _generic_schema(behaviour: ModelBehaviour) -> dict[str, Any]:
     """A Cog OpenAPI schema; text models declare an iterator output, which changes what `async_run` returns."""
-    if isinstance(behaviour, TextModel):
-        output = {"type": "array", "items": {"type": "string"}, "title": "Output",
-                  "x-cog-array-type": "iterator", "x-cog-array-display": "concatenate"}
-    else:
-        output = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
-    prompt = {"type": "string", "title": "Prompt", "x-order": 0}
-    return {"openapi": "3.0.2", "info": {"title": "Cog", "version": "0.1.0"}, "paths": {},
-            "components": {"schemas": {"Input": {"type": "object", "title": "Input", "properties": {"prompt": prompt}},
-                                       "Output": output}}}
+    output = STREAMED_TEXT_OUTPUT if isinstance(behaviour, TextModel) else IMAGE_LIST_OUTPUT
+    return cog_schema({"prompt": {"type": "string", "title": "Prompt"}}, output)
 
 
 @dataclass
@@ -238,6 +233,13 @@ class _Model:
     name: str
     behaviour: ModelBehaviour
     version: Optional[str]
+    schema: dict[str, Any]
+    description: str
+
+    @property
+    def latest_version(self) -> str:
+        """The explicit version, or a stable made-up id (official models hide theirs from predictions)."""
+        return self.version or hashlib.sha256(self.name.encode()).hexdigest()
 
 
 _TLS: dict[str, str] = {}
@@ -285,6 +287,7 @@ class FakeReplicate(LocalServer):
         self._held_creates = 0
         self._held_cancels = 0
         self._release_held = asyncio.Event()  # set by `release_held_creates()` and by `close()`
+        self._model_get_faults: list[_Fault] = []
         self._watch = StateWatch("FakeReplicate", self._describe)
         self._closing = False
         self._runner: Optional[web.AppRunner] = None
@@ -355,12 +358,22 @@ class FakeReplicate(LocalServer):
 
     # --- test controls -----------------------------------------------------------------------------
 
-    def add_model(self, name: str, behaviour: ModelBehaviour, version: Optional[str] = None) -> None:
+    def add_model(self, name: str, behaviour: ModelBehaviour, version: Optional[str] = None, *,
+                  schema: Optional[dict[str, Any]] = None, description: Optional[str] = None) -> None:
         """Serve `owner/name`; with `version`, also reachable as `POST /v1/predictions {"version": ...}`.
-        Without one, predictions report `"version": "hidden"` (as official models do)."""
-        self._models[name] = _Model(name, behaviour, version)
+        Without one, predictions report `"version": "hidden"` (as official models do). `GET /v1/models/...`
+        describes it with `schema` (an OpenAPI document), else the real-shaped schema of a well-known model
+        (`replicate_schemas.KNOWN`), else a minimal one that fits `behaviour`."""
+        known = known_schema(name)
+        schema = schema or (known[0] if known else _generic_schema(behaviour))
+        description = description or (known[1] if known else f"A {type(behaviour).__name__} served by the fake")
+        self._models[name] = _Model(name, behaviour, version, schema, description)
         if version is not None:
             self._versions[version] = name
+
+    def fail_next_model_gets(self, status: int, times: int = 1) -> None:
+        """The next `times` `GET /v1/models/...` (model or version look-ups) answer `status`."""
+        self._model_get_faults.append(_Fault(status, times, None, None))
 
     def fail_next_creates(self, status: int, times: int = 1, retry_after: Optional[float] = None,
                           detail: Optional[str] = None, created: bool = False) -> None:
@@ -386,6 +399,12 @@ class FakeReplicate(LocalServer):
                        detail: Optional[str] = None) -> None:
         """The next `times` `GET /v1/predictions/{id}` answer `status` (the client retries 429/503/504)."""
         self._get_faults.append(_Fault(status, times, retry_after, detail))
+
+    def take_requests(self) -> list[RecordedRequest]:
+        """The requests recorded so far, cleared: a test started after the bot's start-up model look-ups
+        sees only what its own commands cost."""
+        taken, self.requests = self.requests, []
+        return taken
 
     def running(self) -> list[FakePrediction]:
         return [p for p in self.predictions.values() if not p.done]
@@ -644,24 +663,30 @@ class FakeReplicate(LocalServer):
         return web.Response(body=found[0], headers={"Content-Type": found[1]})
 
     async def _get_model(self, request: web.Request) -> web.Response:
+        fault = _take(self._model_get_faults)
+        if fault is not None:
+            return _fault_response(fault)
         name = f"{request.match_info['owner']}/{request.match_info['name']}"
         model = self._models.get(name)
         if model is None:
             return problem(404, "Model not found", "The requested model does not exist or you do not have access")
         owner, short = name.split("/", 1)
-        return _json({"url": f"https://replicate.com/{name}", "owner": owner, "name": short, "description": None,
-                      "visibility": "public", "github_url": None, "paper_url": None, "license_url": None,
+        return _json({"url": f"https://replicate.com/{name}", "owner": owner, "name": short,
+                      "description": model.description, "visibility": "public", "github_url": None,
+                      "paper_url": None, "license_url": None,
                       "run_count": len([p for p in self.creates if p.model == name]), "cover_image_url": None,
-                      "default_example": None,
-                      "latest_version": self._version_json(model) if model.version else None})
+                      "default_example": None, "latest_version": self._version_json(model, model.latest_version)})
 
     async def _get_version(self, request: web.Request) -> web.Response:
+        fault = _take(self._model_get_faults)
+        if fault is not None:
+            return _fault_response(fault)
         model = self._models.get(f"{request.match_info['owner']}/{request.match_info['name']}")
-        if model is None or model.version != request.match_info["version"]:
+        if model is None or request.match_info["version"] not in (model.version, model.latest_version):
             return problem(404, detail="Not found.")
-        return _json(self._version_json(model))
+        return _json(self._version_json(model, request.match_info["version"]))
 
     @staticmethod
-    def _version_json(model: _Model) -> dict[str, Any]:
-        return {"id": model.version, "created_at": "2024-04-17T21:44:13.482460Z", "cog_version": "0.9.4",
-                "openapi_schema": _schema(model.behaviour)}
+    def _version_json(model: _Model, version: str) -> dict[str, Any]:
+        return {"id": version, "created_at": "2024-04-17T21:44:13.482460Z", "cog_version": "0.9.4",
+                "openapi_schema": model.schema}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from config.models import DEFAULT_ASK_MODEL
-from tests.fakes.replicate_server import FakeReplicate, TextModel
+from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 
 TOKENS = 20
 REPLICATE_TOKEN = "r8_bench_token"
@@ -68,10 +68,12 @@ def clean_environ() -> None:
 
 
 async def start_replicate(workload: Workload) -> FakeReplicate:
-    """A fake Replicate serving the ask model; it also points SSL_CERT_FILE at its certificate (inherited)."""
+    """A fake Replicate serving the two default models (the load uses /ask; the bot looks both up at start-up);
+    it also points SSL_CERT_FILE at its certificate (inherited)."""
     replicate = FakeReplicate(api_token=REPLICATE_TOKEN, max_wait_s=REPLICATE_MAX_WAIT_S)
     await replicate.start()
     replicate.add_model(DEFAULT_ASK_MODEL, workload.text_model())
+    replicate.add_model(DEFAULT_IMAGINE_MODEL, ImageModel())
     return replicate
 
 

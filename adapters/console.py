@@ -99,11 +99,11 @@ class ConsoleAdapter:
                     case Images():
                         for path in self._save(event):
                             self._write(f"🖼  saved {path}\n")
-                        self._write(f"   prompt: {printable(event.prompt)} · model: {event.run.model} · seed: {event.seed}\n")
+                        self._write(f"   prompt: {printable(event.prompt)} · model: {printable(event.run.model)} · seed: {event.seed}\n")
                         for note in event.notes:
-                            self._write(f"   {note}\n")
+                            self._write(f"   {printable(note)}\n")
                     case Failure():
-                        self._write(("\n" if streamed else "") + f"✗ {event.message}\n")
+                        self._write(("\n" if streamed else "") + printable(f"✗ {event.message}") + "\n")
                     case _:
                         assert_never(event)
 
@@ -113,7 +113,9 @@ class ConsoleAdapter:
         paths = []
         for index, image in enumerate(images.images, start=1):
             if not image.data:
-                self._write(f"⚠ could not download image {index}; link: {image.url}\n")
+                why = image.problem or f"Image {index} could not be downloaded."
+                link = f" Link: {image.url}" if image.url else ""
+                self._write(printable(f"⚠ {why}{link}") + "\n")
                 continue
             extension = image.filename.rsplit(".", 1)[-1]
             path = self._image_dir / f"{stamp}-{images.run.prediction_id or 'image'}-{index}.{extension}"

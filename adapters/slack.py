@@ -407,11 +407,7 @@ class SlackAdapter:
         except Exception as error:  # any failure of the three-step upload: fall back to links, once
             log.warning("Slack: image upload failed (%s); posting links instead", type(error).__name__)
             missing = list(images.images)
-        note = ""
-        if missing:
-            links = fmt.image_links(images, missing)
-            note = links + " (links expire in an hour)" if links else "The image could not be fetched."
-        await reply.replace(fmt.image_caption(images, note))
+        await reply.replace(fmt.image_caption(images, fmt.missing_images_note(images, missing)))
 
     async def _answer_privately(self, respond: Respond, events: AsyncIterator[ReplyEvent], notice: str) -> None:
         """No thread to answer in: `notice` first, then the final reply through response_url (5 uses). If the

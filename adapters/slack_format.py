@@ -34,6 +34,7 @@ RESPONSE_URL_MAX_USES = 5  # response_url: 5 uses in 30 minutes
 
 PRIVATE_FALLBACK_TEXT = "Slack isn't taking my messages in this channel right now, so here is your answer, privately."
 
+_URL_ENCODED = {"|": "%7C", "<": "%3C", ">": "%3E", " ": "%20", "\n": "%0A", "\t": "%09"}
 _BARE_AMPERSAND = re.compile(r"&(?!lt;|gt;)")  # any `&` but those of the `&lt;`/`&gt;` a markdown text carries
 _ENTITY_TAIL = re.compile(r"&[#\w]{0,8}$")
 
@@ -108,10 +109,27 @@ def image_links(images: Images, wanted: Sequence[Image] | None = None) -> str:
     """Slack links to the images' URLs (numbered by their place in the set), for when bytes can't be posted."""
     chosen = images.images if wanted is None else wanted
     return " · ".join(
-        f"<{escape(image.url)}|image {number}>"
+        f"<{link_target(image.url)}|image {number}>"
         for number, image in enumerate(images.images, start=1)
         if image in chosen and image.url
     )
+
+
+def missing_images_note(images: Images, missing: Sequence[Image]) -> str:
+    """For images without posted bytes: why (one line each, as the core put it), then links where safe."""
+    if not missing:
+        return ""
+    problems = [escape(image.problem) for image in missing if image.problem]
+    links = image_links(images, missing)
+    lines = problems + ([links + " (links expire in an hour)"] if links else [])
+    return "\n".join(lines) or "The image could not be fetched."
+
+
+def link_target(url: str) -> str:
+    """A URL as the target of a `<url|label>` link: a `|` or `>` in it would end the target early and let the
+    rest spoof the label, so those (and whitespace) are percent-encoded; `&<>` are escaped as Slack asks."""
+    encoded = "".join(_URL_ENCODED.get(ch, ch) for ch in url)
+    return escape(encoded)
 
 
 def failure_text(message: str, markup: Markup = Markup.MRKDWN) -> str:

@@ -134,16 +134,18 @@ class OutputFetcher:
         await self._client.aclose()
 
     def _check_url(self, url: str) -> tuple[str, int]:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "https" or not parsed.hostname:
+        if not url.isprintable() or " " in url:
+            raise OutputRefused("the model returned a malformed link")
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            hostname, port = parsed.hostname, parsed.port or HTTPS_PORT
+        except ValueError:
+            raise OutputRefused("the model returned a malformed link") from None
+        if parsed.scheme != "https" or not hostname:
             raise OutputRefused("the model returned a link that isn't an https file link")
         if parsed.username or parsed.password:
             raise OutputRefused("the model returned a link with credentials in it")
-        try:
-            port = parsed.port or HTTPS_PORT
-        except ValueError:
-            raise OutputRefused("the model returned a malformed link") from None
-        host = parsed.hostname.lower()
+        host = hostname.lower()
         if not self._hosts.allows(host, port):
             log.warning("Refused an output file from %s:%d (not a configured output host)", host, port)
             raise OutputRefused("the model returned a link to a host this bot doesn't download from")

@@ -103,3 +103,22 @@ async def test_console_refuses_a_text_model_for_imagine_and_notes_an_unused_no(
     assert "`--no` was not used" in out and len(list((tmp_path / "images").iterdir())) == 1
     [create] = replicate.creates  # the refused command created nothing
     assert create.model == "black-forest-labs/flux-schnell" and "negative_prompt" not in create.input
+
+
+async def test_console_strips_terminal_controls_from_error_details_and_refused_outputs(
+    replicate: FakeReplicate, tmp_path: Path
+) -> None:
+    replicate.fail_next_creates(422, detail="- input.prompt: \x1b]0;pwned\x07\x1b[2Jbad")
+    replicate.add_model("black-forest-labs/flux-schnell", ImageModel(output_override=["https://\x1b[2Jevil.test/x.png"]))
+    env = {
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
+        "IMAGE_DIR": str(tmp_path / "images"),
+    }
+
+    code, out, _ = await run_console("/ask hi\n/imagine a lighthouse\n", env, tmp_path)
+
+    assert code == 0
+    assert "rejected the input" in out and "could not be posted" in out
+    assert "\x1b" not in out and "\x07" not in out

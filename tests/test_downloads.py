@@ -126,6 +126,8 @@ async def test_a_delivery_host_file_is_fetched_without_our_token(replicate: Fake
         ("/v1/predictions", "isn't an https file link"),  # relative: the API itself, with our token, if resolved
         ("file:///etc/passwd", "isn't an https file link"),
         ("https://user:secret@replicate.delivery/x.png", "credentials"),
+        ("https://[::1/x.png", "malformed"),  # urlsplit raises on this one
+        ("https://replicate.delivery/\x1b[2J.png", "malformed"),
     ],
 )
 async def test_an_output_url_off_the_delivery_hosts_is_refused_unfetched_and_never_posted(

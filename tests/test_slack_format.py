@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from adapters.slack_format import (CHAT_UPDATE_MAX_CHARS, Markup, escape, escape_markdown, failure_text,
-                                   fallback_text, image_caption, image_links, message_content, private_texts)
+                                   fallback_text, image_caption, image_links, message_content, missing_images_note,
+                                   private_texts)
 from bot.errors import FailureKind
 from bot.replies import Failure, Image, Images, RunInfo, TextDone
 
@@ -70,3 +71,22 @@ def test_private_texts_are_escaped_mrkdwn_within_response_urls_uses() -> None:
     assert len(chunks) == 4 and chunks[0].startswith("&lt;!here&gt; ")  # the fifth use is the notice before them
     failed = private_texts(Failure(FailureKind.MODEL_FAILED, "It <!channel> failed."), partial="Half <@U1>")
     assert failed == ["Half &lt;@U1&gt;\n\n⚠️ It &lt;!channel&gt; failed."]
+
+
+def test_an_image_link_whose_url_holds_a_pipe_cannot_spoof_its_label() -> None:
+    spoof = Image(data=b"", content_type="", filename="image-1", url="https://replicate.delivery/a|click me> <!channel")
+    links = image_links(images("x", spoof))
+    assert links == "<https://replicate.delivery/a%7Cclick%20me%3E%20%3C!channel|image 1>"
+    assert links.count("|") == 1 and links.count("<") == 1 and links.count(">") == 1
+
+
+def test_missing_images_say_why_one_line_each_and_link_only_where_a_link_is_given() -> None:
+    refused = Image(data=b"", content_type="", filename="image-1", problem="Image 1 could not be posted: <!here>.")
+    slow = Image(data=b"", content_type="", filename="image-2", url="https://replicate.delivery/b.png",
+                 problem="Image 2 could not be posted: it took too long.")
+    note = missing_images_note(images("x", refused, slow), [refused, slow])
+    assert note.split("\n") == [
+        "Image 1 could not be posted: &lt;!here&gt;.",
+        "Image 2 could not be posted: it took too long.",
+        "<https://replicate.delivery/b.png|image 2> (links expire in an hour)",
+    ]

@@ -594,6 +594,21 @@ async def test_slack_down_for_good_gets_the_answer_to_the_user_privately_and_not
     assert len(bot.replicate.creates) == 1
 
 
+async def test_a_parent_post_still_rate_limited_after_the_retries_gets_the_answer_to_the_user_privately(
+    bot: SlackBot,
+) -> None:
+    bot.slack.rate_limit("chat.postMessage", times=100, retry_after=0)  # slack_sdk waits, retries, gives up
+    envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
+    url = bot.slack.sent_envelopes[envelope].response_url or ""
+
+    await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 2, timeout=10, what="private answer")
+    told, answer = bot.slack.response_url_posts(url)
+    assert told["text"] == PRIVATE_FALLBACK_TEXT and answer["text"].endswith("&amp; done")
+    assert {call.status for call in bot.slack.calls_to("chat.postMessage")} == {429}
+    await bot.replicate.wait_until(lambda: not bot.replicate.running(), timeout=5, what="nothing running")
+    assert len(bot.replicate.creates) == 1
+
+
 async def test_thread_that_stops_taking_messages_midway_gets_the_final_answer_to_the_user_privately(
     bot: SlackBot,
 ) -> None:

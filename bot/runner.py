@@ -1,24 +1,25 @@
 """Owns each prediction's life on Replicate: create (with safe retries), stream or poll, download, cancel.
 
-`replicate.async_run` / `async_stream` hide the prediction id, so a timeout or shutdown would leave
-the prediction running and billed (NOTES). We create predictions ourselves and cancel whatever we
+`replicate.async_run` / `async_stream` hide the prediction id (replicate/run.py, replicate/stream.py), so a
+timeout or shutdown would leave the prediction running and billed. We create predictions ourselves and cancel whatever we
 give up on. Creates are retried only when nothing can have been created: a 429 (after the wait the
 API asks for) or a connection that never opened. A 5xx or timeout after sending is never retried:
 the prediction may exist, so we look for it among our newest predictions (same model, same input,
-made just now) and follow it as if the create had answered. Found or not, nothing is paid twice.
+made just now: `bot.orphans`) and follow it as if the create had answered. Found or not, nothing is paid twice.
+A create cut off by the deadline or a shutdown is looked for the same way, and cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import random
-import re
-from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -28,36 +29,27 @@ from replicate.prediction import Prediction
 from replicate.stream import ServerSentEvent
 
 from bot.errors import (
-    BotMisconfigured,
     EmptyOutput,
     FailureKind,
-    InvalidModelInput,
-    ModelFailed,
-    ModelNotFound,
     PredictionCancelled,
     PredictionError,
     PredictionTimedOut,
-    ReplicateBusy,
     ReplicateUnavailable,
-    SafetyFilterBlocked,
     describe_failure,
 )
 from bot.downloads import OutputFetcher, OutputRefused
+from bot.orphans import OwnedPredictions
 from bot.replicate_client import ReplicateClients, last_retry_after_s
-from bot.sse import stream_events
+from bot.replicate_errors import api_error, model_error, retry_after_from_detail, stream_error_detail
 from bot.replies import Image, Phase, RunInfo, Status, TextDelta, TextDone
+from bot.sse import stream_events
+from bot.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
-_NSFW = re.compile(r"nsfw|safety (checker|filter)|content (policy|moderation)|flagged as (sensitive|unsafe)", re.I)
-_RETRY_IN_DETAIL = re.compile(r"(?:in|after)\s+~?(\d+(?:\.\d+)?)\s*s", re.I)
 # Failures of the connection itself, before any byte of the request left: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# How far before our create request an orphan's `created_at` may be (clocks differ) and still be ours.
-ORPHAN_CLOCK_SKEW = timedelta(seconds=30)
-KNOWN_PREDICTIONS = 10_000  # far more than a page of the list (100), which is all an orphan search reads
-_FRACTION = re.compile(r"(\.\d{6})\d+")
 # `Prefer: wait` ends this long before the deadline, so the answer (or the prediction's id) arrives in time.
 CREATE_WAIT_MARGIN_S = 0.5
 MAX_OUTPUT_FILES = 10  # a Discord message takes 10 attachments; no image model we know makes more per run
@@ -101,8 +93,8 @@ class PredictionRunner:
         self._policy = policy
         self._sleep = sleep
         self._jitter = jitter
-        self._cancels: set[asyncio.Task[None]] = set()
-        self._known: dict[str, None] = {}  # ids of predictions this runner made or took up, oldest first
+        self._cancels = BackgroundTasks("cancel")
+        self._owned = OwnedPredictions()
         self._cancels_finish_by: float | None = None
 
     async def stream_text(
@@ -112,57 +104,50 @@ class PredictionRunner:
 
         `on_created` gets the prediction id as soon as it exists, so whoever cancels the run can still name it.
         """
-        tracker = _PredictionTracker(model, model_input)
-        deadline = asyncio.get_running_loop().time() + self._policy.timeout_s
-        try:
-            with self._clients.lease() as client:
-                async with asyncio.timeout_at(deadline):
-                    yield Status(Phase.STARTING)  # at once: the create itself can take seconds
-                    prediction = await self._create(client, tracker, stream=True, wait=None)
-                    on_created(prediction.id)
-                    parts: list[str] = []
-                    async for piece in self._text_pieces(client, prediction, tracker):
-                        parts.append(piece)
-                        yield TextDelta(piece)
-                    text = "".join(parts)
-                    if not text.strip():
-                        raise EmptyOutput(
-                            describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id
-                        )
-                    yield TextDone(text=text, run=_run_info(model, prediction))
-        except TimeoutError as error:
-            raise self._timed_out(tracker, model, error) from error
-        finally:
-            await self._cancel_if_running(tracker)
+        async with self._prediction(model, model_input) as run:
+            yield Status(Phase.STARTING)  # at once: the create itself can take seconds
+            prediction = await self._create(run, stream=True, wait=None)
+            on_created(prediction.id)
+            parts: list[str] = []
+            async for piece in self._text_pieces(run.client, prediction, run.tracker):
+                parts.append(piece)
+                yield TextDelta(piece)
+            text = "".join(parts)
+            if not text.strip():
+                raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
+            yield TextDone(text=text, run=_run_info(model, prediction))
 
     async def generate_images(
         self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
     ) -> AsyncIterator[Status | ImagesResult]:
         """Yield status while the model works; end with one `ImagesResult` holding every image's bytes."""
+        async with self._prediction(model, model_input) as run:
+            yield Status(Phase.STARTING)  # at once: a create that waits for the image takes seconds
+            prediction = await self._create(run, stream=False, wait=self._create_wait_s(run.deadline))
+            on_created(prediction.id)
+            async for status in self._until_terminal(prediction):
+                yield status
+            run.tracker.finished = True
+            self._raise_for_outcome(model, prediction)
+            urls = _output_urls(prediction.output)
+            if not urls:
+                raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
+            if len(urls) > MAX_OUTPUT_FILES:
+                log.warning("Prediction %s returned %d outputs; keeping the first %d",
+                            prediction.id, len(urls), MAX_OUTPUT_FILES)
+            images = await asyncio.gather(*(self._download(url, i) for i, url in enumerate(urls[:MAX_OUTPUT_FILES])))
+            yield ImagesResult(images=tuple(images), run=_run_info(model, prediction))
+
+    @contextlib.asynccontextmanager
+    async def _prediction(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[_Run]:
+        """One prediction's frame, the same for every kind: a leased client, the deadline, and on every way out
+        (an answer, an error, the deadline, the consumer leaving, shutdown) nothing left running on Replicate."""
         tracker = _PredictionTracker(model, model_input)
         deadline = asyncio.get_running_loop().time() + self._policy.timeout_s
         try:
             with self._clients.lease() as client:
                 async with asyncio.timeout_at(deadline):
-                    yield Status(Phase.STARTING)  # at once: a create that waits for the image takes seconds
-                    prediction = await self._create(client, tracker, stream=False, wait=self._create_wait_s(deadline))
-                    on_created(prediction.id)
-                    async for status in self._until_terminal(prediction):
-                        yield status
-                    tracker.finished = True
-                    self._raise_for_outcome(model, prediction)
-                    urls = _output_urls(prediction.output)
-                    if not urls:
-                        raise EmptyOutput(
-                            describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id
-                        )
-                    if len(urls) > MAX_OUTPUT_FILES:
-                        log.warning("Prediction %s returned %d outputs; keeping the first %d",
-                                    prediction.id, len(urls), MAX_OUTPUT_FILES)
-                    images = await asyncio.gather(
-                        *(self._download(url, i) for i, url in enumerate(urls[:MAX_OUTPUT_FILES]))
-                    )
-                    yield ImagesResult(images=tuple(images), run=_run_info(model, prediction))
+                    yield _Run(client, tracker, deadline)
         except TimeoutError as error:
             raise self._timed_out(tracker, model, error) from error
         finally:
@@ -170,8 +155,7 @@ class PredictionRunner:
 
     async def aclose(self, timeout_s: float | None = None) -> None:
         """Wait for cancels still on their way to Replicate (shutdown), up to `timeout_s`."""
-        if self._cancels:
-            await asyncio.wait(set(self._cancels), timeout=timeout_s)
+        await self._cancels.wait(timeout_s)
 
     # --- creating -------------------------------------------------------------------------------
 
@@ -181,11 +165,10 @@ class PredictionRunner:
         wait = min(self._policy.create_wait_s, math.floor(left))
         return wait if wait >= 1 else None
 
-    async def _create(
-        self, client: replicate.Client, tracker: _PredictionTracker, *, stream: bool, wait: int | None
-    ) -> Prediction:
+    async def _create(self, run: _Run, *, stream: bool, wait: int | None) -> Prediction:
         """Create the prediction; on return `tracker.prediction` is it. If this is cut off (deadline, shutdown)
         while a request is out, `tracker.create_sent_at` stays set, for `_cancel_if_running` to go looking."""
+        client, tracker = run.client, run.tracker
         model, model_input = tracker.model, tracker.model_input
         attempt = 0
         while True:
@@ -201,14 +184,14 @@ class PredictionRunner:
                 tracker.create_sent_at = None  # answered: whatever it made is found below or never was
 
                 may_exist = (error.status or 500) >= 500
-                if may_exist and (orphan := await self._find_orphan(client, model, model_input, sent_at)):
+                if may_exist and (orphan := await self._owned.find_orphan(client, model, model_input, sent_at)):
                     tracker.prediction = orphan
                     return orphan
                 if error.status != 429 or attempt >= self._policy.create_attempts:
-                    raise _api_error(model, error) from error
-                delay = self._retry_delay(attempt, last_retry_after_s.get() or _retry_after_from_detail(error.detail))
+                    raise api_error(model, error) from error
+                delay = self._retry_delay(attempt, last_retry_after_s.get() or retry_after_from_detail(error.detail))
                 if delay is None:
-                    raise _api_error(model, error) from error
+                    raise api_error(model, error) from error
                 log.warning("Replicate throttled a create for %s; retrying in %.1fs (attempt %d)", model, delay, attempt)
             except _NOT_SENT as error:
                 tracker.create_sent_at = None  # nothing left this machine: nothing can have been made
@@ -221,34 +204,12 @@ class PredictionRunner:
             except httpx.HTTPError as error:
                 # The request may have reached Replicate and created a prediction: retrying could pay twice.
                 tracker.create_sent_at = None
-                if orphan := await self._find_orphan(client, model, model_input, sent_at):
+                if orphan := await self._owned.find_orphan(client, model, model_input, sent_at):
                     tracker.prediction = orphan
                     return orphan
                 log.error("Create for %s failed after sending (%s); not retrying", model, type(error).__name__)
                 raise ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error) from error
             await self._sleep(delay)
-
-    async def _find_orphan(
-        self, client: replicate.Client, model: str, model_input: dict[str, Any], sent_at: datetime
-    ) -> Prediction | None:
-        """The prediction a failed create may have made anyway: ours, newest first, same model and input."""
-        name, _, version = model.partition(":")
-        try:
-            page = await client.predictions.async_list()
-        except (ReplicateError, httpx.HTTPError) as error:
-            log.warning("Could not list predictions to look for one a failed create made (%s)", type(error).__name__)
-            return None
-        for prediction in page.results:
-            if (
-                prediction.id not in self._known
-                and (prediction.version == version if version else prediction.model == name)
-                and prediction.input == model_input
-                and _created_since(prediction, sent_at - ORPHAN_CLOCK_SKEW)
-            ):
-                log.warning("Create for %s failed, but prediction %s was made: following it", model, prediction.id)
-                self._remember(prediction.id)
-                return prediction
-        return None
 
     async def _send_create(
         self, client: replicate.Client, model: str, model_input: dict[str, Any], *, stream: bool, wait: int | None
@@ -261,14 +222,8 @@ class PredictionRunner:
             prediction = await client.predictions.async_create(version=version, input=model_input, **extra)
         else:
             prediction = await client.models.predictions.async_create(model=name, input=model_input, **extra)
-        self._remember(prediction.id)
+        self._owned.remember(prediction.id)
         return prediction
-
-    def _remember(self, prediction_id: str) -> None:
-        """A prediction that is ours already is never taken up again for another command's failed create."""
-        self._known[prediction_id] = None
-        if len(self._known) > KNOWN_PREDICTIONS:
-            del self._known[next(iter(self._known))]
 
     def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float | None:
         """Seconds before the next try, with jitter so a crowd of throttled commands doesn't return at once."""
@@ -301,7 +256,7 @@ class PredictionRunner:
                         return
             except RuntimeError as error:  # the client raises the SSE `error` event as RuntimeError
                 tracker.finished = True
-                raise self._model_error(prediction.model, _error_detail(str(error)), prediction.id, error) from error
+                raise model_error(prediction.model, stream_error_detail(str(error)), prediction.id, error) from error
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.HTTPStatusError,
                     ValueError) as error:  # ValueError: not an event stream, or an event type we don't know
                 log.warning("Stream of prediction %s broke (%s); polling instead", prediction.id, type(error).__name__)
@@ -327,7 +282,7 @@ class PredictionRunner:
                 await prediction.async_reload()
                 failed_polls = 0
             except ReplicateError as error:
-                raise _api_error(prediction.model, error, prediction.id) from error
+                raise api_error(prediction.model, error, prediction.id) from error
             except httpx.HTTPError as error:
                 failed_polls += 1  # a GET is safe to repeat; give up only if Replicate stays away
                 if failed_polls >= self._policy.create_attempts:
@@ -337,15 +292,9 @@ class PredictionRunner:
 
     def _raise_for_outcome(self, model: str, prediction: Prediction) -> None:
         if prediction.status == "failed":
-            raise self._model_error(model, prediction.error or "", prediction.id, None)
+            raise model_error(model, prediction.error or "", prediction.id, None)
         if prediction.status in ("canceled", "aborted"):
             raise PredictionCancelled(describe_failure(FailureKind.CANCELLED), prediction_id=prediction.id)
-
-    def _model_error(self, model: str, detail: str, prediction_id: str | None, cause: BaseException | None) -> PredictionError:
-        log.warning("Prediction %s of %s failed: %s", prediction_id, model, detail)
-        if _NSFW.search(detail):
-            return SafetyFilterBlocked(describe_failure(FailureKind.SAFETY_FILTER), cause=cause, prediction_id=prediction_id)
-        return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=cause, prediction_id=prediction_id)
 
     async def _download(self, url: str, index: int) -> Image:
         """The output's bytes now, because Replicate deletes outputs after an hour; the URL stays as a fallback."""
@@ -395,10 +344,7 @@ class PredictionRunner:
         else:
             cancel = self._cancel(prediction.id)
         # Shielded, so a second cancellation of the command (shutdown) cannot stop the cancel itself.
-        task = asyncio.create_task(cancel)
-        self._cancels.add(task)
-        task.add_done_callback(self._cancels.discard)
-        await asyncio.shield(task)
+        await asyncio.shield(self._cancels.spawn(cancel, name="cancel-prediction"))
 
     async def _cancel(self, prediction_id: str) -> None:
         try:
@@ -419,7 +365,7 @@ class PredictionRunner:
                 for search in range(ORPHAN_SEARCHES):
                     if search:
                         await self._sleep(ORPHAN_SEARCH_INTERVAL_S)
-                    orphan = await self._find_orphan(client, model, model_input, sent_at)
+                    orphan = await self._owned.find_orphan(client, model, model_input, sent_at)
                     if orphan is not None:
                         if orphan.status not in TERMINAL_STATUSES:
                             await client.predictions.async_cancel(orphan.id)
@@ -441,6 +387,13 @@ class PredictionRunner:
         return max(budget, 0.0)
 
 
+@dataclass(frozen=True)
+class _Run:
+    client: replicate.Client
+    tracker: _PredictionTracker
+    deadline: float  # loop time
+
+
 class _PredictionTracker:
     """What `finally` needs to know: which prediction exists, whether it already ended, and whether a create
     was cut off on its way (sent, unanswered), so that the prediction it may have made can still be found."""
@@ -453,29 +406,6 @@ class _PredictionTracker:
         self.prediction: Prediction | None = None
         self.finished = False
         self.create_sent_at: datetime | None = None  # set while a create request is out and unanswered
-
-
-def _api_error(model: str, error: ReplicateError, prediction_id: str | None = None) -> PredictionError:
-    """One user-facing class per API failure; the raw detail goes to the log only (except 422's)."""
-    status = error.status or 0
-    log.warning("Replicate answered %s for %s: %s %s", status, model, error.title, error.detail)
-    if status == 401:
-        log.error("Replicate rejected REPLICATE_API_TOKEN (401): check the token")
-        return BotMisconfigured(describe_failure(FailureKind.MISCONFIGURED), cause=error, prediction_id=prediction_id)
-    if status in (403, 404):
-        return ModelNotFound(describe_failure(FailureKind.MODEL_NOT_FOUND, model=model), cause=error, prediction_id=prediction_id)
-    if status == 422:
-        detail = (error.detail or error.title or "invalid input").strip()
-        return InvalidModelInput(
-            describe_failure(FailureKind.INVALID_MODEL_INPUT, model=model, detail=detail[:500]),
-            cause=error,
-            prediction_id=prediction_id,
-        )
-    if status == 429:
-        return ReplicateBusy(describe_failure(FailureKind.REPLICATE_BUSY), cause=error, prediction_id=prediction_id)
-    if status >= 500:
-        return ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error, prediction_id=prediction_id)
-    return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=error, prediction_id=prediction_id)
 
 
 def _status_of(prediction: Prediction) -> Status:
@@ -506,30 +436,9 @@ def _joined_text(output: Any) -> str:
     return str(output) if output is not None else ""
 
 
-def _created_since(prediction: Prediction, earliest: datetime) -> bool:
-    try:  # "2026-11-25T10:00:00.123456789Z": Python reads at most six fractional digits
-        created = datetime.fromisoformat(_FRACTION.sub(r"\1", prediction.created_at or "").replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return created.tzinfo is not None and created >= earliest
-
-
 def _done_reason(data: str) -> str:
     try:
         payload = json.loads(data) if data else {}
     except ValueError:
         return ""
     return str(payload.get("reason", "")) if isinstance(payload, dict) else ""
-
-
-def _error_detail(data: str) -> str:
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        return data
-    return str(payload.get("detail", data)) if isinstance(payload, dict) else data
-
-
-def _retry_after_from_detail(detail: str | None) -> float | None:
-    match = _RETRY_IN_DETAIL.search(detail or "")
-    return float(match.group(1)) if match else None

@@ -19,7 +19,7 @@ from adapters.http_server import BODY_READ_TIMEOUT_S, IDLE_TIMEOUT_S, LINGERING_
 from adapters.runtime import BotService
 from config.settings import SettingsError, load_settings
 from tests.bot_harness import FAST_POLICY, bot_settings, running_bots, started_fakes
-from tests.fakes.slack_server import signed_headers, slash_command_form
+from tests.fakes.slack_server import FakeSlack, signed_headers, slash_command_form
 
 SIGNING_SECRET = "http-hardening-signing-secret"
 MARGIN_S = 3.0  # generous: the server's own timer decides; without it the wait is an hour (aiohttp's 3630 s)
@@ -29,12 +29,20 @@ Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 @asynccontextmanager
 async def http_mode_bot() -> AsyncIterator[BotService]:
     """Slack in HTTP mode (signing secret, no app token): the port serves `/slack/events`."""
+    async with http_mode_slack_bot() as (service, _):
+        yield service
+
+
+@asynccontextmanager
+async def http_mode_slack_bot() -> AsyncIterator[tuple[BotService, FakeSlack]]:
+    """`http_mode_bot`, with the fake Slack it talks to."""
     async with started_fakes(slack=True, discord=False) as (replicate, slack, _):
+        assert slack is not None
         settings = bot_settings(replicate, slack, None, slack_app_token=None, slack_signing_secret=SIGNING_SECRET)
         service = BotService(settings, FAST_POLICY)
         try:
             await service.start()
-            yield service
+            yield service, slack
         finally:
             await service.shutdown()
 

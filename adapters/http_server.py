@@ -29,9 +29,10 @@ LINGERING_S = 2.0  # after an early answer (408, 413) unread body bytes are drai
 # Slack's payloads (slash command forms, interactivity JSON with a message of at most 50 blocks) are tens of KB.
 MAX_BODY_BYTES = 512 * 1024
 MAX_CONNECTIONS = 100
-MAX_REQUEST_LINE_BYTES = 8190  # aiohttp's defaults, spelled out: a longer line or header field gets 400
+# A longer request line or header field, or more headers, gets 400 (aiohttp's defaults: 8190, 8190, 128).
+MAX_REQUEST_LINE_BYTES = 8190
 MAX_HEADER_FIELD_BYTES = 8190
-MAX_HEADERS = 64
+MAX_HEADERS = 64  # Slack sends about 15
 LISTEN_BACKLOG = 128
 SHUTDOWN_TIMEOUT_S = 2.0  # requests still running at shutdown (the port only serves short ones)
 _REFUSAL_TEXT = b"too many connections, retry\n"

@@ -11,11 +11,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from aiohttp import web
-
 from adapters.console import ConsoleAdapter, stdin_lines
 from adapters.discord_adapter import DiscordAdapter, DiscordConfig, invite_url
 from adapters.health import RECONNECT_WINDOW_S, ConnectionProbe, HealthMonitor
+from adapters.http_server import HttpPort
 from adapters.slack import SlackAdapter, SlackConfig
 from adapters.startup import StartupError
 from bot.factory import create_core
@@ -25,7 +24,6 @@ from bot.tasks import BackgroundTasks
 from config.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
-HTTP_HOST = "0.0.0.0"  # Heroku and containers route to all interfaces
 # After SHUTDOWN_GRACE, everything else (cancels on Replicate, the users' last replies, closing connections)
 # fits in SHUTDOWN_TAIL_S: with the default grace of 25 s the process is gone before Heroku's kill at 30 s
 # (devcenter.heroku.com/articles/dynos#shutdown). Cancels get the first part, last replies the rest.
@@ -164,7 +162,8 @@ class BotService:
         if self.discord is not None:
             probes["discord"] = self.discord.is_connected
         self.health = HealthMonitor(self.core, probes, reconnect_window_s=reconnect_window_s, clock=clock)
-        self._http_runner: web.AppRunner | None = None
+        self._http: HttpPort | None = None
+        self.http_host: str | None = None  # where the HTTP port is bound, once started
         self.http_port: int | None = None
 
     @property
@@ -174,21 +173,18 @@ class BotService:
     async def start(self) -> None:
         # First: the models decide which commands and options the adapters offer (Discord registers them).
         await self._resources.load_models()
-        app = web.Application()
-        app.add_routes(self.health.routes())
-        if self.slack is not None:
-            app.add_routes(self.slack.http_routes())
-        self._http_runner = web.AppRunner(app, access_log=None)
-        await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, host=HTTP_HOST, port=self._settings.port)
+        routes = self.health.routes() + (self.slack.http_routes() if self.slack is not None else [])
+        self._http = HttpPort(routes)
         try:
-            await site.start()
+            await self._http.start(self._settings.http_listen_host, self._settings.port)
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise
             what = f"PORT {self._settings.port} is already in use"
             raise StartupError(what, "stop what listens there, or set PORT to a free port") from error
-        self.http_port = self._http_runner.addresses[0][1]
+        self.http_host, self.http_port = self._http.address
+        log.info("HTTP: %s on %s:%d", ", ".join(sorted({route.path for route in routes})), self.http_host,
+                 self.http_port)
         if self.slack is not None:
             await self.slack.start()
         if self.discord is not None:
@@ -222,8 +218,8 @@ class BotService:
             await self.slack.close()
         if self.discord is not None:
             await self.discord.close()
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
         await self._resources.aclose()
         log.info("Stopped cleanly")
 

@@ -262,7 +262,18 @@ class SlackAdapter:
             await self._session.close()  # later calls, if any, fall back to slack_sdk's own sessions
 
     async def handle_http(self, request: web.Request) -> web.Response:
-        """HTTP mode: bolt verifies the signature (401 otherwise) and dispatches."""
+        """HTTP mode: bolt verifies the signature (401 otherwise) and dispatches.
+
+        A timestamp that is not a number is refused here with bolt's own 401: slack_sdk's verifier calls `int()`
+        on it unguarded (slack_sdk/signature/__init__.py, `is_valid`), which bolt turns into a 500 and an ERROR
+        with a traceback for anyone who sends `X-Slack-Request-Timestamp: abc`.
+        """
+        for timestamp in request.headers.getall("X-Slack-Request-Timestamp", []):
+            try:
+                int(timestamp)
+            except ValueError:
+                log.info("Slack: refused a request whose X-Slack-Request-Timestamp is not a number")
+                return web.json_response({"error": "invalid request"}, status=401)
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 

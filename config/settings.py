@@ -6,6 +6,7 @@ and the fix (`SettingsError`).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -26,6 +27,8 @@ DEFAULT_REPLICATE_BASE_URL = "https://api.replicate.com"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
 REPLICATE_TOKEN_PAGE = "https://replicate.com/account/api-tokens"
+PUBLIC_HTTP_HOST = "0.0.0.0"
+LOOPBACK_HTTP_HOST = "127.0.0.1"
 
 # A bot token is three base64url parts joined by dots; only its alphabet is checked, which catches what gets
 # pasted by mistake (quotes, spaces, "Bot " in front) without rejecting a token whose shape Discord changes.
@@ -67,6 +70,7 @@ class Settings:
     prediction_timeout_s: float = 300.0
     shutdown_grace_s: float = 25.0
     port: int = 3000
+    http_host: str | None = None  # HTTP_HOST; None: see `http_listen_host`
     log_level: str = "INFO"
 
     @property
@@ -80,6 +84,15 @@ class Settings:
     @property
     def discord_enabled(self) -> bool:
         return bool(self.discord_token)
+
+    @property
+    def http_listen_host(self) -> str:
+        """HTTP_HOST if set; else every interface when Slack HTTP mode needs Slack to reach the port, and
+        loopback otherwise (the port then serves only /healthz, which nothing outside should need)."""
+        if self.http_host:
+            return self.http_host
+        slack_http_mode = self.slack_enabled and not self.slack_socket_mode
+        return PUBLIC_HTTP_HOST if slack_http_mode else LOOPBACK_HTTP_HOST
 
     def require_replicate_token(self) -> str:
         """The token, or the one-line error that tells the operator where to get one."""
@@ -127,6 +140,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         prediction_timeout_s=_number(env, "PREDICTION_TIMEOUT", 300.0, float, minimum=0.1),
         shutdown_grace_s=_number(env, "SHUTDOWN_GRACE", 25.0, float, minimum=0.0),
         port=_number(env, "PORT", 3000, int, minimum=0, maximum=65535),
+        http_host=_ip_address(env, "HTTP_HOST"),
         log_level=_log_level(env),
     )
     if settings.slack_enabled and not (settings.slack_app_token or settings.slack_signing_secret):
@@ -199,6 +213,17 @@ def _number(
     if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator,arg-type]
         bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
         raise SettingsError(name, f"is {raw}", f"set it to a number {bound}")
+    return value
+
+
+def _ip_address(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is not None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise SettingsError(name, f"is {value!r}, not an IP address",
+                                f"use {PUBLIC_HTTP_HOST} (every interface) or {LOOPBACK_HTTP_HOST} (this host only)") from None
     return value
 
 

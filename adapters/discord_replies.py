@@ -63,6 +63,8 @@ class Form:
 
 @dataclass
 class Delivered:
+    """Where a reply landed, and the plain messages that carry it (none through the interaction)."""
+
     place: Place
     messages: list[discord.Message] = field(default_factory=list)  # sent to the channel or DM
 

@@ -3,7 +3,9 @@
 Flow per interaction: parse and validate (no I/O) → bad input answered ephemerally → otherwise defer
 at once (inside the 3 s deadline, before any call to Replicate) → stream the answer into the
 original response (edits coalesced per message), continuing in follow-ups past 2,000
-characters → images as attachments. Every send and edit carries `AllowedMentions.none()`.
+characters → images as attachments. Every final reply goes through `CommandReplies` (interaction while its
+token lives, then the channel, then a DM); a command whose answer can go nowhere has its prediction cancelled.
+Every send and edit carries `AllowedMentions.none()`.
 """
 
 # No `from __future__ import annotations`: discord.py reads the command signatures' annotations at runtime.
@@ -15,7 +17,7 @@ import inspect
 import io
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Optional, assert_never
@@ -24,26 +26,26 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord_format import DEFAULT_ATTACHMENT_LIMIT_BYTES, MAX_ATTACHMENTS, MAX_MESSAGE_CHARS, caption, fit, safe_link
+from adapters.discord_replies import CommandReplies, Delivered, Form, Message, Place, TokenExpired
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RateLimited, RenderLimits, StreamingReply
 from bot.core import CommandCore
 from bot.models import ModelKind
-from bot.replies import Failure, Image, Images, Status, TextDelta, TextDone
+from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.tasks import BackgroundTasks
 from bot.text import split_message
 
 log = logging.getLogger(__name__)
 
-# Limits and timings (NOTES, Discord section).
-MAX_MESSAGE_CHARS = 2000
+# Timings (message limits: `adapters.discord_format`).
 # Interaction responses and follow-ups are edited through the interaction's webhook, whose rate-limit
 # bucket is that interaction's own (discord.py keys it by webhook token), not the channel's: one edit a
 # second per message stays inside it, however many answers stream in one channel.
 EDIT_INTERVAL_S = 1.0
 INTERACTION_TOKEN_LIFETIME = datetime.timedelta(minutes=15)
 TOKEN_SAFETY_MARGIN = datetime.timedelta(seconds=60)
-MAX_ATTACHMENTS = 10
 MAX_CHOICES = 25
 NO_MENTIONS = discord.AllowedMentions.none()
 THINKING_TEXT = "⏳ Working on it…"
@@ -73,28 +75,39 @@ def invite_url(token: str) -> str:
 
 
 class InteractionMessages:
-    """The messages of one interaction, as the streaming renderer sees them (original + follow-ups)."""
+    """The messages of one interaction, as the streaming renderer sees them (original + follow-ups).
+
+    Past the token's lifetime every call raises `TokenExpired` rather than reach the webhook.
+    """
 
     ORIGINAL = "@original"
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(self, interaction: discord.Interaction, token_alive: Callable[[], bool]) -> None:
         self._interaction = interaction
+        self._token_alive = token_alive
 
     async def post(self, text: str) -> str:
+        self._check_token()
         message = await _call(self._interaction.followup.send(content=text, wait=True, allowed_mentions=NO_MENTIONS))
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:
+        self._check_token()
         if message_id == self.ORIGINAL:
             await _call(self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS))
         else:
             await _call(self._interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS))
 
     async def delete(self, message_id: str) -> None:
+        self._check_token()
         if message_id == self.ORIGINAL:
             await _call(self._interaction.delete_original_response())
         else:
             await _call(self._interaction.followup.delete_message(int(message_id)))
+
+    def _check_token(self) -> None:
+        if not self._token_alive():
+            raise TokenExpired(f"interaction {self._interaction.id}")
 
 
 async def _call(request: Any) -> Any:
@@ -286,7 +299,7 @@ class DiscordAdapter:
         prepared = self._core.prepare(command, prompt, origin, typed_options)
         if isinstance(prepared, Failure):
             await interaction.response.send_message(
-                _fit(prepared.message), ephemeral=True, allowed_mentions=NO_MENTIONS
+                fit(prepared.message), ephemeral=True, allowed_mentions=NO_MENTIONS
             )
             return
         if command is CommandName.IMAGINE and interaction.guild_id and not interaction.app_permissions.attach_files:
@@ -303,81 +316,46 @@ class DiscordAdapter:
     # --- answers --------------------------------------------------------------------------------------
 
     async def _answer(self, interaction: discord.Interaction, request: CommandRequest, ack_latency_s: float) -> None:
+        """Stream into the interaction while its token lives; every final reply goes along `CommandReplies`."""
+        def token_alive() -> bool:
+            return not self._token_expired(interaction)
+
         reply = StreamingReply(
-            InteractionMessages(interaction),
+            InteractionMessages(interaction, token_alive),
             InteractionMessages.ORIGINAL,
             RenderLimits(max_chars=MAX_MESSAGE_CHARS, edit_interval_s=EDIT_INTERVAL_S),
         )
+        replies = CommandReplies(self.client, interaction, token_alive)
+        answer = _Answer(interaction, request, reply, replies)
+        handed_over = False
+        notice: Delivered | None = None
         try:
             async with aclosing(self._core.execute(request, ack_latency_s=ack_latency_s)) as events:
                 async for event in events:
+                    if not handed_over and not token_alive():
+                        handed_over = True
+                        await reply.aclose()  # nothing more goes through the interaction's webhook
+                        if not isinstance(event, FINAL_EVENTS):
+                            notice = await answer.announce_handover()
+                            if notice is None:
+                                return  # the answer has nowhere to go: leaving `execute` cancels the prediction
                     match event:
                         case Status():
                             reply.set_status(f"⏳ {event.text}")
                         case TextDelta():
                             reply.append(event.text)
                         case TextDone():
-                            if self._token_expired(interaction):
-                                await reply.aclose()
-                                await self._post_in_channel(interaction, request, event.text)
-                            else:
-                                await reply.finish(event.text)
+                            await answer.send_text(event)
                         case Images():
                             await reply.aclose()
-                            await self._send_images(interaction, event)
-                        case Failure() if reply.text.strip():
-                            # What was written stays, settled (no cursor) and marked unfinished; why is private.
-                            await reply.finish(reply.text + INCOMPLETE_NOTE)
-                            await self._send_failure(interaction, event, keep_original=True)
+                            await answer.send_images(event)
                         case Failure():
-                            await reply.aclose()
-                            await self._send_failure(interaction, event, keep_original=False)
+                            await answer.send_failure(event)
                         case _:
                             assert_never(event)
+            await replies.discard(notice)
         finally:
             await reply.aclose()
-
-    async def _send_images(self, interaction: discord.Interaction, images: Images) -> None:
-        limit = getattr(interaction, "filesize_limit", 25 * 1024 * 1024)
-        attachable = [image for image in images.images if image.data and len(image.data) <= limit][:MAX_ATTACHMENTS]
-        links = [image for image in images.images if image not in attachable]
-        caption = _image_caption(images, links)
-        files = [discord.File(io.BytesIO(image.data), filename=image.filename) for image in attachable]
-        try:
-            if self._token_expired(interaction):
-                await self._channel_send(interaction, content=caption, files=files)
-            else:
-                await interaction.edit_original_response(content=caption, attachments=files, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as error:
-            log.warning("Discord: attaching images failed (%s); posting links", error.status)
-            await interaction.edit_original_response(
-                content=_image_caption(images, list(images.images)), attachments=[], allowed_mentions=NO_MENTIONS
-            )
-
-    async def _send_failure(self, interaction: discord.Interaction, failure: Failure, *, keep_original: bool) -> None:
-        """Errors are ephemeral; a half-streamed answer keeps its (settled) text beside the private error."""
-        text = _fit(f"⚠️ {failure.message}")
-        try:
-            if keep_original:
-                await interaction.followup.send(content=text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-                return
-            await interaction.delete_original_response()
-            await interaction.followup.send(content=text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as error:
-            log.warning("Discord: ephemeral error failed (%s); editing the response instead", error.status)
-            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-
-    async def _post_in_channel(self, interaction: discord.Interaction, request: CommandRequest, text: str) -> None:
-        """Past the 15-minute interaction token: the answer becomes a normal channel message."""
-        header = f"Answer to /{request.command} from <@{request.origin.user_id}>:\n"
-        for chunk in split_message(header + text, MAX_MESSAGE_CHARS):
-            await self._channel_send(interaction, content=chunk)
-
-    async def _channel_send(self, interaction: discord.Interaction, **fields: Any) -> None:
-        channel = interaction.channel
-        if channel is None or not hasattr(channel, "send"):
-            channel = await self.client.fetch_channel(interaction.channel_id)  # type: ignore[arg-type]
-        await channel.send(allowed_mentions=NO_MENTIONS, **fields)  # type: ignore[union-attr]
 
     @staticmethod
     def _token_expired(interaction: discord.Interaction) -> bool:
@@ -412,22 +390,116 @@ def _slash_command(
     return app_commands.Command(name=name, description=description, callback=callback)
 
 
-def _fit(text: str) -> str:
-    """Discord refuses a message over 2,000 characters outright: the user would get no reply at all."""
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+class _Answer:
+    """The final replies of one command, each in the forms the interaction, the channel and a DM show it."""
+
+    def __init__(
+        self, interaction: discord.Interaction, request: CommandRequest, reply: StreamingReply, replies: CommandReplies
+    ) -> None:
+        self._interaction = interaction
+        self._request = request
+        self._reply = reply
+        self._replies = replies
+
+    def _lead(self, place: Place) -> str:
+        """Who asked, first in a plain message: outside the interaction nothing else says it."""
+        if place is Place.DM:
+            return f"Your /{self._request.command} from <#{self._interaction.channel_id}> (I can't post there):\n"
+        return f"Answer to /{self._request.command} from <@{self._request.origin.user_id}>:\n"
+
+    def _plain(self, place: Place, text: str) -> list[Message]:
+        return [Message(chunk) for chunk in split_message(self._lead(place) + text, MAX_MESSAGE_CHARS)]
+
+    async def announce_handover(self) -> Delivered | None:
+        """Past the token, say where the answer will come; if no place takes even that, nothing will."""
+        command, user = self._request.command, self._request.origin.user_id
+
+        def notice(place: Place) -> list[Message]:
+            if place is Place.DM:
+                return [Message(f"⏳ Your /{command} from <#{self._interaction.channel_id}> is still running, and I "
+                                "can't post there: the answer will come here.")]
+            return [Message(f"⏳ /{command} from <@{user}> is still running: the answer will be posted here.")]
+
+        return await self._replies.deliver(
+            Form(None, notice), what="a still-running notice", if_lost="cancelling its prediction"
+        )
+
+    async def send_text(self, done: TextDone) -> None:
+        await self._replies.deliver(
+            Form(lambda: self._reply.finish(done.text), lambda place: self._plain(place, done.text)),
+            what="the answer",
+            if_lost="the answer is lost",
+        )
+
+    async def send_images(self, images: Images) -> None:
+        limit = getattr(self._interaction, "filesize_limit", DEFAULT_ATTACHMENT_LIMIT_BYTES)
+        attachable = [image for image in images.images if image.data and len(image.data) <= limit][:MAX_ATTACHMENTS]
+        links = [image for image in images.images if image not in attachable]
+        files = tuple((image.filename, image.data) for image in attachable)
+
+        def attached() -> Awaitable[object]:
+            return self._interaction.edit_original_response(
+                content=_image_caption(images, links),
+                attachments=[discord.File(io.BytesIO(data), filename=name) for name, data in files],
+                allowed_mentions=NO_MENTIONS,
+            )
+
+        def linked() -> Awaitable[object]:  # Discord refused the files (too large, Attach Files taken away)
+            return self._interaction.edit_original_response(
+                content=_image_caption(images, list(images.images)), attachments=[], allowed_mentions=NO_MENTIONS
+            )
+
+        def as_message(place: Place, shown_as_links: list[Image], with_files: tuple[tuple[str, bytes], ...]) -> list[Message]:
+            lead = self._lead(place)
+            return [Message(lead + _image_caption(images, shown_as_links, MAX_MESSAGE_CHARS - len(lead)), with_files)]
+
+        await self._replies.deliver(
+            Form(attached, lambda place: as_message(place, links, files)),
+            Form(linked, lambda place: as_message(place, list(images.images), ())),
+            what="the images",
+            if_lost="the images are lost",
+        )
+
+    async def send_failure(self, failure: Failure) -> None:
+        """Errors are ephemeral while the interaction lives; a half-streamed answer keeps its (settled) text
+        beside the private error. Past the token, both go to the channel."""
+        error = f"⚠️ {failure.message}"
+        partial = self._reply.text if self._reply.text.strip() else ""
+
+        async def private() -> None:
+            if partial:
+                await self._reply.finish(partial + INCOMPLETE_NOTE)
+            else:
+                await self._reply.aclose()
+            try:
+                if not partial:
+                    await self._interaction.delete_original_response()
+                await self._interaction.followup.send(content=fit(error), ephemeral=True, allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException as refused:
+                log.warning("Discord: ephemeral error failed (%s); editing the response instead", refused.status)
+                await self._interaction.edit_original_response(content=fit(error), allowed_mentions=NO_MENTIONS)
+
+        def public(place: Place) -> list[Message]:
+            if partial:
+                return [*self._plain(place, partial + INCOMPLETE_NOTE), Message(fit(error))]
+            return self._plain(place, error)
+
+        await self._replies.deliver(Form(private, public), what="an error reply", if_lost="the user is not told")
 
 
-def _image_caption(images: Images, links: list[Image]) -> str:
-    """Model and seed first, the prompt last and escaped: markup typed in it can't swallow the rest, and a
-    long prompt is what gets cut to fit the message."""
-    lines = [f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}", *(f"*{note}*" for note in images.notes)]
-    if links:
-        urls = " ".join(f"<{image.url}>" for image in links if image.url)
-        lines.append(f"{urls} (links expire in an hour)" if urls else "(an image could not be fetched)")
-    head = "\n".join(lines) + "\n**prompt:** "
-    prompt = discord.utils.escape_markdown(images.prompt)
-    room = MAX_MESSAGE_CHARS - len(head)
-    return head + (prompt if len(prompt) <= room else prompt[: room - 1] + "…")
+def _image_caption(images: Images, links: list[Image], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Model and seed first, then what the user must know, the links, and the prompt last (escaped): markup
+    typed in it can't swallow the rest, and a long prompt is what gets cut to fit the message."""
+    header = f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}"
+    extra_lines = [f"*{discord.utils.escape_markdown(note)}*" for note in images.notes]  # options not used
+    problems = [_missing(image) for image in links if image.problem or not safe_link(image.url)]
+    shown = [link for link in (safe_link(image.url) for image in links) if link]
+    return caption(header, [*extra_lines, *problems], shown, images.prompt, limit)
+
+
+def _missing(image: Image) -> str:
+    """One line saying why an image isn't attached (the core's words, shown literally)."""
+    return discord.utils.escape_markdown(image.problem or "An image could not be posted.")
 
 
 _OPTION_KEYS = ("type", "name", "description", "required", "choices", "min_value", "max_value", "min_length", "max_length", "autocomplete")

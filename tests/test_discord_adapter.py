@@ -421,12 +421,15 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
     bot.discord.interactions[token] = InteractionState(interaction_id, token, "ask", GUILD, CHANNEL, USER, payload,
                                                        time.monotonic())
     bot.discord.dispatch("INTERACTION_CREATE", payload)
-    await bot.until(lambda: bool(bot.discord.channel_messages(CHANNEL)), "the channel post")
+    # Past the token, a "still running" notice says where the answer will come; the answer takes its place.
+    await bot.until(lambda: [m.content.endswith("Hello, world") for m in bot.discord.channel_messages(CHANNEL)] == [True]
+                    and bool(bot.discord.requests_to("DELETE", f"/channels/{CHANNEL}/messages/")), "the channel post")
 
     [posted] = bot.discord.channel_messages(CHANNEL)
     assert posted.content.endswith("\nHello, world") and f"<@{USER}>" in posted.content
     assert posted.allowed_mentions == NO_MENTIONS and not posted.pings
-    assert [r.method for r in bot.discord.requests if r.path == f"/channels/{CHANNEL}/messages"] == ["POST"]
+    notice, answer = [r for r in bot.discord.requests if r.path == f"/channels/{CHANNEL}/messages"]
+    assert (notice.method, answer.method) == ("POST", "POST") and "still running" in notice.json["content"]
 
 
 # --- regressions ---------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from .discord_gateway import (ApiError, Attachment, DiscordObjects, FakeGateway,
                               apply_message, form_error)
 
 API_PREFIX = "/api/v10"
-DENIAL_MESSAGES = {50001: "Missing Access", 50013: "Missing Permissions"}
+DENIAL_MESSAGES = {50001: "Missing Access", 50007: "Cannot send messages to this user", 50013: "Missing Permissions"}
 JSON_KEY: web.RequestKey[Any] = web.RequestKey("discord_json", object)
 UPLOADS_KEY: web.RequestKey[list["Attachment"]] = web.RequestKey("discord_uploads", list)
 
@@ -150,6 +150,7 @@ class FakeDiscord(LocalServer):
         self._commands: dict[Optional[int], list[dict[str, Any]]] = {}
         self._command_ids: dict[tuple[Optional[int], str, int], int] = {}
         self._injections: list[_Injection] = []
+        self._uploads_denied: set[int] = set()
         self._buckets: dict[str, tuple[float, int]] = {}
         self._attachments: dict[int, Attachment] = {}
         self._watch = StateWatch("FakeDiscord", self._describe)
@@ -169,6 +170,7 @@ class FakeDiscord(LocalServer):
             ("GET", "/users/@me", self._users_me),
             ("GET", "/oauth2/applications/@me", self._app_info),
             ("GET", "/applications/@me", self._app_info),
+            ("POST", "/users/@me/channels", self._open_dm),
             ("GET", "/gateway", self._gateway_info),
             ("GET", "/gateway/bot", self._gateway_info),
             ("*", "/applications/{app_id}/commands", self._commands_route),
@@ -214,6 +216,14 @@ class FakeDiscord(LocalServer):
         """Posting in (or threading from) this channel answers 403 `code` from now on."""
         self.objects.denied[int(channel_id)] = code
         self._changed()
+
+    def refuse_dms(self, user_id: int) -> None:
+        """Messages to this user's DM channel answer 403 50007 (DMs closed, no shared server, or blocked)."""
+        self.deny_channel(self.objects.dm_channel(user_id), 50007)
+
+    def deny_uploads(self, channel_id: int) -> None:
+        """Posting files in this channel answers 403 50013 from now on (Attach Files taken away)."""
+        self._uploads_denied.add(int(channel_id))
 
     def allow_channel(self, channel_id: int) -> None:
         self.objects.denied.pop(int(channel_id), None)
@@ -478,6 +488,14 @@ class FakeDiscord(LocalServer):
             "bot": self.objects.user(self.bot_user_id), "approximate_guild_count": len(self.guilds),
             "integration_types_config": {"0": {}}})
 
+    async def _open_dm(self, request: web.Request) -> web.Response:
+        """Create DM: opening the channel always works; whether a message gets through is decided on posting."""
+        body = request[JSON_KEY] or {}
+        recipient = str(body.get("recipient_id", ""))
+        if not recipient.isdigit():
+            raise form_error("recipient_id", "Value \"%s\" is not snowflake." % recipient)
+        return json_response(self.objects.channels[self.objects.dm_channel(int(recipient))])
+
     async def _gateway_info(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"url": self.gateway_url}
         if request.path.endswith("/bot"):
@@ -657,6 +675,8 @@ class FakeDiscord(LocalServer):
     async def _post_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request.match_info["channel_id"])
         self._check_denied(channel)
+        if request[UPLOADS_KEY] and int(channel["id"]) in self._uploads_denied:
+            raise ApiError(403, 50013, DENIAL_MESSAGES[50013])
         payload = request[JSON_KEY] or {}
         guild_id = int(channel["guild_id"]) if channel.get("guild_id") else None
         message = self._new_message(int(channel["id"]), guild_id, None)

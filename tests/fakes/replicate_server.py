@@ -91,6 +91,7 @@ class ImageModel(_Behaviour):
     images: list[tuple[bytes, str]] = field(default_factory=lambda: [(TINY_PNG, "image/png")])
     run_s: float = 0.0
     as_data_urls: bool = False
+    url_suffix: str = ""  # appended to each file URL (e.g. a long signed query, as CDNs add); ignored when served
 
 
 ModelBehaviour = Union[TextModel, ImageModel]
@@ -519,7 +520,7 @@ class FakeReplicate(LocalServer):
                 else:
                     name = f"out-{i}{mimetypes.guess_extension(content_type) or '.bin'}"
                     self._files[(p.id, name)] = (data, content_type)
-                    p.output.append(f"{self.files_url}/files/{p.id}/{name}")
+                    p.output.append(f"{self.files_url}/files/{p.id}/{name}{b.url_suffix}")
         elif p.output is None:
             p.output = []
         if b.output_override is not MISSING:

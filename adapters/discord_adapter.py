@@ -491,7 +491,7 @@ def _image_caption(images: Images, links: list[Image], limit: int = MAX_MESSAGE_
     """Model and seed first, then what the user must know, the links, and the prompt last (escaped): markup
     typed in it can't swallow the rest, and a long prompt is what gets cut to fit the message."""
     header = f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}"
-    extra_lines = [f"*{discord.utils.escape_markdown(note)}*" for note in images.notes]  # options not used
+    extra_lines = [f"*{note}*" for note in images.notes]  # ours: which options the model could not use
     problems = [_missing(image) for image in links if image.problem or not safe_link(image.url)]
     shown = [link for link in (safe_link(image.url) for image in links) if link]
     return caption(header, [*extra_lines, *problems], shown, images.prompt, limit)

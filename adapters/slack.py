@@ -28,7 +28,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
-from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -206,7 +206,12 @@ class SlackAdapter:
             # it returns. The default polls for the ack every 10 ms, and meanwhile the answer's first
             # Web API and Replicate calls would overtake the ack.
             process_before_response=True,
+            # Who we are comes from the auth.test made at start-up: bolt would otherwise call it lazily inside
+            # the first command's ack path (https://tools.slack.dev/bolt-python/concepts/authorization). A
+            # lambda, because bolt fills a callable's parameters by name and would pass `self=None` too.
+            authorize=lambda: self._authorize(),
         )
+        self._authorization: AuthorizeResult | None = None
         self.app.command("/ask")(self._on_command)
         self.app.command("/imagine")(self._on_command)
         self._socket_handler: AsyncSocketModeHandler | None = None
@@ -229,10 +234,9 @@ class SlackAdapter:
         self.client.session = self._edit_client.session = self._session
         auth = await startup_call("auth.test", self.client.auth_test(), self._config.api_url)
         self.bot_user_id = auth.get("user_id")
-        for middleware in self.app._async_middleware_list:
-            # bolt calls auth.test lazily inside the first request's ack path; hand it the answer up front.
-            if isinstance(middleware, AsyncSingleTeamAuthorization):
-                middleware.auth_test_result = auth
+        self._authorization = AuthorizeResult.from_auth_test_response(
+            bot_token=self._config.bot_token, auth_test_response=auth
+        )
         log.info("Slack: signed in as %s in %s", auth.get("user"), auth.get("team"))
         if self._config.app_token:
             self._socket_handler = AsyncSocketModeHandler(
@@ -249,6 +253,15 @@ class SlackAdapter:
             self._socket_handler.client.wss_uri = opened["url"]
             await self._socket_handler.connect_async()
             log.info("Slack: Socket Mode connected")
+
+    async def _authorize(self) -> AuthorizeResult:
+        """bolt's authorize hook: the start-up auth.test's answer (asked again only for a request before start)."""
+        if self._authorization is None:
+            auth = await self.client.auth_test()
+            self._authorization = AuthorizeResult.from_auth_test_response(
+                bot_token=self._config.bot_token, auth_test_response=auth
+            )
+        return self._authorization
 
     async def is_connected(self) -> bool:
         if self._socket_handler is None:

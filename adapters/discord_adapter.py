@@ -11,13 +11,11 @@ Every send and edit carries `AllowedMentions.none()`.
 # No `from __future__ import annotations`: discord.py reads the command signatures' annotations at runtime.
 
 import asyncio
-import base64
 import datetime
-import inspect
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Optional, assert_never
@@ -26,12 +24,14 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord_commands import MODEL_KINDS, build_command, register_commands
 from adapters.discord_format import DEFAULT_ATTACHMENT_LIMIT_BYTES, MAX_ATTACHMENTS, MAX_MESSAGE_CHARS, caption, fit, safe_link
 from adapters.discord_replies import CommandReplies, Delivered, Form, Message, Place, TokenExpired
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RateLimited, RenderLimits, StreamingReply
 from bot.core import CommandCore
 from bot.models import ModelKind
+from bot.options import OptionSpec, options_for
 from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.tasks import BackgroundTasks
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 EDIT_INTERVAL_S = 1.0
 INTERACTION_TOKEN_LIFETIME = datetime.timedelta(minutes=15)
 TOKEN_SAFETY_MARGIN = datetime.timedelta(seconds=60)
-MAX_CHOICES = 25
 NO_MENTIONS = discord.AllowedMentions.none()
 THINKING_TEXT = "⏳ Working on it…"
 INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
@@ -58,20 +57,6 @@ class DiscordConfig:
     api_url: str
     gateway_url: Optional[str] = None
     guild_ids: tuple[int, ...] = ()
-
-
-# Send Messages (2048) + Embed Links (16384) + Attach Files (32768); scopes: bot + applications.commands.
-INVITE_PERMISSIONS = 2048 + 16384 + 32768
-INVITE_URL = "https://discord.com/oauth2/authorize?client_id={application_id}&scope=bot+applications.commands&permissions={permissions}"
-
-
-def invite_url(token: str) -> str:
-    """The invite URL for the bot whose token this is (a token's first part is the bot's id, base64)."""
-    first_part = token.split(".", 1)[0]
-    application_id = base64.b64decode(first_part + "=" * (-len(first_part) % 4)).decode()
-    if not application_id.isdigit():
-        raise ValueError("DISCORD_TOKEN does not look like a bot token")
-    return INVITE_URL.format(application_id=application_id, permissions=INVITE_PERMISSIONS)
 
 
 class InteractionMessages:
@@ -142,8 +127,8 @@ class DiscordAdapter:
         ends `wait_closed` with one. The commands are built here, not earlier: their options come from the
         models looked up at start-up.
         """
-        self.tree.add_command(self._ask_command())
-        self.tree.add_command(self._imagine_command())
+        for command in CommandName:
+            self.tree.add_command(self._command(command))
         discord.http.Route.BASE = self._config.api_url
         if self._config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
@@ -168,29 +153,10 @@ class DiscordAdapter:
 
     async def _setup_hook(self) -> None:
         if not self._config.gateway_url and self._config.api_url.rstrip("/") != "https://discord.com/api/v10":
-            # SPEC: with only DISCORD_API_URL set, ask it where the gateway is.
+            # With only DISCORD_API_URL set (a proxy, a test server), that API says where its gateway is.
             _, url, _ = await self.client.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-        await self._register_commands()
-
-    async def _register_commands(self) -> None:
-        """PUT the command set only where it differs from what Discord has (PUTs are rate limited per day)."""
-        application_id = self.client.application_id
-        assert application_id is not None
-        targets: list[Optional[discord.Object]] = [discord.Object(id=gid) for gid in self._config.guild_ids] or [None]
-        for guild in targets:
-            if guild is not None:
-                self.tree.copy_global_to(guild=guild)
-                current = await self.client.http.get_guild_commands(application_id, guild.id)
-            else:
-                current = await self.client.http.get_global_commands(application_id)
-            wanted = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
-            if _command_shape(current) == _command_shape(wanted):
-                self.registrations_skipped += 1
-                log.info("Discord: commands unchanged in %s; not re-registering", guild.id if guild else "global scope")
-                continue
-            await self.tree.sync(guild=guild)
-            log.info("Discord: registered /ask and /imagine in %s", guild.id if guild else "global scope")
+        self.registrations_skipped += await register_commands(self.client, self.tree, self._config.guild_ids)
 
     async def wait_until_ready(self) -> None:
         await self.client.wait_until_ready()
@@ -209,78 +175,28 @@ class DiscordAdapter:
 
     # --- commands -----------------------------------------------------------------------------------
 
-    def _ask_command(self) -> app_commands.Command:
-        models = self._core.models.refs(ModelKind.TEXT)
-        # What the bot really allows: the operator's cap, or less when no text model takes that many.
-        most_tokens = self._core.models.max_tokens_limit(self._core.limits.max_tokens_cap)
-
-        async def ask(
-            interaction: discord.Interaction,
-            prompt: str,
-            max_tokens: Optional[app_commands.Range[int, 1, most_tokens]] = None,
-            temperature: Optional[app_commands.Range[float, 0.0, 2.0]] = None,
-            model: Optional[str] = None,
-        ) -> None:
-            await self._on_command(
-                interaction, CommandName.ASK, prompt, {"max_tokens": max_tokens, "temperature": temperature, "model": model}
-            )
-
-        return _slash_command(
-            "ask",
-            "Ask a model on Replicate",
-            ask,
-            offered={"prompt", "max_tokens", "temperature", *self._model_option(ModelKind.TEXT)},
-            descriptions={
-                "prompt": "Your question",
-                "max_tokens": "Longest answer, in tokens",
-                "temperature": "0 = focused, 2 = adventurous",
-                "model": "Which model answers",
-            },
-            choices={"model": models},
+    def _command(self, command: CommandName) -> app_commands.Command:
+        """The command with the options its models can use, bounded by what the bot really allows."""
+        catalog, kind = self._core.models, MODEL_KINDS[command]
+        return build_command(
+            command,
+            self._on_command,
+            [spec for spec in options_for(command) if self._offers(spec, kind)],
+            upper_bounds={"max_tokens": catalog.max_tokens_limit(self._core.limits.max_tokens_cap)},
+            choices={"model": catalog.refs(kind), "aspect_ratio": catalog.aspect_ratio_choices()},
         )
 
-    def _imagine_command(self) -> app_commands.Command:
-        models = self._core.models.refs(ModelKind.IMAGE)
-        ratios = self._core.models.aspect_ratio_choices()
-
-        async def imagine(
-            interaction: discord.Interaction,
-            prompt: str,
-            aspect_ratio: Optional[str] = None,
-            seed: Optional[app_commands.Range[int, 0, 2**32 - 1]] = None,
-            negative_prompt: Optional[str] = None,
-            model: Optional[str] = None,
-        ) -> None:
-            await self._on_command(
-                interaction,
-                CommandName.IMAGINE,
-                prompt,
-                {"aspect_ratio": aspect_ratio, "seed": seed, "negative_prompt": negative_prompt, "model": model},
-            )
-
-        offered = {"prompt", "seed"}
-        offered |= {"aspect_ratio"} if ratios else set()
-        offered |= {"negative_prompt"} if self._core.models.takes_negative_prompt() else set()
-        offered |= set(self._model_option(ModelKind.IMAGE))
-        return _slash_command(
-            "imagine",
-            "Generate an image on Replicate",
-            imagine,
-            offered=offered,
-            descriptions={
-                "prompt": "What to draw",
-                "aspect_ratio": "Width:height",
-                "seed": "Same seed + same prompt = same picture",
-                "negative_prompt": "What to leave out (models that support it)",
-                "model": "Which model draws",
-            },
-            choices={"aspect_ratio": ratios, "model": models},
-        )
-
-    def _model_option(self, kind: ModelKind) -> tuple[str, ...]:
-        """`model` when there is a choice, or when the command's own model was left out at start-up."""
-        models = self._core.models.refs(kind)
-        return ("model",) if len(models) > 1 or (models and self._core.models.default(kind) is None) else ()
+    def _offers(self, spec: OptionSpec, kind: ModelKind) -> bool:
+        """Whether some model of `kind` can use the option (an option the table adds is offered by default)."""
+        catalog = self._core.models
+        if spec.name == "model":  # when there is a choice, or when the command's own model was left out
+            models = catalog.refs(kind)
+            return len(models) > 1 or bool(models and catalog.default(kind) is None)
+        if spec.name == "aspect_ratio":
+            return bool(catalog.aspect_ratio_choices())
+        if spec.name == "negative_prompt":
+            return catalog.takes_negative_prompt()
+        return True
 
     async def _on_command(
         self, interaction: discord.Interaction, command: CommandName, prompt: str, typed_options: Mapping[str, object]
@@ -361,33 +277,6 @@ class DiscordAdapter:
     def _token_expired(interaction: discord.Interaction) -> bool:
         deadline = interaction.created_at + INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
         return discord.utils.utcnow() >= deadline
-
-
-def _slash_command(
-    name: str,
-    description: str,
-    callback: Callable[..., Any],
-    *,
-    offered: Collection[str],
-    descriptions: Mapping[str, str],
-    choices: Mapping[str, Sequence[str]],
-) -> app_commands.Command:
-    """A command offering only the `offered` parameters of `callback` (the others keep their defaults).
-
-    discord.py reads the options from the callback's signature (`inspect.signature`, which honours
-    `__signature__`), so narrowing the signature is how a typed callback offers fewer options."""
-    signature = inspect.signature(callback)
-    kept = [p for index, p in enumerate(signature.parameters.values()) if index == 0 or p.name in offered]
-    callback.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
-    callback = app_commands.describe(**{key: text for key, text in descriptions.items() if key in offered})(callback)
-    listed = {
-        key: [app_commands.Choice(name=value[:100], value=value) for value in values[:MAX_CHOICES]]
-        for key, values in choices.items()
-        if key in offered and values
-    }
-    if listed:
-        callback = app_commands.choices(**listed)(callback)
-    return app_commands.Command(name=name, description=description, callback=callback)
 
 
 class _Answer:
@@ -500,23 +389,3 @@ def _image_caption(images: Images, links: list[Image], limit: int = MAX_MESSAGE_
 def _missing(image: Image) -> str:
     """One line saying why an image isn't attached (the core's words, shown literally)."""
     return discord.utils.escape_markdown(image.problem or "An image could not be posted.")
-
-
-_OPTION_KEYS = ("type", "name", "description", "required", "choices", "min_value", "max_value", "min_length", "max_length", "autocomplete")
-
-
-def _command_shape(commands: Any) -> list[dict[str, Any]]:
-    """What decides whether two command sets differ, ignoring fields Discord adds (ids, versions…)."""
-
-    def option_shape(option: Mapping[str, Any]) -> dict[str, Any]:
-        shape = {key: option.get(key) for key in _OPTION_KEYS}
-        shape["required"] = bool(option.get("required", False))
-        shape["autocomplete"] = bool(option.get("autocomplete", False))
-        shape["options"] = [option_shape(child) for child in option.get("options") or []]
-        return shape
-
-    return sorted(
-        ({"name": c.get("name"), "description": c.get("description"), "type": c.get("type", 1),
-          "options": [option_shape(o) for o in c.get("options") or []]} for c in commands),
-        key=lambda shape: str(shape["name"]),
-    )

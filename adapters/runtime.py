@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import binascii
 import errno
 import logging
 import signal
@@ -12,7 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from adapters.console import ConsoleAdapter, stdin_lines
-from adapters.discord_adapter import DiscordAdapter, DiscordConfig, invite_url
+from adapters.discord_adapter import DiscordAdapter, DiscordConfig
+from adapters.discord_commands import invite_url
 from adapters.health import RECONNECT_WINDOW_S, ConnectionProbe, HealthMonitor
 from adapters.http_server import HttpPort
 from adapters.slack import SlackAdapter, SlackConfig
@@ -69,7 +69,7 @@ def print_discord_invite(settings: Settings) -> int:
         raise SettingsError("DISCORD_TOKEN", "is not set", "copy the bot token from the Developer Portal's Bot page")
     try:
         print(invite_url(settings.discord_token))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except ValueError:
         raise SettingsError("DISCORD_TOKEN", "is not a bot token", "copy it again from the Developer Portal's Bot page") from None
     return 0
 

@@ -1,6 +1,6 @@
 """The results table: every metric beside its target, PASS/MISS per run, and baseline ÷ bot on Slack.
 
-Targets (issue 5, for N=200 concurrent /ask with a 2 s model) live in `METRICS`, one row each.
+Targets (the README's benchmark table, for N=200 concurrent /ask with a 2 s model) live in `METRICS`, one row each.
 """
 
 from __future__ import annotations

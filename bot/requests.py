@@ -30,7 +30,7 @@ class Origin:
 
 @dataclass(frozen=True)
 class Options:
-    """SPEC's inline options, validated. `None` means "the model's default"."""
+    """The inline options (`bot.options`), validated. `None` means "the model's default"."""
 
     model: str | None = None
     aspect_ratio: str | None = None

@@ -2,7 +2,7 @@
 
 Each input is what a user could type after `/ask` or `/imagine`; each says what a demanding user expects back:
 the usage text, a private refusal naming what was wrong, or an answer. Each output is what a model could write
-(split into the tokens it streams), for the "nothing a model writes can ping anyone" rule (SPEC, Mentions).
+(split into the tokens it streams), for the "nothing a model writes can ping anyone" rule (README: Security).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DISCORD_OPTION_MAX_CHARS = 6000  # Discord refuses a string option value longer than this before we see it
-LIMIT = 4000  # MAX_PROMPT_CHARS' default (SPEC, Configuration)
+LIMIT = 4000  # MAX_PROMPT_CHARS' default (config/settings.py)
 
 
 class Expect(StrEnum):

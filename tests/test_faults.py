@@ -1,5 +1,5 @@
 """Fault matrix: each row breaks one thing (Replicate, Slack or Discord) while real commands run through the
-whole bot, and checks the same promises every time (SPEC, Errors and Lifecycle):
+whole bot, and checks the same promises every time (README: Deploying; the error replies of `bot/errors.py`):
 
 - every accepted command gets exactly one final reply: the answer, or one clear error;
 - no prediction is created twice for one command;

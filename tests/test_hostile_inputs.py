@@ -1,4 +1,4 @@
-"""Issue 5: hostile inputs (and hostile model outputs) through every adapter get one clear reply each.
+"""Hostile inputs (and hostile model outputs) through every adapter get one clear reply each.
 
 The corpus is `tests/hostile_corpus.py`. Each adapter runs once per module: one bot against its fakes takes the
 whole corpus at once (a Slack channel per command, a Discord interaction per command, one console process with
@@ -43,8 +43,8 @@ ANSWER_TOKENS = ["Fine", "."]
 ANSWER = "".join(ANSWER_TOKENS)
 ALLOWED_MODELS = frozenset({DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL, *(case.model for case in OUTPUTS)})
 SLACK_USER = "U0USER"
-SLACK_MAX_CHARS = 4000  # chat.update's limit (NOTES): the longest reply a Slack user ever gets from us
-DISCORD_MAX_CHARS = 2000  # a Discord message (NOTES)
+SLACK_MAX_CHARS = 4000  # chat.update's limit (msg_too_long, api.slack.com/methods/chat.update): the longest reply
+DISCORD_MAX_CHARS = 2000  # a Discord message's content (discord.com/developers/docs/resources/message)
 CLEAR_ERROR_MAX_CHARS = 2000  # an error names the problem; it doesn't echo 100 KB of input back
 EPHEMERAL = 64
 SETTLE_TIMEOUT_S = 20.0

@@ -1,4 +1,4 @@
-"""Running in production (SPEC, Lifecycle): graceful shutdown of the real process, `/healthz`, exactly-once
+"""Running in production (README: Deploying): graceful shutdown of the real process, `/healthz`, exactly-once
 predictions, one structured log line per command, and no secret in the log at any level."""
 
 from __future__ import annotations

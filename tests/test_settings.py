@@ -1,4 +1,4 @@
-"""`config.settings`: every variable in SPEC's table, read once, validated, with one-line errors."""
+"""`config.settings`: every variable in the README's table, read once, validated, with one-line errors."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_malformed_value_in_the_env_file_is_reported_by_variable(tmp_path: Path)
     assert caught.value.variable == "PORT"
 
 
-SPEC_VARIABLES = (
+DOCUMENTED_VARIABLES = (
     "REPLICATE_API_TOKEN REPLICATE_BASE_URL SLACK_BOT_TOKEN SLACK_APP_TOKEN SLACK_SIGNING_SECRET SLACK_API_URL "
     "DISCORD_TOKEN DISCORD_API_URL DISCORD_GATEWAY_URL DISCORD_GUILD_IDS ASK_MODEL IMAGINE_MODEL ALLOWED_MODELS "
     "MAX_PROMPT_CHARS MAX_CONCURRENT_PREDICTIONS IMAGE_DIR PREDICTION_TIMEOUT SHUTDOWN_GRACE PORT LOG_LEVEL"
@@ -178,7 +178,7 @@ SPEC_VARIABLES = (
 
 
 def test_default_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for variable in SPEC_VARIABLES:
+    for variable in DOCUMENTED_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("MAX_PROMPT_CHARS", "123")
 

@@ -69,7 +69,7 @@ def clean_environ() -> None:
 
 async def start_replicate(workload: Workload) -> FakeReplicate:
     """A fake Replicate serving the two default models (the load uses /ask; the bot looks both up at start-up);
-    it also points SSL_CERT_FILE at its certificate (inherited)."""
+    the bot trusts its file server through SSL_CERT_FILE (`bot_environment`)."""
     replicate = FakeReplicate(api_token=REPLICATE_TOKEN, max_wait_s=REPLICATE_MAX_WAIT_S)
     await replicate.start()
     replicate.add_model(DEFAULT_ASK_MODEL, workload.text_model())
@@ -87,5 +87,5 @@ def bot_environment(replicate: FakeReplicate, workload: Workload) -> dict[str, s
         "PORT": "0",
         "LOG_LEVEL": "INFO",
         "SHUTDOWN_GRACE": "5",
-        "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),
+        "SSL_CERT_FILE": replicate.ca_bundle,
     }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+import ssl
+
+import certifi
 
 from bot.admission import AdmissionQueue
 from bot.core import CommandCore, CoreConfig
@@ -41,7 +43,8 @@ def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreReso
 
     Until `load_models()` runs, the core knows the models from the fallback table only.
     """
-    ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~15 ms: once for every client
+    # Loading a CA bundle takes ~15 ms: once, for every client.
+    ssl_context = ssl.create_default_context(cafile=str(settings.ca_bundle or certifi.where()))
     clients = ReplicateClients.build(
         settings.require_replicate_token(),
         settings.replicate_base_url,

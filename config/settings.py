@@ -53,6 +53,7 @@ class Settings:
     replicate_api_token: str | None = field(default=None, repr=False)
     replicate_base_url: str = DEFAULT_REPLICATE_BASE_URL
     replicate_output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS
+    ca_bundle: Path | None = None  # CAs to trust for Replicate's API and files instead of certifi's
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
@@ -123,6 +124,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         replicate_api_token=env.get("REPLICATE_API_TOKEN"),
         replicate_base_url=_url(env, "REPLICATE_BASE_URL", DEFAULT_REPLICATE_BASE_URL, ("http://", "https://")),
         replicate_output_hosts=_output_hosts(env),
+        ca_bundle=_ca_bundle(env),
         slack_bot_token=_token(env, "SLACK_BOT_TOKEN", "xoxb-", "the Bot User OAuth Token from OAuth & Permissions"),
         slack_app_token=_token(env, "SLACK_APP_TOKEN", "xapp-", "an App-Level Token with connections:write"),
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET"),
@@ -240,6 +242,17 @@ def _allowed_models(env: Mapping[str, str], ask_model: str, imagine_model: str) 
         if not _MODEL_REF.match(item):
             raise SettingsError("ALLOWED_MODELS", f"has {item!r}", "list owner/name[:version] entries, comma-separated")
     return frozenset(ref.lower() for ref in (*listed, ask_model, imagine_model))
+
+
+def _ca_bundle(env: Mapping[str, str]) -> Path | None:
+    """SSL_CERT_FILE, the usual name for a CA bundle (a TLS-intercepting proxy's, a test server's), read here
+    and passed on explicitly rather than left for each HTTP library to find in the environment."""
+    value = env.get("SSL_CERT_FILE")
+    if value is None:
+        return None
+    if not Path(value).is_file():
+        raise SettingsError("SSL_CERT_FILE", f"is {value!r}, which is not a file", "point it at a PEM bundle or unset it")
+    return Path(value)
 
 
 def _output_hosts(env: Mapping[str, str]) -> tuple[str, ...]:

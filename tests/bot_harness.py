@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
+from pathlib import Path
 
 from adapters.rendering import CURSOR
 from adapters.runtime import BotService
@@ -113,6 +114,7 @@ def bot_settings(replicate: FakeReplicate, slack: Optional[FakeSlack], discord: 
         replicate_api_token=replicate.api_token,
         replicate_base_url=replicate.base_url,
         replicate_output_hosts=(replicate.output_host,),
+        ca_bundle=Path(replicate.ca_bundle),
         slack_bot_token=slack.bot_token if slack else None,
         slack_app_token=slack.app_token if slack else None,
         slack_api_url=slack.api_url if slack else "https://slack.com/api/",

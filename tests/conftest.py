@@ -5,6 +5,8 @@
   127.0.0.1; anything else is a test reaching the real Slack, Discord or Replicate (as python-telegram-bot's
   offline request does for its suite). Subprocesses (the real bot process) are pointed at the fakes by
   their environment and are not guarded here.
+- No time limit on a Hypothesis example: timing belongs in the benchmark, and a loaded 2-core CI machine
+  would turn Hypothesis' default 200 ms deadline into random failures.
 - A clean environment: the bot's own settings and proxy variables from the developer's shell are removed
   before each test (as httpx's autouse `clean_environ` fixture does), so no test depends on them.
 """
@@ -18,6 +20,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 # The bot's settings, and the proxy variables httpx, aiohttp and slack_sdk read.
 _ENVIRONMENT_PREFIXES = ("REPLICATE_", "SLACK_", "DISCORD_")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
+from pathlib import Path
 
 import discord
 from discord.gateway import DiscordWebSocket
@@ -107,6 +108,7 @@ def settings_for(discord_fake: FakeDiscord, replicate: FakeReplicate, **override
         replicate_api_token=replicate.api_token,
         replicate_base_url=replicate.base_url,
         replicate_output_hosts=(replicate.output_host,),
+        ca_bundle=Path(replicate.ca_bundle),
         discord_token=discord_fake.token,
         discord_api_url=discord_fake.api_url,
         discord_gateway_url=discord_fake.gateway_url,

@@ -40,7 +40,7 @@ async def test_console_answers_ask_and_saves_imagine_images(replicate: FakeRepli
         "REPLICATE_BASE_URL": replicate.base_url,
         "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
         "IMAGE_DIR": str(tmp_path / "images"),
-        "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),  # the fake's files are served over its own TLS
+        "SSL_CERT_FILE": replicate.ca_bundle,  # the fake's files are served over its own TLS
     }
 
     code, out, _ = await run_console("/ask hello\n/imagine a lighthouse --seed 5\n/imagine\n", env, tmp_path)
@@ -91,7 +91,7 @@ async def test_console_refuses_a_text_model_for_imagine_and_notes_an_unused_no(
         "REPLICATE_BASE_URL": replicate.base_url,
         "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
         "IMAGE_DIR": str(tmp_path / "images"),
-        "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),
+        "SSL_CERT_FILE": replicate.ca_bundle,
     }
     stdin = "/imagine a cat --model meta/meta-llama-3-8b-instruct\n/imagine a lighthouse --no fog\n"
 

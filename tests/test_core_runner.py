@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,7 @@ def make_core(fake: FakeReplicate, policy: RunPolicy = FAST, **overrides: object
         replicate_api_token=overrides.pop("token", "r8_test_token"),  # type: ignore[arg-type]
         replicate_base_url=fake.base_url,
         replicate_output_hosts=(fake.output_host,),
+        ca_bundle=Path(fake.ca_bundle),
         allowed_models=frozenset({ASK, IMAGINE, f"{SDXL}:{SDXL_VERSION}"}),
         **overrides,  # type: ignore[arg-type]
     )

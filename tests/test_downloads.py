@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -88,6 +89,7 @@ def core_for(replicate: FakeReplicate, *hosts: str) -> CoreResources:
         replicate_api_token=TOKEN,
         replicate_base_url=replicate.base_url,
         replicate_output_hosts=hosts or (replicate.output_host,),
+        ca_bundle=Path(replicate.ca_bundle),
     )
     return create_core(settings, FAST)
 

@@ -42,6 +42,7 @@ async def fake() -> AsyncIterator[FakeReplicate]:
 
 
 def make_client(fake: FakeReplicate, token: str = TOKEN, **kwargs: object) -> replicate.Client:
+    kwargs.setdefault("transport", httpx.AsyncHTTPTransport(verify=fake.client_ssl_context()))
     client = replicate.Client(api_token=token, base_url=fake.base_url, **kwargs)
     client.poll_interval = 0.02  # the client polls GET /v1/predictions/{id} when a wait ends in `starting`
     return client
@@ -111,7 +112,7 @@ async def test_image_model_wait_and_file_output(fake: FakeReplicate, client: rep
     download = fake.requests[-1]
     assert download.path.startswith("/files/") and download.headers["Authorization"] == f"Bearer {TOKEN}"
 
-    async with httpx.AsyncClient() as bare:  # output files are served to anyone with the link, like replicate.delivery
+    async with httpx.AsyncClient(verify=fake.client_ssl_context()) as bare:  # output files are served to anyone with the link, like replicate.delivery
         ok = await bare.get(str(files[0]))
         assert ok.content == WEBP and ok.headers["content-type"] == "image/webp"
 
@@ -124,9 +125,11 @@ async def test_image_model_wait_and_file_output(fake: FakeReplicate, client: rep
     assert unknown.value.status == 404
 
 
-async def test_explicit_tls_trust_without_env(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_clients_trust_the_file_server_explicitly_and_the_environment_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    async with FakeReplicate(api_token=TOKEN, trust_via_env=False) as fake:
+    async with FakeReplicate(api_token=TOKEN) as fake:
         assert "SSL_CERT_FILE" not in os.environ
         fake.add_model(FLUX, ImageModel(images=[(WEBP, "image/webp")]))
         trusting = make_client(fake, transport=httpx.AsyncHTTPTransport(verify=fake.client_ssl_context()))

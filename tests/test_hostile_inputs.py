@@ -181,6 +181,7 @@ async def slack_run() -> AsyncIterator[SlackRun]:
                 replicate_api_token="r8_test_token",
                 replicate_base_url=replicate.base_url,
                 replicate_output_hosts=(replicate.output_host,),
+                ca_bundle=Path(replicate.ca_bundle),
                 slack_bot_token=slack.bot_token,
                 slack_app_token=slack.app_token,
                 slack_api_url=slack.api_url,
@@ -455,7 +456,7 @@ async def console_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
             "IMAGE_DIR": str(workdir / "images"),
             "ALLOWED_MODELS": ",".join(sorted(ALLOWED_MODELS)),
             "PREDICTION_TIMEOUT": "10",
-            "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE", ""),
+            "SSL_CERT_FILE": replicate.ca_bundle,
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "console",

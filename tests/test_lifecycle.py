@@ -109,7 +109,7 @@ def process_env(replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord
     return {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(ROOT),
-        "SSL_CERT_FILE": os.environ["SSL_CERT_FILE"],  # set by FakeReplicate: trust its HTTPS file server
+        "SSL_CERT_FILE": replicate.ca_bundle,  # trust the fake's HTTPS file server
         "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
         "REPLICATE_BASE_URL": replicate.base_url,
         "REPLICATE_OUTPUT_HOSTS": replicate.output_host,

@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -70,6 +71,7 @@ async def slack_bot(*, http_mode: bool = False, timeout_s: float = 10) -> AsyncI
             replicate_api_token="r8_test_token",
             replicate_base_url=replicate.base_url,
             replicate_output_hosts=(replicate.output_host,),
+            ca_bundle=Path(replicate.ca_bundle),
             slack_bot_token=slack.bot_token,
             slack_app_token=None if http_mode else slack.app_token,
             slack_signing_secret=SIGNING_SECRET if http_mode else None,

@@ -56,7 +56,7 @@ class Fakes:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "PYTHONPATH": str(ROOT),
-            "SSL_CERT_FILE": os.environ["SSL_CERT_FILE"],  # set by FakeReplicate: trust its HTTPS file server
+            "SSL_CERT_FILE": self.replicate.ca_bundle,  # trust the fake's HTTPS file server
             # Report unclosed sockets and transports at exit, instead of Python's default of ignoring them.
             "PYTHONWARNINGS": "always::ResourceWarning",
             "REPLICATE_API_TOKEN": REPLICATE_TOKEN,

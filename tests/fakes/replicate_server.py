@@ -11,10 +11,9 @@ so hundreds run at once. Everything received is recorded (`requests`, `creates`,
 
 Output files are served over HTTPS (`files_url`, a second port with a self-signed certificate for 127.0.0.1):
 the client turns only strings starting with `https:` or `data:` into `FileOutput`, so `http://` URLs would
-reach the bot as plain strings, which real Replicate never sends. To make the unmodified client trust the
-certificate, the fake points `SSL_CERT_FILE` at certifi's bundle plus its certificate while it runs (httpx
-reads it when a client builds its transport, i.e. at the client's first request). Opt out with
-`trust_via_env=False` and pass `verify=fake.client_ssl_context()` to your transport instead.
+reach the bot as plain strings, which real Replicate never sends. Clients trust the certificate explicitly:
+the bot through its `ca_bundle` setting (`SSL_CERT_FILE` for a bot process) set to `fake.ca_bundle`, other
+clients with `verify=fake.client_ssl_context()`. The fake never changes the process environment.
 """
 
 from __future__ import annotations
@@ -244,7 +243,6 @@ class _Model:
 
 
 _TLS: dict[str, str] = {}
-_env_users: list[Optional[str]] = []  # SSL_CERT_FILE values saved by running fakes (a stack, for nesting)
 
 
 def tls_files() -> dict[str, str]:
@@ -269,10 +267,9 @@ _REC: web.RequestKey[RecordedRequest] = web.RequestKey("replicate_recorded", Rec
 class FakeReplicate(LocalServer):
     """Replicate's API on 127.0.0.1:<random port>. Use `async with FakeReplicate() as fake:`."""
 
-    def __init__(self, api_token: str = "r8_test_token", max_wait_s: float = 5.0, trust_via_env: bool = True) -> None:
+    def __init__(self, api_token: str = "r8_test_token", max_wait_s: float = 5.0) -> None:
         self.api_token = api_token
         self.max_wait_s = max_wait_s
-        self.trust_via_env = trust_via_env
         self.port = 0
         self.tls_port = 0
         self.requests: list[RecordedRequest] = []
@@ -310,9 +307,6 @@ class FakeReplicate(LocalServer):
         server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ssl.load_cert_chain(tls["cert"], tls["key"])
         self._runner, (self.port, self.tls_port) = await serve_app(app, tls=server_ssl)
-        if self.trust_via_env:
-            _env_users.append(os.environ.get("SSL_CERT_FILE"))
-            os.environ["SSL_CERT_FILE"] = tls["bundle"]
         return self
 
     async def close(self) -> None:
@@ -329,12 +323,6 @@ class FakeReplicate(LocalServer):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-            if self.trust_via_env:
-                saved = _env_users.pop()
-                if saved is None:
-                    os.environ.pop("SSL_CERT_FILE", None)
-                else:
-                    os.environ["SSL_CERT_FILE"] = saved
         self._changed()
         self._watch.close()
 
@@ -351,6 +339,11 @@ class FakeReplicate(LocalServer):
     def output_host(self) -> str:
         """`files_url`'s host:port, as the bot's REPLICATE_OUTPUT_HOSTS lists it."""
         return f"127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_bundle(self) -> str:
+        """certifi's CAs plus the fake's certificate: what a bot (or any client) needs to trust its files."""
+        return tls_files()["bundle"]
 
     @staticmethod
     def client_ssl_context() -> ssl.SSLContext:

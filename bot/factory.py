@@ -26,7 +26,7 @@ class CoreResources:
 
 
 def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreResources:
-    """A core wired to Replicate with the settings' token, URL, timeout and concurrency cap."""
+    """A core wired to Replicate with the settings' token, URL, timeout, concurrency cap and queue bound."""
     clients = ReplicateClients.build(
         settings.require_replicate_token(),
         settings.replicate_base_url,
@@ -39,5 +39,6 @@ def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreReso
         imagine_model=settings.imagine_model,
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
     )
-    core = CommandCore(runner, AdmissionQueue(settings.max_concurrent_predictions), config)
+    admission = AdmissionQueue(settings.max_concurrent_predictions, max_queued=settings.max_queued)
+    core = CommandCore(runner, admission, config)
     return CoreResources(core=core, clients=clients)

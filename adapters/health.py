@@ -1,4 +1,5 @@
-"""`GET /healthz`: each adapter's connection state and the commands in flight, 503 past the reconnect window.
+"""`GET /healthz`: each adapter's connection state, the commands running and those queued, 503 past the
+reconnect window.
 
 Why a window: Slack sockets and Discord gateways drop and come back routinely; only a connection that
 stays down longer than `reconnect_window_s` means the process should be restarted.
@@ -55,8 +56,8 @@ class HealthMonitor:
             "status": "ok" if healthy else "unhealthy",
             "accepting": self._core.accepting,
             "adapters": adapters,
-            "in_flight": self._core.in_flight,
-            "queued": self._core.queued,
+            "running": self._core.running,  # predictions admitted to run (at most MAX_CONCURRENT_PREDICTIONS)
+            "queued": self._core.queued,  # commands waiting for a slot (at most MAX_QUEUED)
         }
         return healthy, body
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.text import split_message
+from bot.text import SplitPoint, split_from, split_message
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,11 @@ class StreamingReply:
         self._shown = [shown_text] if first_message_id is not None else []
         self._status = ""
         self._text = ""
+        # The streamed text's chunks that are full stay as they are while more arrives: only the text after
+        # them (from `_settled_at`) is split again at each edit, so a long answer costs no more per edit.
+        self._settled: list[str] = []
+        self._settled_at: SplitPoint | None = None
+        self._settled_source = ""  # the prepared text the settled chunks were cut from
         self._dirty = asyncio.Event()
         self._next_edit_at = 0.0
         self._lock = asyncio.Lock()  # one platform call at a time per reply keeps edits in order
@@ -184,7 +189,19 @@ class StreamingReply:
     def _interim_chunks(self) -> list[str]:
         if not self._text:
             return [self._status] if self._status else []
-        return split_message(self._prepare(self._text) + CURSOR, self._limits.max_chars)
+        prepared = self._prepare(self._text)
+        if self._settled_at is not None and not prepared.startswith(self._settled_source):
+            self._settled, self._settled_at, self._settled_source = [], None, ""  # prepare_text is not piecewise
+        tail, points = split_from(prepared + CURSOR, self._limits.max_chars, self._settled_at)
+        chunks = self._settled + tail
+        # A chunk is settled once the text after it begins inside what was streamed (not in the cursor).
+        settle = [index for index, point in enumerate(points) if point.offset <= len(prepared)]
+        if settle:
+            last = settle[-1]
+            self._settled = self._settled + tail[: last + 1]
+            self._settled_at = points[last]
+            self._settled_source = prepared[: points[last].offset]
+        return chunks
 
     async def _pump_edits(self) -> None:
         while True:

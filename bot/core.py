@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Callable
 
-from bot.admission import AdmissionQueue
+from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.command_log import CommandRecord
 from bot.dedupe import RecentKeys
-from bot.errors import BotError, FailureKind, InvalidCommand, ModelNotAllowed, describe_failure
+from bot.errors import BotError, FailureKind, InvalidCommand, ModelNotAllowed, ShuttingDown, describe_failure
 from bot.model_catalog import A_MODEL_OF, COMMAND_OF, ModelCatalog
 from bot.model_input import build_model_input
 from bot.models import KIND_FOR_COMMAND, ModelInfo
@@ -55,10 +55,17 @@ class CommandCore:
 
     @property
     def in_flight(self) -> int:
+        """Commands being executed: running, waiting in line, or finishing their last reply."""
         return len(self._producers)
 
     @property
+    def running(self) -> int:
+        """Commands admitted to run a prediction."""
+        return self._admission.in_use
+
+    @property
     def queued(self) -> int:
+        """Commands waiting in line for a free slot."""
         return self._admission.queued
 
     @property
@@ -89,7 +96,11 @@ class CommandCore:
         origin: Origin,
         typed_options: Mapping[str, object] | None = None,
     ) -> CommandRequest | Failure:
-        """Parse and validate without any I/O; a `Failure` here is private and cost nothing."""
+        """Parse and validate without any I/O; a `Failure` here is private and cost nothing.
+
+        A request returned holds a place in the admission queue until `execute` takes it up (or it lapses):
+        a burst of commands sees the room left shrink with each one, and those beyond it are refused here.
+        """
         name = CommandName(str(command).lstrip("/"))
         try:
             limits = dataclasses.replace(self._config.limits, allowed_models=self._models.all_refs())
@@ -112,6 +123,11 @@ class CommandCore:
             return Failure(kind=error.kind, message=error.user_message, private=True)
         if not self._accepting:
             return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN), private=True)
+        if not self._admission.reserve(request.request_id):
+            waiting = self._admission.waiting_ahead_of_newcomer
+            log.info("Refused a %s command from %s: the queue is full (%d waiting)", name, origin.platform, waiting)
+            commands = "1 command is" if waiting == 1 else f"{waiting} commands are"
+            return Failure(FailureKind.QUEUE_FULL, describe_failure(FailureKind.QUEUE_FULL, commands=commands), private=True)
         return request
 
     def _model_for(self, command: CommandName, requested: str | None) -> ModelInfo | None:
@@ -134,6 +150,7 @@ class CommandCore:
         """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`)."""
         record = CommandRecord.start(request, ack_latency_s)
         if not self._accepting:
+            self._admission.withdraw(request.request_id)
             failure = Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
             record.observe(failure)
             record.emit()
@@ -154,11 +171,14 @@ class CommandCore:
             if not producer.done():
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+            self._admission.withdraw(request.request_id)  # a producer stopped before it took up its place
             record.emit()
 
     def stop_accepting(self) -> None:
-        """New commands get a polite "restarting" from now on (shutdown)."""
+        """New commands get a polite "restarting" from now on (shutdown), and so, at once, do those still
+        queued: nothing waiting is admitted any more, so no prediction is created after the signal."""
         self._accepting = False
+        self._admission.close()
 
     async def drain(self, grace_s: float, *, cancels_by: float | None = None) -> None:
         """Let in-flight commands finish for up to `grace_s`, then cancel the rest on Replicate.
@@ -206,8 +226,11 @@ class CommandCore:
         if info is None:  # prepare() checked it: the catalog cannot lose a model while the bot runs
             raise ModelNotAllowed(NO_MODEL_TEXT.format(command=request.command))
         model_input = build_model_input(request, info)
-        async for position in self._admission.wait_turn():
-            emit(Status(Phase.QUEUED, queue_position=position))
+        try:
+            async for position in self._admission.wait_turn(request.request_id):
+                emit(Status(Phase.QUEUED, queue_position=position))
+        except AdmissionClosed as error:
+            raise ShuttingDown(describe_failure(FailureKind.SHUTTING_DOWN), cause=error) from error
         try:
             if is_image:
                 seed = model_input.values.get(info.seed_field) if info.seed_field else None

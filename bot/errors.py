@@ -46,6 +46,7 @@ class FailureKind(StrEnum):
     EMPTY_OUTPUT = "empty_output"
     CANCELLED = "cancelled"
     SHUTTING_DOWN = "shutting_down"
+    QUEUE_FULL = "queue_full"
 
 
 class BotError(Exception):
@@ -160,6 +161,7 @@ RUN_FAILURE_TEXT: dict[FailureKind, str] = {
     FailureKind.EMPTY_OUTPUT: "The model `{model}` finished but returned nothing. Try again, or rephrase the prompt.",
     FailureKind.CANCELLED: "This request was cancelled before it finished.",
     FailureKind.SHUTTING_DOWN: "The bot is restarting. Try again in a moment.",
+    FailureKind.QUEUE_FULL: "The bot is busy: {commands} waiting. Try again in a minute.",
 }
 
 

@@ -39,7 +39,7 @@ class CoreResources:
 
 
 def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreResources:
-    """A core wired to Replicate with the settings' token, URL, timeout and concurrency cap.
+    """A core wired to Replicate with the settings' token, URL, timeout, concurrency cap and queue bound.
 
     Until `load_models()` runs, the core knows the models from the fallback table only.
     """
@@ -58,6 +58,6 @@ def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreReso
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
     )
     configured = ConfiguredModels(settings.ask_model, settings.imagine_model, settings.allowed_models)
-    core = CommandCore(runner, AdmissionQueue(settings.max_concurrent_predictions), config,
-                       ModelCatalog.from_table(configured))
+    admission = AdmissionQueue(settings.max_concurrent_predictions, max_queued=settings.max_queued)
+    core = CommandCore(runner, admission, config, ModelCatalog.from_table(configured))
     return CoreResources(core=core, clients=clients, outputs=outputs, configured_models=configured)

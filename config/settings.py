@@ -67,6 +67,7 @@ class Settings:
     allowed_models: frozenset[str] = frozenset({DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL})
     max_prompt_chars: int = 4000
     max_concurrent_predictions: int = 50
+    max_queued: int = 200
     image_dir: Path = Path("images")
     prediction_timeout_s: float = 300.0
     shutdown_grace_s: float = 25.0
@@ -138,6 +139,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         allowed_models=_allowed_models(env, ask_model, imagine_model),
         max_prompt_chars=_number(env, "MAX_PROMPT_CHARS", 4000, int, minimum=1),
         max_concurrent_predictions=_number(env, "MAX_CONCURRENT_PREDICTIONS", 50, int, minimum=1),
+        max_queued=_number(env, "MAX_QUEUED", 200, int, minimum=0),
         image_dir=Path(env.get("IMAGE_DIR", "images")),
         prediction_timeout_s=_number(env, "PREDICTION_TIMEOUT", 300.0, float, minimum=0.1),
         shutdown_grace_s=_number(env, "SHUTDOWN_GRACE", 25.0, float, minimum=0.0),

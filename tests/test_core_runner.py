@@ -267,7 +267,7 @@ async def test_commands_beyond_the_cap_wait_in_a_queue_and_are_told_their_place(
 
 async def test_three_hundred_concurrent_commands_all_finish(replicate: FakeReplicate) -> None:
     replicate.add_model(ASK, TextModel(tokens=["ok"], token_interval_s=0.01))
-    resources = make_core(replicate, RunPolicy(timeout_s=60.0), max_concurrent_predictions=50)
+    resources = make_core(replicate, RunPolicy(timeout_s=60.0), max_concurrent_predictions=50, max_queued=250)
     try:
         results = await asyncio.gather(*(run(resources, "ask", f"q{i}") for i in range(300)))
     finally:

@@ -348,7 +348,7 @@ async def test_healthz_reports_connections_and_commands_and_turns_503_past_the_r
         await asyncio.wait_for(bots.service.discord.wait_until_ready(), WAIT_S)
         status, idle = await get_health(bots)
         assert status == 200
-        assert idle == {"status": "ok", "accepting": True, "in_flight": 0, "queued": 0,
+        assert idle == {"status": "ok", "accepting": True, "running": 0, "queued": 0,
                         "adapters": {"slack": {"connected": True}, "discord": {"connected": True}}}
 
         for channel in ("C0ONE", "C0TWO"):  # one runs, one waits for the single slot
@@ -357,7 +357,7 @@ async def test_healthz_reports_connections_and_commands_and_turns_503_past_the_r
         await bots.slack.wait_until(lambda: any("Queued" in m.text for m in bots.slack_replies("C0TWO")),
                                     what="the queued command's status")
         status, busy = await get_health(bots)
-        assert status == 200 and busy["in_flight"] == 2 and busy["queued"] == 1
+        assert status == 200 and busy["running"] == 1 and busy["queued"] == 1
 
         # Slack's socket goes away and cannot come back (apps.connections.open keeps failing).
         bots.slack.fail("apps.connections.open", "internal_error", times=1000)

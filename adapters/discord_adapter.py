@@ -14,7 +14,6 @@ import asyncio
 import datetime
 import io
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -22,8 +21,10 @@ from typing import Any, Optional, assert_never
 
 import discord
 import yarl
+from aiohttp import web
 from discord import app_commands
 
+from adapters.base import CommandIntake
 from adapters.discord_commands import MODEL_KINDS, build_command, register_commands
 from adapters.discord_format import DEFAULT_ATTACHMENT_LIMIT_BYTES, MAX_ATTACHMENTS, MAX_MESSAGE_CHARS, caption, fit, safe_link
 from adapters.discord_replies import CommandReplies, Delivered, Form, Message, Place, TokenExpired
@@ -34,8 +35,8 @@ from bot.models import ModelKind
 from bot.options import OptionSpec, options_for
 from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
-from bot.tasks import BackgroundTasks
 from bot.text import split_message
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ INTERACTION_TOKEN_LIFETIME = datetime.timedelta(minutes=15)
 TOKEN_SAFETY_MARGIN = datetime.timedelta(seconds=60)
 NO_MENTIONS = discord.AllowedMentions.none()
 THINKING_TEXT = "⏳ Working on it…"
+CANNOT_ATTACH_TEXT = (
+    "I can't attach files in this channel. Ask a server admin to give me the **Attach Files** permission here."
+)
 INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
 
 
@@ -106,10 +110,12 @@ async def _call(request: Any) -> Any:
 class DiscordAdapter:
     """Holds the core; turns interactions into core requests and reply events into Discord messages."""
 
-    def __init__(self, core: CommandCore, config: DiscordConfig, tasks: BackgroundTasks) -> None:
+    name = "discord"
+
+    def __init__(self, core: CommandCore, config: DiscordConfig, intake: CommandIntake) -> None:
         self._core = core
         self._config = config
-        self._tasks = tasks
+        self._intake = intake
         intents = discord.Intents.none()
         intents.guilds = True  # channel cache for follow-up posts; no privileged intent is needed
         self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
@@ -161,6 +167,10 @@ class DiscordAdapter:
     async def wait_until_ready(self) -> None:
         await self.client.wait_until_ready()
 
+    def http_routes(self) -> list[web.RouteDef]:
+        """None: Discord reaches the bot over the gateway."""
+        return []
+
     async def is_connected(self) -> bool:
         # discord.py keeps its ready flag through a dropped gateway (it clears it only in close()), so ask
         # the gateway socket itself; while reconnecting, `ws` is the old, closed one.
@@ -201,33 +211,37 @@ class DiscordAdapter:
     async def _on_command(
         self, interaction: discord.Interaction, command: CommandName, prompt: str, typed_options: Mapping[str, object]
     ) -> None:
-        received = time.monotonic()
-        if not self._core.claim_delivery(f"discord:{interaction.id}"):
-            log.info("Discord: dropped a repeated delivery of interaction %s", interaction.id)
-            return
-        origin = Origin(
-            platform="discord",
-            user_id=str(interaction.user.id),
-            channel_id=str(interaction.channel_id),
-            user_name=interaction.user.name,
-            workspace_id=str(interaction.guild_id) if interaction.guild_id else None,
+        async def refuse(message: str) -> None:
+            await interaction.response.send_message(fit(message), ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+        async def defer() -> None:
+            await interaction.response.defer(thinking=True)
+
+        def can_answer_here(request: CommandRequest) -> str | None:
+            if request.command is CommandName.IMAGINE and interaction.guild_id and not interaction.app_permissions.attach_files:
+                return CANNOT_ATTACH_TEXT
+            return None
+
+        async def answer(request: CommandRequest, ack_latency_s: float) -> None:
+            await self._answer(interaction, request, ack_latency_s)
+
+        await self._intake.take(
+            delivery_key=str(interaction.id),
+            origin=Origin(
+                platform="discord",
+                user_id=str(interaction.user.id),
+                channel_id=str(interaction.channel_id),
+                user_name=interaction.user.name,
+                workspace_id=str(interaction.guild_id) if interaction.guild_id else None,
+            ),
+            command=command,
+            text=prompt,
+            typed_options=typed_options,
+            acknowledge=defer,
+            refuse=refuse,
+            answer=answer,
+            precondition=can_answer_here,
         )
-        prepared = self._core.prepare(command, prompt, origin, typed_options)
-        if isinstance(prepared, Failure):
-            await interaction.response.send_message(
-                fit(prepared.message), ephemeral=True, allowed_mentions=NO_MENTIONS
-            )
-            return
-        if command is CommandName.IMAGINE and interaction.guild_id and not interaction.app_permissions.attach_files:
-            await interaction.response.send_message(
-                "I can't attach files in this channel. Ask a server admin to give me the **Attach Files** permission here.",
-                ephemeral=True,
-                allowed_mentions=NO_MENTIONS,
-            )
-            return
-        await interaction.response.defer(thinking=True)
-        ack_latency_s = time.monotonic() - received
-        self._tasks.spawn(self._answer(interaction, prepared, ack_latency_s), name=f"discord-{prepared.request_id}")
 
     # --- answers --------------------------------------------------------------------------------------
 
@@ -389,3 +403,19 @@ def _image_caption(images: Images, links: list[Image], limit: int = MAX_MESSAGE_
 def _missing(image: Image) -> str:
     """One line saying why an image isn't attached (the core's words, shown literally)."""
     return discord.utils.escape_markdown(image.problem or "An image could not be posted.")
+
+
+def build_discord_adapter(settings: Settings, core: CommandCore, intake: CommandIntake) -> "DiscordAdapter | None":
+    """The Discord adapter, when DISCORD_TOKEN is set."""
+    if not settings.discord_token:
+        return None
+    return DiscordAdapter(
+        core,
+        DiscordConfig(
+            token=settings.discord_token,
+            api_url=settings.discord_api_url,
+            gateway_url=settings.discord_gateway_url,
+            guild_ids=settings.discord_guild_ids,
+        ),
+        intake,
+    )

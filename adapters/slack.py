@@ -17,8 +17,7 @@ import asyncio
 import functools
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -29,6 +28,8 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -41,12 +42,12 @@ from slack_sdk.http_retry.jitter import Jitter
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_format as fmt
+from adapters.base import CommandIntake
 from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
 from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
-from bot.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ SOCKET_PING_INTERVAL_S = 3.0  # bolt's 10 s default notices a dead socket only a
 CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
 WORKING_TEXT = "_⏳ Working on it…_"
 
-Respond = Callable[..., Awaitable[Any]]
+Respond = AsyncRespond
 # What a Web API call raises once slack_sdk's retries are spent: Slack said no (SlackApiError, 5xx included),
 # the request failed (SlackRequestError), 429s outlasted the retries (RateLimited), the network failed.
 DELIVERY_ERRORS = (SlackClientError, RateLimited, aiohttp.ClientError, TimeoutError)
@@ -188,10 +189,12 @@ async def _call(request: Awaitable[Any]) -> Any:
 class SlackAdapter:
     """Holds the core; turns Slack slash commands into core requests and reply events into Slack messages."""
 
-    def __init__(self, core: CommandCore, config: SlackConfig, tasks: BackgroundTasks) -> None:
+    name = "slack"
+
+    def __init__(self, core: CommandCore, config: SlackConfig, intake: CommandIntake) -> None:
         self._core = core
         self._config = config
-        self._tasks = tasks
+        self._intake = intake
         self.client = AsyncWebClient(
             token=config.bot_token, base_url=config.api_url, retry_handlers=_retry_handlers(wait_out_rate_limits=True)
         )
@@ -263,6 +266,10 @@ class SlackAdapter:
             )
         return self._authorization
 
+    async def wait_closed(self) -> None:
+        """Never, by itself: slack_sdk reconnects a dropped socket, and in HTTP mode Slack calls us."""
+        await asyncio.get_running_loop().create_future()
+
     async def is_connected(self) -> bool:
         if self._socket_handler is None:
             return True  # HTTP mode: Slack calls us
@@ -295,26 +302,29 @@ class SlackAdapter:
 
     # --- commands ---------------------------------------------------------------------------------
 
-    async def _on_command(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any], respond: Respond) -> None:
-        received = time.monotonic()
-        if not self._core.claim_delivery(f"slack:{command.get('team_id')}:{command.get('trigger_id')}"):
-            await ack()  # a redelivery of a command we already took: answer it once, not twice
-            log.info("Slack: dropped a repeated delivery of trigger %s", command.get("trigger_id"))
-            return
-        origin = Origin(
-            platform="slack",
-            user_id=command.get("user_id", ""),
-            channel_id=command.get("channel_id", ""),
-            user_name=command.get("user_name"),
-            workspace_id=command.get("team_id"),
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        async def refuse(message: str) -> None:
+            await ack(text=fmt.escape(message))  # an ack's text is ephemeral: only the user sees it
+
+        async def answer(request: CommandRequest, ack_latency_s: float) -> None:
+            await self._answer(request, respond, ack_latency_s)
+
+        await self._intake.take(
+            delivery_key=f"{command.get('team_id')}:{command.get('trigger_id')}",
+            origin=Origin(
+                platform="slack",
+                user_id=command.get("user_id", ""),
+                channel_id=command.get("channel_id", ""),
+                user_name=command.get("user_name"),
+                workspace_id=command.get("team_id"),
+            ),
+            command=command.get("command", ""),
+            text=command.get("text", ""),
+            acknowledge=ack,
+            refuse=refuse,
+            answer=answer,
+            redelivered=ack,  # a command we already took: acked again, answered once
         )
-        prepared = self._core.prepare(command.get("command", ""), command.get("text", ""), origin)
-        if isinstance(prepared, Failure):
-            await ack(text=fmt.escape(prepared.message))  # an ack's text is ephemeral: only the user sees it
-            return
-        await ack()
-        ack_latency_s = time.monotonic() - received
-        self._tasks.spawn(self._answer(prepared, respond, ack_latency_s), name=f"slack-{prepared.request_id}")
 
     async def _answer(self, request: CommandRequest, respond: Respond, ack_latency_s: float) -> None:
         events = self._core.execute(request, ack_latency_s=ack_latency_s)
@@ -454,3 +464,19 @@ class SlackAdapter:
         if budget is None:
             budget = self._budgets[workspace_id] = EditBudget(fmt.INTERIM_EDITS_PER_MINUTE, fmt.INTERIM_EDIT_BURST)
         return budget
+
+
+def build_slack_adapter(settings: Settings, core: CommandCore, intake: CommandIntake) -> SlackAdapter | None:
+    """The Slack adapter, when SLACK_BOT_TOKEN is set (Socket Mode with SLACK_APP_TOKEN, else HTTP mode)."""
+    if not settings.slack_bot_token:
+        return None
+    return SlackAdapter(
+        core,
+        SlackConfig(
+            bot_token=settings.slack_bot_token,
+            api_url=settings.slack_api_url,
+            app_token=settings.slack_app_token,
+            signing_secret=settings.slack_signing_secret,
+        ),
+        intake,
+    )

@@ -5,7 +5,7 @@
     └── unreachable()   builds one for an API that could not be reached (refused, unknown host, timeout)
 
 Adapters raise it from `start()` (and Discord's gateway task, which can be refused after the login);
-`adapters.runtime.main` prints it and exits with its own status.
+`service.cli.main` prints it and exits with its own status.
 """
 
 from __future__ import annotations

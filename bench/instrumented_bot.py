@@ -1,4 +1,4 @@
-"""The real bot (`adapters.runtime.BotService`, settings from the environment) plus a loop-lag probe.
+"""The real bot (`service.bot_service.BotService`, settings from the environment) plus a loop-lag probe.
 
 Run by the harness as `python -m bench.instrumented_bot` in its own process, so that the lag and memory
 it reports are the bot's own, not the fakes'. It speaks a line protocol on stdin/stdout:
@@ -20,15 +20,15 @@ import json
 import os
 import sys
 
-from adapters.runtime import BotService
+from service.bot_service import BotService
 from bench.stats import LoopLagProbe, peak_rss_mb, rss_mb
 from bot.logs import install_logging
-from config.settings import Settings, load_settings
+from config.settings import load_settings
 
 
 async def serve() -> int:
     settings = load_settings(env_file=None)  # the harness passes everything in the environment
-    install_logging(settings.log_level, _secrets_of(settings))
+    install_logging(settings.log_level, settings.secrets)
     service = BotService(settings)
     probe = LoopLagProbe()
     reader = asyncio.StreamReader()
@@ -51,16 +51,8 @@ async def serve() -> int:
                 _say({"error": f"unknown request {line!r}"})
     finally:
         await probe.stop()
-        if service.discord is not None:
-            # The gateway task counts as a command task: closing it first spares shutdown a 5 s wait.
-            await service.discord.close()
         await service.shutdown()
     return 0
-
-
-def _secrets_of(settings: Settings) -> list[str | None]:
-    return [settings.replicate_api_token, settings.slack_bot_token, settings.slack_app_token,
-            settings.slack_signing_secret, settings.discord_token]
 
 
 def _say(message: dict[str, object]) -> None:

@@ -5,6 +5,6 @@ The composition root: the one module under `bot/` allowed to reach the adapters.
 
 import sys
 
-from adapters.runtime import main
+from service.cli import main
 
 sys.exit(main(sys.argv[1:]))

@@ -130,6 +130,10 @@ class CommandCore:
             return Failure(FailureKind.QUEUE_FULL, describe_failure(FailureKind.QUEUE_FULL, commands=commands), private=True)
         return request
 
+    def withdraw(self, request: CommandRequest) -> None:
+        """A prepared request that will never run (an adapter refused it after all): give its place back."""
+        self._admission.withdraw(request.request_id)
+
     def _model_for(self, command: CommandName, requested: str | None) -> ModelInfo | None:
         """The model a command runs; a `--model` of the wrong kind is refused (`ModelNotAllowed`)."""
         kind = KIND_FOR_COMMAND[command]

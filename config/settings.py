@@ -76,6 +76,13 @@ class Settings:
     log_level: str = "INFO"
 
     @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential configured: the one list the log redactor (and the benchmark's) blank out."""
+        values = (self.replicate_api_token, self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,
+                  self.discord_token)
+        return tuple(value for value in values if value)
+
+    @property
     def slack_enabled(self) -> bool:
         return bool(self.slack_bot_token)
 

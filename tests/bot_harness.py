@@ -15,7 +15,7 @@ from typing import Any, Optional
 from pathlib import Path
 
 from adapters.rendering import CURSOR
-from adapters.runtime import BotService
+from service.bot_service import BotService
 from bot.runner import RunPolicy
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings

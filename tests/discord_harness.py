@@ -20,7 +20,7 @@ import discord
 from discord.gateway import DiscordWebSocket
 
 from adapters.rendering import CURSOR
-from adapters.runtime import BotService
+from service.bot_service import BotService
 from bot.runner import RunPolicy
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings
@@ -142,8 +142,8 @@ async def running_bot(
 async def stop_service(service: BotService) -> None:
     """`BotService.shutdown()`, with discord.py closed first: the tests using this end with no command in
     flight, so nothing is left that would still want to reply through the closed client."""
-    if service.discord is not None:
-        await service.discord.close()
+    if service.adapter("discord") is not None:
+        await service.adapter("discord").close()
     await service.shutdown()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN_IN_CORE = ("slack_bolt", "slack_sdk", "discord", "adapters")
+FORBIDDEN_IN_CORE = ("slack_bolt", "slack_sdk", "discord", "adapters", "service")
 COMPOSITION_ROOT = ROOT / "bot" / "__main__.py"
 
 
@@ -97,7 +97,7 @@ def test_core_module_imports_no_platform_sdk_or_adapter(path: Path) -> None:
     assert offending == []
 
 
-@pytest.mark.parametrize("path", modules_under("bot") + modules_under("adapters"), ids=relative)
+@pytest.mark.parametrize("path", modules_under("bot") + modules_under("adapters") + modules_under("service"), ids=relative)
 def test_no_module_outside_config_reads_the_environment(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
@@ -149,7 +149,28 @@ def test_the_environment_scan_catches_every_way_of_reading(source: str) -> None:
     assert environment_reads(ast.parse(source)) != []
 
 
-def test_the_composition_root_is_where_the_adapters_are_reached() -> None:
+def test_the_composition_root_is_where_the_service_is_reached() -> None:
     tree = ast.parse(COMPOSITION_ROOT.read_text(encoding="utf-8"))
 
-    assert any(module.startswith("adapters") for _, module in imported_modules(tree))
+    assert any(module.startswith("service") for _, module in imported_modules(tree))
+
+
+@pytest.mark.parametrize("path", modules_under("adapters"), ids=relative)
+def test_adapters_do_not_reach_into_the_service_that_runs_them(path: Path) -> None:
+    """The service holds adapters; an adapter holds only the core (and the contract in `adapters.base`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+    assert [module for _, module in imported_modules(tree, package_of(path)) if module.split(".")[0] == "service"] == []
+
+
+def test_the_service_knows_no_platform_by_name() -> None:
+    """Adding a platform is its module plus one line in `adapters.registry`: the service imports no adapter."""
+    offending = [
+        f"{relative(path)} imports {module}"
+        for path in modules_under("service")
+        for _, module in imported_modules(ast.parse(path.read_text(encoding="utf-8")), package_of(path))
+        if module.startswith(("adapters.slack", "adapters.discord", "slack_bolt", "slack_sdk", "discord"))
+        and module != "adapters.discord_commands.invite_url"  # the `discord-invite` command line
+    ]
+
+    assert offending == []

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME
 from adapters.rendering import CURSOR
-from adapters.runtime import BotService
+from service.bot_service import BotService
 from tests.discord_harness import (
     ASK_MODEL,
     CHANNEL,
@@ -103,7 +103,7 @@ async def test_an_unchanged_command_set_is_not_registered_again_and_a_changed_on
         discord_fake.set_commands(first.body, guild_id=GUILD)  # as an earlier run left them
         async with running_bot(discord_fake, replicate) as service:
             assert discord_fake.command_puts == []
-            assert service.discord is not None and service.discord.registrations_skipped == 1
+            assert service.adapter("discord") is not None and service.adapter("discord").registrations_skipped == 1
             assert [r.method for r in discord_fake.requests if "/commands" in r.path] == ["GET"]
             # ... and the commands registered earlier still work.
             sent = await discord_fake.send_interaction("ask", {"prompt": "still there?"})
@@ -135,7 +135,8 @@ async def test_interaction_is_deferred_before_any_call_to_replicate(bot: Discord
 
 async def test_ask_streams_coalesced_edits_into_the_original_and_ends_with_exactly_the_text(bot: DiscordBot) -> None:
     tokens = [f"word{i} " for i in range(35)] + ["end."]
-    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=tokens, token_interval_s=0.05))  # ~1.8 s of streaming
+    # ~1.8 s of streaming after a boot long enough for the "starting" status to be shown first
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=tokens, token_interval_s=0.05, boot_s=0.8))
     sent = await bot.interact("ask", {"prompt": "count for me"})
     original = await bot.answered(sent)
 

@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 
 from adapters.console import HELP_TEXT
-from adapters.runtime import BotService
+from service.bot_service import BotService
 from bot.text import split_message
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings

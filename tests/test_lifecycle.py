@@ -343,9 +343,9 @@ async def test_healthz_reports_connections_and_commands_and_turns_503_past_the_r
         allowed_models=frozenset({ASK_MODEL, IMAGINE_MODEL, HUNG_MODEL}), max_concurrent_predictions=1,
         shutdown_grace_s=0.1,
     ) as bots:
-        assert bots.slack is not None and bots.service.discord is not None
+        assert bots.slack is not None and bots.service.adapter("discord") is not None
         # discord.py is ready once the guilds have streamed in (it waits a moment for more after READY).
-        await asyncio.wait_for(bots.service.discord.wait_until_ready(), WAIT_S)
+        await asyncio.wait_for(bots.service.adapter("discord").wait_until_ready(), WAIT_S)
         status, idle = await get_health(bots)
         assert status == 200
         assert idle == {"status": "ok", "accepting": True, "running": 0, "queued": 0,
@@ -437,8 +437,8 @@ async def test_our_own_retry_after_a_429_on_create_creates_one_prediction_and_on
 async def test_healthz_turns_503_when_the_discord_gateway_stays_down_past_the_window() -> None:
     clock = ManualClock()
     async with running_bots(slack=False, service_options={"reconnect_window_s": 30.0, "clock": clock}) as bots:
-        assert bots.discord is not None and bots.service.discord is not None
-        await asyncio.wait_for(bots.service.discord.wait_until_ready(), WAIT_S)
+        assert bots.discord is not None and bots.service.adapter("discord") is not None
+        await asyncio.wait_for(bots.service.adapter("discord").wait_until_ready(), WAIT_S)
         assert (await get_health(bots))[1]["adapters"]["discord"] == {"connected": True}
 
         await bots.discord.close()  # Discord goes away: the socket closes (1001) and reconnects are refused

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from adapters import slack as slack_adapter
-from adapters.runtime import BotService
+from service.bot_service import BotService
 from adapters.slack import TRANSIENT_RETRIES, WORKING_TEXT, RetryBackoff
 from adapters.slack_format import PRIVATE_FALLBACK_TEXT
 from bot.runner import RunPolicy

@@ -1,0 +1,1 @@
+"""The process around the bot: the command line, signals, start-up and shutdown, `/healthz`, the HTTP port."""

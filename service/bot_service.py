@@ -1,0 +1,116 @@
+"""The running bot: the core, every configured chat adapter and the HTTP port, started and stopped together.
+
+Shutdown: new commands are refused politely, running ones get `SHUTDOWN_GRACE` seconds, then whatever is
+left is cancelled on Replicate and its users told, all within `SHUTDOWN_TAIL_S` more seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Callable
+
+from adapters.base import Adapter, CommandIntake
+from adapters.registry import PLATFORMS
+from adapters.startup import StartupError
+from bot.factory import create_core
+from bot.runner import RunPolicy
+from bot.tasks import BackgroundTasks
+from config.settings import Settings
+from service.health import RECONNECT_WINDOW_S, HealthMonitor
+from service.http_server import HttpPort
+
+log = logging.getLogger(__name__)
+# After SHUTDOWN_GRACE, everything else (cancels on Replicate, the users' last replies, closing connections)
+# fits in SHUTDOWN_TAIL_S: with the default grace of 25 s the process is gone before Heroku's kill at 30 s
+# (devcenter.heroku.com/articles/dynos#shutdown). Cancels get the first part, last replies the rest.
+SHUTDOWN_TAIL_S = 4.0
+CANCELS_SHARE_S = 2.0
+CLOSE_RESERVE_S = 0.5
+
+
+class BotService:
+    """The chat adapters, the HTTP port (`/healthz`, an adapter's own routes) and the core, started and stopped
+    together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: RunPolicy | None = None,
+        *,
+        reconnect_window_s: float = RECONNECT_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._resources = create_core(settings, policy)
+        self.core = self._resources.core
+        self.tasks = BackgroundTasks("command")
+        intake = CommandIntake(self.core, self.tasks)
+        self.adapters: list[Adapter] = [
+            adapter for build in PLATFORMS if (adapter := build(settings, self.core, intake)) is not None
+        ]
+        probes = {adapter.name: adapter.is_connected for adapter in self.adapters}
+        self.health = HealthMonitor(self.core, probes, reconnect_window_s=reconnect_window_s, clock=clock)
+        self._http: HttpPort | None = None
+        self.http_host: str | None = None  # where the HTTP port is bound, once started
+        self.http_port: int | None = None
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [adapter.name for adapter in self.adapters]
+
+    def adapter(self, name: str) -> Adapter | None:
+        """The running adapter of platform `name` (`slack`, `discord`), if that platform is configured."""
+        return next((adapter for adapter in self.adapters if adapter.name == name), None)
+
+    async def start(self) -> None:
+        # First: the models decide which commands and options the adapters offer (Discord registers them).
+        await self._resources.load_models()
+        routes = self.health.routes() + [route for adapter in self.adapters for route in adapter.http_routes()]
+        self._http = HttpPort(routes)
+        try:
+            await self._http.start(self._settings.http_listen_host, self._settings.port)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            what = f"PORT {self._settings.port} is already in use"
+            raise StartupError(what, "stop what listens there, or set PORT to a free port") from error
+        self.http_host, self.http_port = self._http.address
+        log.info("HTTP: %s on %s:%d", ", ".join(sorted({route.path for route in routes})), self.http_host,
+                 self.http_port)
+        for adapter in self.adapters:
+            await adapter.start()
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; raises `StartupError` if a platform ends the connection for good meanwhile (Discord's
+        gateway refusing the token): a bot that cannot get its commands must stop, not look alive on `/healthz`."""
+        waits = {asyncio.create_task(stop.wait(), name="stop-signal")}
+        waits |= {asyncio.create_task(adapter.wait_closed(), name=f"{adapter.name}-watch") for adapter in self.adapters}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        for wait in done:
+            wait.result()  # a platform's StartupError, if that is what ended the wait
+
+    async def shutdown(self) -> None:
+        """Refuse new commands, let in-flight ones finish within the grace, cancel the rest, close everything."""
+        loop = asyncio.get_running_loop()
+        grace_ends = loop.time() + self._settings.shutdown_grace_s
+        self.core.stop_accepting()
+        await self.core.drain(self._settings.shutdown_grace_s, cancels_by=grace_ends + CANCELS_SHARE_S)
+        replies_by = grace_ends + SHUTDOWN_TAIL_S - CLOSE_RESERVE_S
+        await self.tasks.wait(max(replies_by - loop.time(), 0.0))  # the cancelled commands' last replies
+        await self.tasks.cancel_all()
+        for adapter in self.adapters:
+            await adapter.close()
+        if self._http is not None:
+            await self._http.close()
+        await self._resources.aclose()
+        log.info("Stopped cleanly")
+
+

@@ -100,7 +100,7 @@ class RenderLimits:
     # A status ("Starting the model…") waits this long for the first text before it is shown: each edit
     # delays the next by `edit_interval_s`, so a status edit made just before fast text arrives would hold
     # that text (and, in the end, the final answer) back by up to an interval. Still inside the first second.
-    status_delay_s: float = 0.5
+    status_delay_s: float = 0.9
 
 
 class StreamingReply:

@@ -539,8 +539,16 @@ def test_any_text_either_parses_or_is_rejected_with_a_message(command: CommandNa
         assert all(ch in "\n\t" or unicodedata.category(ch) != "Cc" for ch in parsed.prompt)
 
 
+# Option values on either side of their bounds, in option position (free text rarely puts them there).
+_SEED_VALUE = st.integers(min_value=-(2**33), max_value=2**33).map(str)
+_RATIO_VALUE = st.tuples(st.integers(0, 40), st.integers(1, 4), st.booleans()).map(
+    lambda sides: f"{sides[0]}:{sides[1]}" if sides[2] else f"{sides[1]}:{sides[0]}"
+)
+_IMAGINE_OPTIONS_TEXT = st.one_of(_SEED_VALUE.map("a cat --seed {}".format), _RATIO_VALUE.map("a cat --ar {}".format))
+
+
 @settings(max_examples=150, deadline=None)
-@given(text=_COMMAND_TEXT)
+@given(text=st.one_of(_COMMAND_TEXT, _IMAGINE_OPTIONS_TEXT))
 def test_successful_imagine_options_are_within_their_ranges(text: str) -> None:
     parsed = _parse_or_reject(IMAGINE, text)
 

@@ -35,15 +35,22 @@ class RecordingTarget:
         self.messages: dict[str, str] = {FIRST: ""}
         self.calls: list[Call] = []
         self._edit_failures: deque[BaseException] = deque()
+        self._delete_failures: deque[BaseException] = deque()
+        self.post_gate: asyncio.Event | None = None  # when set to an Event, a post is created but answered only once it is set
         self._changed = asyncio.Event()
 
     def fail_next_edits(self, error: BaseException, times: int = 1) -> None:
         self._edit_failures.extend([error] * times)
 
+    def fail_next_deletes(self, error: BaseException, times: int = 1) -> None:
+        self._delete_failures.extend([error] * times)
+
     async def post(self, text: str) -> str:
-        message_id = f"m{len(self.messages)}"
+        message_id = f"m{len(self.calls)}"
         self.messages[message_id] = text
         self._record(Call("post", message_id, text, time.monotonic()))
+        if self.post_gate is not None:
+            await self.post_gate.wait()  # the platform has created the message; its answer is still on the way
         return message_id
 
     async def edit(self, message_id: str, text: str) -> None:
@@ -56,6 +63,9 @@ class RecordingTarget:
 
     async def delete(self, message_id: str) -> None:
         assert message_id in self.messages, f"delete of unknown message {message_id}"
+        if self._delete_failures:
+            self._record(Call("delete", message_id, "", time.monotonic(), failed=True))
+            raise self._delete_failures.popleft()
         del self.messages[message_id]
         self._record(Call("delete", message_id, "", time.monotonic()))
 
@@ -98,13 +108,15 @@ class FakeClock:
 
 
 class WatchedBudget(EditBudget):
-    """An `EditBudget` that says when it turned an interim edit down."""
+    """An `EditBudget` that says when it was asked for an interim edit, and when it turned one down."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.asked = asyncio.Event()
         self.refused = asyncio.Event()
 
     def try_take(self) -> bool:
+        self.asked.set()
         taken = super().try_take()
         if not taken:
             self.refused.set()
@@ -194,6 +206,34 @@ async def test_unchanged_text_is_not_edited_again(
     assert [call.text for call in target.edits] == ["hello" + CURSOR, "hello!" + CURSOR]
 
 
+async def test_a_change_that_leaves_the_shown_text_as_it_is_costs_no_edit_budget(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    budget = WatchedBudget(per_minute=60, burst=10, clock=FakeClock())
+    reply = make_reply(budget=budget)
+    reply.append("hello")
+    await target.wait_for_first("hello" + CURSOR)
+    budget.asked.clear()
+
+    reply.set_status("Running")  # marks the reply dirty, but the text shown would not change
+    reply.append("")
+
+    with pytest.raises(TimeoutError):  # the timer would ask within one interval; it gets ten
+        await asyncio.wait_for(budget.asked.wait(), 10 * FAST.edit_interval_s)
+    assert len(target.edits) == 1
+
+
+async def test_while_streaming_only_the_message_whose_text_changed_is_edited(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    reply = make_reply(RenderLimits(max_chars=60, edit_interval_s=0.05))
+    reply.append("a" * 40 + "\n\n" + "b" * 30)
+    await target.wait_until(lambda: len(target.posts) == 1)  # "aaa…" in the first message, "bbb… ▍" in a second
+
+    reply.append(" more")
+    await target.wait_until(lambda: any(call.text.endswith("more" + CURSOR) for call in target.edits))
+
+    assert [call.message_id for call in target.edits].count(FIRST) == 1
 async def test_prepare_text_is_applied_to_the_streamed_text(
     target: RecordingTarget, make_reply: Callable[..., StreamingReply]
 ) -> None:
@@ -274,9 +314,40 @@ async def test_finish_leaves_no_stale_streaming_message_behind(
     await target.wait_until(lambda: len(target.posts) == 1)
     await reply.finish(final)
 
-    shown = [text for text in target.texts(reply.message_ids) if text]
+    assert set(target.messages) == set(reply.message_ids)  # the chat holds no message the reply forgot
+    shown = target.texts(reply.message_ids)
     assert all(CURSOR not in text for text in shown), shown
     assert re.sub(r"\s+", "", "".join(shown)) == re.sub(r"\s+", "", final)
+
+
+async def test_a_leftover_message_that_cannot_be_deleted_is_logged_and_the_final_text_still_lands(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply], caplog: pytest.LogCaptureFixture
+) -> None:
+    reply = make_reply(RenderLimits(max_chars=40, edit_interval_s=0.05))
+    reply.append("a" * 20 + "\n\n" + "b" * 17)
+    await target.wait_until(lambda: len(target.posts) == 1)
+    target.fail_next_deletes(ConnectionError("reset"))
+
+    await reply.finish("short")
+
+    assert target.messages[FIRST] == "short" and reply.message_ids == [FIRST]
+    assert "Could not delete a leftover message" in caplog.text
+
+
+async def test_finish_lets_a_post_already_on_the_wire_land_and_accounts_for_it(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    reply = make_reply(RenderLimits(max_chars=40, edit_interval_s=0.05))
+    target.post_gate = asyncio.Event()
+    reply.append("a" * 20 + "\n\n" + "b" * 17)  # needs a second message while streaming
+    await target.wait_until(lambda: len(target.posts) == 1)  # created on the platform, answer not yet back
+
+    finishing = asyncio.create_task(reply.finish("short"))
+    await asyncio.sleep(0)  # finish() starts while the post is on the wire
+    target.post_gate.set()
+    await asyncio.wait_for(finishing, TIMEOUT_S)
+
+    assert target.messages == {FIRST: "short"}  # the continuation was learnt about, then removed
 
 
 async def test_replace_shows_the_error_text_in_the_first_message(
@@ -310,6 +381,23 @@ async def test_an_interim_edit_pending_at_finish_never_overwrites_the_final_text
     reply.set_status("late status")
     await reply.aclose()
     assert len(target.calls) == after_finish and target.messages[FIRST] == "final"
+
+
+async def test_an_interim_edit_pending_at_replace_never_overwrites_the_replacement(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    reply = make_reply()
+    reply.append("draft")
+    await target.wait_for_first("draft" + CURSOR)  # the first edit went out: the next one waits an interval
+    reply.append(" more")  # so this one is pending when the answer fails
+    await reply.replace("The model failed while running. Try again.")
+    after_replace = len(target.calls)
+
+    with pytest.raises(TimeoutError):  # a pending edit would land within one interval; it gets ten
+        await asyncio.wait_for(
+            target.wait_until(lambda: len(target.calls) > after_replace), 10 * FAST.edit_interval_s
+        )
+    assert target.messages[FIRST] == "The model failed while running. Try again."
 
 
 # --- rate limits and failures ------------------------------------------------------------------------
@@ -374,6 +462,7 @@ async def test_rate_limited_final_edit_posts_the_text_at_once_and_removes_the_dr
 
     assert [call.text for call in target.posts] == ["final answer"]
     assert target.messages == {reply.message_ids[0]: "final answer"}  # the draft is gone
+    assert [call.kind for call in target.calls[-2:]] == ["post", "delete"]  # never a moment with neither shown
 
 
 async def test_rate_limited_final_edit_pauses_the_budget_for_its_retry_after(
@@ -509,6 +598,22 @@ async def test_interim_edit_without_budget_is_skipped_but_the_final_text_lands(
     assert target.posts == []
 
 
+async def test_interim_edit_refused_by_the_budget_is_retried_once_it_refills_without_a_new_delta(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    clock = FakeClock()
+    budget = WatchedBudget(per_minute=60, burst=1, clock=clock)
+    reply = make_reply(budget=budget)
+    reply.append("one")
+    await target.wait_for_first("one" + CURSOR)
+    reply.append(" two")  # the last delta for now: the model is thinking
+    await asyncio.wait_for(budget.refused.wait(), TIMEOUT_S)
+
+    clock.advance(1)  # one edit's worth refills
+
+    await target.wait_for_first("one two" + CURSOR)
+
+
 async def test_exhausted_budget_makes_finish_post_a_new_message_instead_of_editing(
     target: RecordingTarget, make_reply: Callable[..., StreamingReply]
 ) -> None:
@@ -534,6 +639,17 @@ def test_paused_budget_is_exhausted_and_refuses_edits_until_the_pause_ends() -> 
     assert budget.exhausted and not budget.try_take()
     clock.advance(2)
     assert not budget.exhausted and budget.try_take()
+
+
+def test_a_shorter_pause_does_not_cut_a_longer_one_short() -> None:
+    clock = FakeClock()
+    budget = EditBudget(per_minute=60, burst=5, clock=clock)
+
+    budget.pause(5)
+    budget.pause(1)
+    clock.advance(2)
+
+    assert budget.paused and not budget.try_take()
 
 
 def test_rate_limited_carries_its_retry_after() -> None:
@@ -572,17 +688,20 @@ async def test_reply_without_a_placeholder_posts_its_first_message_when_there_is
     assert target.texts(reply.message_ids) == ["hello world"]
 
 
-async def test_prepaid_final_edit_goes_through_an_empty_budget_without_overdrawing_it(
+async def test_prepaid_final_edit_goes_through_an_overdrawn_budget_without_being_charged_again(
     target: RecordingTarget, make_reply: Callable[..., StreamingReply]
 ) -> None:
     clock = FakeClock()
     budget = EditBudget(per_minute=60, burst=1, clock=clock)
     assert budget.try_take()  # the placeholder's final edit, paid when it was posted
+    budget.spend()  # another answer's final edit overdraws the scope
+    assert budget.exhausted
     reply = make_reply(budget=budget, final_edit_prepaid=True)
 
     await reply.finish("final answer")
 
     assert [call.text for call in target.edits] == ["final answer"] and target.posts == []
+    clock.advance(1)  # repays exactly the other answer's overdraft
     assert not budget.exhausted
 
 
@@ -605,3 +724,17 @@ async def test_a_status_with_no_text_behind_it_is_shown_within_its_delay(
 
     await target.wait_for_first("Starting the model…")
     assert [call.text for call in target.edits] == ["Starting the model…"]
+
+
+async def test_prepaid_final_edit_is_posted_instead_while_the_platform_says_slow_down(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    budget = EditBudget(per_minute=60, burst=1, clock=FakeClock())
+    assert budget.try_take()
+    budget.pause(30)  # a 429 elsewhere in the scope: an edit now would only queue
+    reply = make_reply(budget=budget, final_edit_prepaid=True)
+
+    await reply.finish("final answer")
+
+    assert target.edits == [] and [call.text for call in target.posts] == ["final answer"]
+    assert reply.message_ids == [target.posts[0].message_id]

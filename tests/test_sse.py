@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import replicate
+from replicate.stream import ServerSentEvent
 
-from bot.sse import sse_lines
+from bot.sse import sse_lines, stream_events
+from tests.fakes.replicate_server import FakeReplicate, TextModel
+
+TOKEN = "r8_test_token"
 
 
 async def lines_of(*chunks: str) -> list[str]:
@@ -39,3 +44,27 @@ async def test_cr_at_a_chunk_end_followed_by_text_is_a_line_break() -> None:
 
 async def test_a_line_may_arrive_in_many_chunks_and_the_last_needs_no_break() -> None:
     assert await lines_of("da", "ta: hel", "lo\nid: 1", "\nlast") == ["data: hello", "id: 1", "last"]
+
+
+async def test_a_cr_ending_the_stream_ends_the_last_line_and_is_not_part_of_it() -> None:
+    assert await lines_of("data: a\r") == ["data: a"]
+
+
+async def test_stream_events_asks_for_an_event_stream_and_keeps_separators_inside_tokens() -> None:
+    tokens = ["before\u2028event: done", "\u2028after"]
+    async with FakeReplicate(api_token=TOKEN) as fake:
+        fake.add_model("acme/separators", TextModel(tokens=tokens))
+        client = replicate.Client(api_token=TOKEN, base_url=fake.base_url)
+        try:
+            prediction = await client.models.predictions.async_create(model="acme/separators", input={}, stream=True)
+            assert prediction.urls is not None
+            events = [event async for event in stream_events(client, prediction.urls["stream"])]
+        finally:
+            await client._async_client.aclose()
+
+        (stream_request,) = fake.requests_to("GET", "/v1/streams/")
+        assert stream_request.headers["Accept"] == "text/event-stream"  # as replicate's own `async_stream` asks
+        assert stream_request.headers["Cache-Control"] == "no-store"
+        assert fake.errors == []
+    assert [event.data for event in events if event.event is ServerSentEvent.EventType.OUTPUT] == tokens
+    assert events[-1].event is ServerSentEvent.EventType.DONE

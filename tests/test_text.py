@@ -49,7 +49,10 @@ def _code_block(draw: st.DrawFn) -> str:
     return "\n".join([f"{marker}{language}", *body, marker])
 
 
-_BLOCK = st.one_of(_PARAGRAPH, _code_block(), st.just(""), st.sampled_from(["- item one\n- item two", "# Title"]))
+_BLANK_RUN = st.text(alphabet=" \n", min_size=60, max_size=300)  # wider than a window: a cut may find only blanks
+_BLOCK = st.one_of(
+    _PARAGRAPH, _code_block(), st.just(""), st.sampled_from(["- item one\n- item two", "# Title"]), _BLANK_RUN
+)
 _MARKDOWN = st.lists(_BLOCK, min_size=1, max_size=10).flatmap(
     lambda blocks: st.lists(st.sampled_from(["\n", "\n\n", "\n\n\n"]), min_size=len(blocks), max_size=len(blocks)).map(
         lambda separators: "".join(block + separator for block, separator in zip(blocks, separators)).strip("\n")
@@ -144,9 +147,10 @@ def test_a_word_longer_than_the_limit_is_cut_hard() -> None:
 
 
 def test_leading_newlines_are_not_carried_into_the_next_chunk() -> None:
-    chunks = split_message("a" * 50 + "\n\n\n\n" + "b" * 50, 60)
+    # More newlines than fit before the cut: some of them land at the start of what is left.
+    chunks = split_message("a" * 50 + "\n" * 10 + "b" * 40, 60)
 
-    assert chunks == ["a" * 50, "b" * 50]
+    assert chunks == ["a" * 50, "b" * 40]
 
 
 # --- code blocks --------------------------------------------------------------------------------------
@@ -226,12 +230,38 @@ def test_triple_backticks_inside_a_four_backtick_block_do_not_close_it() -> None
 
 
 @pytest.mark.timeout(2, method="signal")
-def test_long_fence_opening_line_followed_by_a_long_line_terminates() -> None:
+def test_long_fence_opening_line_followed_by_a_long_line_terminates_with_content_in_every_chunk() -> None:
     text = "```" + "a" * 700 + "\n" + "b" * 3000 + "\n```"
 
     chunks = split_message(text, 2000)
 
     assert all(len(chunk) <= 2000 for chunk in chunks)
+    assert all("b" in chunk for chunk in chunks)  # never a chunk of just the opening line, closed at once
+
+
+def test_a_language_tag_too_long_to_repeat_is_dropped_when_the_block_reopens() -> None:
+    text = "```" + "a" * 700 + "\n" + "b" * 3000 + "\n```"
+
+    chunks = split_message(text, 2000)
+
+    assert len(chunks) > 1
+    assert all(chunk.startswith("```\n") for chunk in chunks[1:])
+
+
+@pytest.mark.parametrize(
+    "inner",
+    ["~~~", "```python", "    ```"],
+    ids=["other-character", "with-an-info-string", "indented-four-spaces"],
+)
+def test_a_fence_line_that_cannot_close_the_block_stays_inside_it(inner: str) -> None:
+    # CommonMark: a closing fence is the opening character, at least as long, no info string, indented < 4.
+    code = [f"line {index}" for index in range(30)]
+    text = "```\n" + "\n".join([*code[:5], inner, *code[5:]]) + "\n```"
+
+    chunks = split_message(text, 80)
+
+    assert len(chunks) > 2
+    assert all(chunk.startswith("```\n") and chunk.endswith("\n```") for chunk in chunks), chunks
 
 
 # --- entities and edge cases ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A global cap on predictions running at once, with a bounded queue that tells each waiter its place.
 
-Why a cap: the replicate client's pool holds 100 connections and fails the 101st with `PoolTimeout`
-after 5 s. Capping below that turns overload into a visible queue instead of errors. Why a bound on
+Why a cap: every running prediction holds connections (its stream or wait, then its downloads) and
+Replicate's rate limits and bill; `MAX_CONCURRENT_PREDICTIONS` bounds them, and the Replicate clients'
+pools are sized from it (`bot.factory`), so overload becomes a visible queue instead of pool timeouts. Why a bound on
 the queue: past it, a command would wait minutes; refusing it at once, privately, is kinder, and
 keeps a flood from costing the event loop (and every other command's 3 s acknowledgement) anything.
 

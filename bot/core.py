@@ -108,7 +108,7 @@ class CommandCore:
             options = parsed.options
             info = self._model_for(name, options.model)
             if info is None:
-                return Failure(FailureKind.MISCONFIGURED, NO_MODEL_TEXT.format(command=name), private=True)
+                return Failure(FailureKind.MISCONFIGURED, NO_MODEL_TEXT.format(command=name))
             if name is CommandName.IMAGINE and options.seed is None and info.seed_field:
                 # Pick the seed ourselves so every picture's caption can say how to reproduce it.
                 options = dataclasses.replace(options, seed=random.randrange(SEED_PICK_RANGE))
@@ -120,14 +120,14 @@ class CommandCore:
                 model=options.model or info.ref,
             )
         except InvalidCommand as error:
-            return Failure(kind=error.kind, message=error.user_message, private=True)
+            return Failure(kind=error.kind, message=error.user_message)
         if not self._accepting:
-            return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN), private=True)
+            return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
         if not self._admission.reserve(request.request_id):
             waiting = self._admission.waiting_ahead_of_newcomer
             log.info("Refused a %s command from %s: the queue is full (%d waiting)", name, origin.platform, waiting)
             commands = "1 command is" if waiting == 1 else f"{waiting} commands are"
-            return Failure(FailureKind.QUEUE_FULL, describe_failure(FailureKind.QUEUE_FULL, commands=commands), private=True)
+            return Failure(FailureKind.QUEUE_FULL, describe_failure(FailureKind.QUEUE_FULL, commands=commands))
         return request
 
     def withdraw(self, request: CommandRequest) -> None:
@@ -210,7 +210,7 @@ class CommandCore:
             await self._run(request, emit, created.append)
         except BotError as error:
             prediction_id = getattr(error, "prediction_id", None)
-            emit(Failure(error.kind, error.user_message, private=error.is_input_error, prediction_id=prediction_id))
+            emit(Failure(error.kind, error.user_message, prediction_id=prediction_id))
         except asyncio.CancelledError:
             emit(Failure(
                 FailureKind.SHUTTING_DOWN,

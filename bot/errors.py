@@ -17,7 +17,11 @@
         ├── ReplicateUnavailable  5xx, connection failures
         ├── BotMisconfigured      401: the operator's token is wrong (details go to the log)
         ├── EmptyOutput           the model succeeded but said nothing
-        └── PredictionCancelled   shut down or cancelled before it finished
+        ├── PredictionCancelled   cancelled on Replicate before it finished
+        └── ShuttingDown          the bot is stopping: queued commands never start
+
+A refusal that is no exception (`FailureKind.QUEUE_FULL`: the queue is full) is returned by
+`CommandCore.prepare` as a `Failure` directly.
 
 Raw exception text never reaches chat: `user_message` is written here, the cause goes to the log.
 """

@@ -87,11 +87,11 @@ class Images:
 
 @dataclass(frozen=True)
 class Failure:
-    """One clear reply for a failure. `private` failures (bad input) go only to the user who asked."""
+    """One clear reply for a failure. One returned by `CommandCore.prepare` (bad input, a refusal) cost nothing
+    and is answered privately; one that ends `execute` goes where the answer would have gone."""
 
     kind: FailureKind
     message: str
-    private: bool = False
     prediction_id: str | None = None
 
 

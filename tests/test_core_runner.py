@@ -280,6 +280,6 @@ async def test_three_hundred_concurrent_commands_all_finish(replicate: FakeRepli
 async def test_invalid_input_never_reaches_replicate(replicate: FakeReplicate, core: CoreResources) -> None:
     for text in ["", "   ", "--seed 3", "cat --ar 16x9", "cat --bogus 1", "x" * 4001, "cat --model evil/model"]:
         prepared = core.core.prepare("imagine", text, ORIGIN)
-        assert isinstance(prepared, Failure) and prepared.private, text
+        assert isinstance(prepared, Failure), text
 
     assert replicate.requests == []

@@ -261,7 +261,7 @@ async def test_three_hundred_at_once_with_room_for_two_hundred_queue_exactly_two
         firsts = await asyncio.gather(*(first_events(stream, 1) for stream in streams))
 
         assert len(accepted) == 201 and len(refused) == 99
-        assert all(f.private and f.kind is FailureKind.QUEUE_FULL for f in refused)
+        assert all(f.kind is FailureKind.QUEUE_FULL for f in refused)
         assert "200 commands are waiting" in refused[0].message
         queued = [event for (event,) in firsts if isinstance(event, Status) and event.phase is Phase.QUEUED]
         assert sorted(event.queue_position or 0 for event in queued) == list(range(1, 201))

@@ -91,6 +91,10 @@ class CommandIntake:
             self._core.withdraw(prepared)
             await refuse(problem)
             return
-        await acknowledge()
+        try:
+            await acknowledge()
+        except BaseException:
+            self._core.withdraw(prepared)  # never to run: its place in the queue goes back at once
+            raise
         ack_latency_s = time.monotonic() - received
         self._tasks.spawn(answer(prepared, ack_latency_s), name=f"{origin.platform}-{prepared.request_id}")

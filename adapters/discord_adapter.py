@@ -49,6 +49,7 @@ INTERACTION_TOKEN_LIFETIME = datetime.timedelta(minutes=15)
 TOKEN_SAFETY_MARGIN = datetime.timedelta(seconds=60)
 NO_MENTIONS = discord.AllowedMentions.none()
 THINKING_TEXT = "⏳ Working on it…"
+COMMAND_FAILED_TEXT = "⚠️ Something went wrong on our side before I could start. Try again in a moment."
 CANNOT_ATTACH_TEXT = (
     "I can't attach files in this channel. Ask a server admin to give me the **Attach Files** permission here."
 )
@@ -121,6 +122,7 @@ class DiscordAdapter:
         self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.tree = app_commands.CommandTree(self.client)
+        self.tree.error(self._on_command_error)
         self.registrations_skipped = 0
         self._gateway: Optional[asyncio.Task[None]] = None
 
@@ -207,6 +209,22 @@ class DiscordAdapter:
         if spec.name == "negative_prompt":
             return catalog.takes_negative_prompt()
         return True
+
+    async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Whatever went wrong inside a command (a defer Discord refused, a bug), the user hears it privately."""
+        cause = getattr(error, "original", error)
+        name = interaction.command.name if interaction.command else "?"
+        if isinstance(cause, discord.HTTPException):  # Discord refused a call (the defer, a permission)
+            log.warning("Discord: /%s failed: Discord answered %s (%s)", name, cause.status, cause.code)
+        else:
+            log.error("Discord: /%s failed", name, exc_info=cause)
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(COMMAND_FAILED_TEXT, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            else:
+                await interaction.response.send_message(COMMAND_FAILED_TEXT, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as refused:
+            log.warning("Discord: could not tell the user about the failure either (%s)", refused.status)
 
     async def _on_command(
         self, interaction: discord.Interaction, command: CommandName, prompt: str, typed_options: Mapping[str, object]

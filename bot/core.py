@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.command_log import CommandRecord
@@ -26,6 +26,7 @@ from bot.parsing import InputLimits, parse_command
 from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, Status
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.runner import ImagesResult, PredictionRunner
+from bot.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class CommandCore:
         self._admission = admission
         self._config = config
         self._models = models
-        self._producers: set[asyncio.Task[None]] = set()
+        self._producers = BackgroundTasks("command producer")
         self._accepting = True
         self._deliveries = RecentKeys()
 
@@ -161,9 +162,7 @@ class CommandCore:
             yield failure
             return
         events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
-        producer = asyncio.create_task(self._produce(request, events.put_nowait), name=f"command-{request.request_id}")
-        self._producers.add(producer)
-        producer.add_done_callback(self._producers.discard)
+        producer = self._producers.spawn(self._produce(request, events.put_nowait), name=f"command-{request.request_id}")
         try:
             while True:
                 event = await events.get()
@@ -191,8 +190,8 @@ class CommandCore:
         a platform that kills the process soon after the grace never interrupts them half way.
         """
         loop = asyncio.get_running_loop()
-        pending = set(self._producers)
-        still_running: set[asyncio.Task[None]] = set()
+        pending = self._producers.snapshot()
+        still_running: set[asyncio.Task[Any]] = set()
         if pending:
             _, still_running = await asyncio.wait(pending, timeout=grace_s)
         if cancels_by is not None:

@@ -20,6 +20,10 @@ class BackgroundTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def snapshot(self) -> set[asyncio.Task[Any]]:
+        """The tasks running now (a copy: callers may wait on it while tasks come and go)."""
+        return set(self._tasks)
+
     def spawn(self, coroutine: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)

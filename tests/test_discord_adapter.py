@@ -54,7 +54,8 @@ async def bot(caplog: pytest.LogCaptureFixture) -> AsyncIterator[DiscordBot]:
     async with discord_bot() as running:
         yield running
     # A command task that died, an unhandled error in discord.py's handlers: nothing may fail out of sight.
-    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    records = [r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase)]
+    errors = [f"{r.name}: {r.getMessage()}" for r in records if r.levelno >= logging.ERROR]
     assert errors == []
 
 
@@ -497,3 +498,14 @@ async def test_idle_shutdown_is_prompt() -> None:
                 await stop_service(service)
             restore_redirect(saved)
         assert finished, "shutdown of an idle bot took more than 2 s"
+
+
+async def test_a_defer_discord_refuses_still_gets_the_user_a_private_reply_and_runs_nothing(bot: DiscordBot) -> None:
+    bot.discord.fail("POST", r"/interactions/\d+/[^/]+/callback$", status=403, code=50001, message="Missing Access")
+
+    sent = await bot.interact("ask", {"prompt": "hello?"})
+
+    await bot.until(lambda: bot.discord.original_message(sent.token) is not None, "a private reply")
+    told = bot.original(sent)
+    assert told.ephemeral and "went wrong on our side" in told.content
+    assert bot.replicate.creates == []

@@ -306,17 +306,20 @@ async def test_scripted_failures_answer_discords_error_body(fake: FakeDiscord) -
 
 
 async def test_a_bug_in_the_fake_is_a_fake_error() -> None:
-    async def broken_typing(request: web.Request) -> web.Response:
+    async def broken(request: web.Request) -> web.Response:
         raise ZeroDivisionError("division by zero")
 
     fake = FakeDiscord(token=TOKEN, guilds={GUILD: [CHANNEL]})
-    fake._typing = broken_typing  # type: ignore[method-assign]  # a broken handler in the fake itself
+    fake._typing = fake._cdn = broken  # type: ignore[method-assign]  # broken handlers in the fake itself
     async with fake, aiohttp.ClientSession() as http:
         async with http.post(f"{fake.api_url}/channels/{CHANNEL}/typing",
                              headers={"Authorization": f"Bot {TOKEN}"}) as response:
             assert response.status == 500
             assert await response.json() == {"message": "500: Internal Server Error", "code": 0}
-    assert fake.fake_errors == [f"POST /channels/{CHANNEL}/typing: ZeroDivisionError('division by zero')"]
+        async with http.get(f"{fake.base_url}/attachments/{CHANNEL}/1/a.png") as response:  # outside the API
+            assert response.status == 500
+    assert fake.fake_errors == [f"POST /channels/{CHANNEL}/typing: ZeroDivisionError('division by zero')",
+                                f"GET /attachments/{CHANNEL}/1/a.png: ZeroDivisionError('division by zero')"]
 
 
 async def test_two_hundred_concurrent_interactions(fake: FakeDiscord, bot: AskBot) -> None:

@@ -7,7 +7,7 @@ The vocabulary (every fake has each of these; each answers in its platform's own
 |------------------|---------------------------------------------------------------------------------------------|
 | `fail(…)`        | the next `times` matching requests get a scripted error answer                              |
 | `rate_limit(…)`  | the next `times` matching requests answer 429 with Retry-After                              |
-| `requests`       | every request received, in order (a `RecordedRequest` each, with the status it was answered) |
+| `requests`       | every request received, in order (`RecordedRequest`s, with the status each was answered)    |
 | `requests_to(…)` | the received requests of one kind                                                           |
 | `wait_until(…)`  | return once a predicate on the fake's state holds (checked at every change), else time out  |
 | `fake_errors`    | bugs inside the fake (its own handlers' exceptions); every harness asserts it stays empty   |

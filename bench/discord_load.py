@@ -75,7 +75,7 @@ async def run_discord(workload: Workload) -> dict[str, Any]:
                           len(replicate.requests) - first_replicate_request, len(replicate.creates) - first_create)
         final_at = {index: answers.final_at[s.token] for index, s in sent.items() if s.token in answers.final_at}
         result["timeline"] = breakdown(reading.sent_at, final_at, replicate.creates[first_create:])
-        result["replicate_errors"] = list(replicate.errors)
+        result["replicate_errors"] = list(replicate.fake_errors)
     finally:
         exit_status = await bot.stop()
         await discord.close()
@@ -116,5 +116,5 @@ def _analyse(workload: Workload, reading: LoadReading, discord: FakeDiscord, ans
                     rate_limited=rate_limited, edits=edits)
     return {
         **summarise(workload, reading, seen),
-        "fake_errors": [repr(error) for error in discord.server_errors],
+        "fake_errors": list(discord.fake_errors),
     }

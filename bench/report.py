@@ -107,6 +107,8 @@ def _notes(runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
             problems.append(f"{run['bot_log_errors']} ERROR lines in {run.get('bot_log')}")
         if run.get("fake_errors") or run.get("replicate_errors"):
             problems.append(f"fake errors: {(run.get('fake_errors') or []) + (run.get('replicate_errors') or [])}")
+        if run.get("client_errors"):
+            problems.append(f"Socket Mode protocol violations by the bot: {run['client_errors']}")
         if run.get("chat_calls_rate_limited"):
             problems.append(f"{run['chat_calls_rate_limited']} chat calls answered 429")
         calls = run.get("chat_calls_by_method")

@@ -15,7 +15,7 @@ from bench.measure import LoadReading, run_load, wait_for
 from bench.summary import Observed, summarise
 from bench.timeline import breakdown
 from bench.workload import Workload, bot_environment, start_replicate
-from tests.fakes.slack_server import ApiCall, FakeSlack
+from tests.fakes.slack_server import FakeSlack, RecordedRequest
 
 WARMUP_CHANNEL = "CWARMUP"
 SOCKET_TIMEOUT_S = 15.0
@@ -36,7 +36,7 @@ class SlackAnswers:
         self.final_at: dict[str, float] = {}  # channel → arrival time of the call carrying the final text
 
     def count(self, prefix: str = "C0") -> int:
-        calls = self._slack.calls
+        calls = self._slack.requests
         for call in calls[self._scanned:]:
             if call.method in ("chat.postMessage", "chat.update") and call.ok and \
                     call.params.get("text") == self._answer:
@@ -62,7 +62,7 @@ async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
         await slack.send_slash_command("/ask", text="warm-up", channel_id=WARMUP_CHANNEL)
         await wait_for(lambda: answers.count() >= 0 and WARMUP_CHANNEL in answers.final_at,
                        workload.answer_timeout_s, "warm-up answer")
-        first_call, first_request = len(slack.calls), len(replicate.requests)
+        first_call, first_request = len(slack.requests), len(replicate.requests)
         first_create = len(replicate.creates)
         envelopes: dict[int, str] = {}
 
@@ -72,9 +72,9 @@ async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
 
         timeout_s = workload.baseline_timeout_s if baseline else workload.answer_timeout_s
         reading = await run_load(bot, workload.n, send, answers.count, timeout_s, instrumented=not baseline)
-        result = _analyse(workload, reading, slack, answers, envelopes, slack.calls[first_call:],
+        result = _analyse(workload, reading, slack, answers, envelopes, slack.requests[first_call:],
                           len(replicate.requests) - first_request, len(replicate.creates) - first_create)
-        result["replicate_errors"] = list(replicate.errors)
+        result["replicate_errors"] = list(replicate.fake_errors)
         final_at = {index: answers.final_at[channel_of(index)] for index in range(workload.n)
                     if channel_of(index) in answers.final_at}
         result["timeline"] = breakdown(reading.sent_at, final_at, replicate.creates[first_create:])
@@ -89,7 +89,7 @@ async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
 
 
 def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers: SlackAnswers,
-             envelopes: dict[int, str], calls: list[ApiCall], replicate_requests: int,
+             envelopes: dict[int, str], calls: list[RecordedRequest], replicate_requests: int,
              creates: int) -> dict[str, Any]:
     answers.count()
     acks = [slack.sent_envelopes[envelope].ack_latency for envelope in envelopes.values()]
@@ -115,5 +115,6 @@ def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers
                     rate_limited=rate_limited, edits=edits)
     return {
         **summarise(workload, reading, seen),
-        "fake_errors": list(slack.server_errors) + list(slack.socket.errors),
+        "fake_errors": list(slack.fake_errors),
+        "client_errors": list(slack.socket.client_errors),  # the bot's Socket Mode protocol violations
     }

@@ -141,11 +141,11 @@ async def started_fakes(*, slack: bool = True, discord: bool = True) -> AsyncIte
         discord_fake = await stack.enter_async_context(
             FakeDiscord(token=DISCORD_TOKEN, application_id=111, guilds={GUILD: [CHANNEL]})) if discord else None
         yield replicate, slack_fake, discord_fake
-        assert replicate.errors == []
+        assert replicate.fake_errors == []
         if slack_fake is not None:
-            assert slack_fake.server_errors == [] and slack_fake.socket.errors == []
+            assert slack_fake.fake_errors == [] and slack_fake.socket.client_errors == []
         if discord_fake is not None:
-            assert discord_fake.server_errors == []
+            assert discord_fake.fake_errors == []
 
 
 @asynccontextmanager

@@ -187,8 +187,8 @@ async def fakes(
     try:
         default_models(replicate)
         yield discord_fake, replicate
-        assert discord_fake.server_errors == [], discord_fake.server_errors
-        assert replicate.errors == [], replicate.errors
+        assert discord_fake.fake_errors == [], discord_fake.fake_errors
+        assert replicate.fake_errors == [], replicate.fake_errors
     finally:
         await discord_fake.close()
         await replicate.close()

@@ -65,7 +65,7 @@ async def test_console_imagine_shows_starting_at_once_and_a_timeout_cancels_the_
     replicate: FakeReplicate, tmp_path: Path
 ) -> None:
     replicate.add_model("black-forest-labs/flux-schnell", ImageModel(hang=True))
-    replicate.hold_next_creates(1)  # the create reaches Replicate, which makes the prediction and never answers
+    replicate.hold("create", 1)  # the create reaches Replicate, which makes the prediction and never answers
     env = {
         "REPLICATE_API_TOKEN": "r8_test_token",
         "REPLICATE_BASE_URL": replicate.base_url,
@@ -108,7 +108,7 @@ async def test_console_refuses_a_text_model_for_imagine_and_notes_an_unused_no(
 async def test_console_strips_terminal_controls_from_error_details_and_refused_outputs(
     replicate: FakeReplicate, tmp_path: Path
 ) -> None:
-    replicate.fail_next_creates(422, detail="- input.prompt: \x1b]0;pwned\x07\x1b[2Jbad")
+    replicate.fail("create", 422, detail="- input.prompt: \x1b]0;pwned\x07\x1b[2Jbad")
     replicate.add_model("black-forest-labs/flux-schnell", ImageModel(output_override=["https://\x1b[2Jevil.test/x.png"]))
     env = {
         "REPLICATE_API_TOKEN": "r8_test_token",

@@ -32,7 +32,7 @@ async def replicate() -> AsyncIterator[FakeReplicate]:
         fake.add_model(ASK, TextModel(tokens=["Hel", "lo", " https://example.com", "\nbye"]))
         fake.add_model(IMAGINE, ImageModel(images=[(PNG, "image/png")]))
         yield fake
-        assert fake.errors == []
+        assert fake.fake_errors == []
 
 
 def make_core(fake: FakeReplicate, policy: RunPolicy = FAST, **overrides: object) -> CoreResources:
@@ -97,7 +97,7 @@ async def test_a_version_pinned_model_is_created_by_version(replicate: FakeRepli
 async def test_a_429_on_create_is_retried_after_retry_after_and_creates_once(
     replicate: FakeReplicate, core: CoreResources
 ) -> None:
-    replicate.fail_next_creates(429, times=1, retry_after=1)
+    replicate.rate_limit("create", times=1, retry_after=1)
 
     events = await run(core, "ask", "hi")
 
@@ -108,7 +108,7 @@ async def test_a_429_on_create_is_retried_after_retry_after_and_creates_once(
 
 
 async def test_a_429_that_persists_gives_one_busy_reply(replicate: FakeReplicate, core: CoreResources) -> None:
-    replicate.fail_next_creates(429, times=10, retry_after=0)
+    replicate.rate_limit("create", times=10, retry_after=0)
 
     events = await run(core, "ask", "hi")
 
@@ -119,7 +119,7 @@ async def test_a_429_that_persists_gives_one_busy_reply(replicate: FakeReplicate
 async def test_a_5xx_after_the_create_reached_replicate_is_not_retried_and_the_made_prediction_is_followed(
     replicate: FakeReplicate, core: CoreResources
 ) -> None:
-    replicate.fail_next_creates(500, created=True)
+    replicate.fail("create", 500, created=True)
 
     events = await run(core, "ask", "hi")
 
@@ -132,7 +132,7 @@ async def test_a_5xx_after_the_create_reached_replicate_is_not_retried_and_the_m
 async def test_a_5xx_create_that_made_nothing_fails_clearly_after_looking(
     replicate: FakeReplicate, core: CoreResources
 ) -> None:
-    replicate.fail_next_creates(500)
+    replicate.fail("create", 500)
 
     events = await run(core, "ask", "hi")
 
@@ -145,7 +145,7 @@ async def test_an_earlier_prediction_with_the_same_input_is_never_taken_for_a_fa
 ) -> None:
     first = await run(core, "ask", "same question")
     assert isinstance(first[-1], TextDone)
-    replicate.fail_next_creates(500)  # this time nothing was made
+    replicate.fail("create", 500)  # this time nothing was made
 
     events = await run(core, "ask", "same question")
 
@@ -156,7 +156,7 @@ async def test_an_earlier_prediction_with_the_same_input_is_never_taken_for_a_fa
 async def test_two_failed_creates_of_the_same_input_each_follow_their_own_prediction(
     replicate: FakeReplicate, core: CoreResources
 ) -> None:
-    replicate.fail_next_creates(500, times=2, created=True)
+    replicate.fail("create", 500, times=2, created=True)
 
     both = await asyncio.gather(run(core, "ask", "twin"), run(core, "ask", "twin"))
 
@@ -171,7 +171,7 @@ async def test_two_failed_creates_of_the_same_input_each_follow_their_own_predic
 async def test_api_errors_map_to_one_clear_reply(
     replicate: FakeReplicate, core: CoreResources, status: int, kind: FailureKind
 ) -> None:
-    replicate.fail_next_creates(status, detail="- input.width: Must be less than 1440")
+    replicate.fail("create", status, detail="- input.width: Must be less than 1440")
 
     events = await run(core, "imagine", "a cat")
 
@@ -239,7 +239,7 @@ async def test_abandoning_a_command_whose_create_is_unanswered_finds_and_cancels
     replicate: FakeReplicate, core: CoreResources
 ) -> None:
     replicate.add_model(IMAGINE, ImageModel(hang=True))
-    replicate.hold_next_creates(1)  # Replicate makes the prediction but the create never answers
+    replicate.hold("create", 1)  # Replicate makes the prediction but the create never answers
     request = core.core.prepare("imagine", "a cat", ORIGIN)
     assert isinstance(request, CommandRequest)
 

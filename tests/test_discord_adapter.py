@@ -242,7 +242,7 @@ async def test_imagine_attaches_the_image_bytes_with_prompt_model_and_seed(bot: 
 
 
 async def test_imagine_shows_it_is_starting_while_the_create_is_still_out(bot: DiscordBot) -> None:
-    bot.replicate.hold_next_creates(1)  # Replicate takes the create and says nothing: no bare "thinking…"
+    bot.replicate.hold("create", 1)  # Replicate takes the create and says nothing: no bare "thinking…"
 
     sent = await bot.interact("imagine", {"prompt": "a slow lighthouse"})
 
@@ -250,7 +250,7 @@ async def test_imagine_shows_it_is_starting_while_the_create_is_still_out(bot: D
     await bot.replicate.wait_until(lambda: len(bot.replicate.creates) == 1, what="the held create")
     assert bot.original(sent).content.startswith("⏳ Starting")  # still out, and the user already knows
 
-    bot.replicate.release_held_creates()
+    bot.replicate.release_held()
     answered = await bot.answered(sent)
     assert [a.data for a in answered.attachments] == [PNG]
 

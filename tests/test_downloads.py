@@ -81,7 +81,7 @@ async def elsewhere() -> AsyncIterator[Elsewhere]:
 async def replicate() -> AsyncIterator[FakeReplicate]:
     async with FakeReplicate(api_token=TOKEN) as fake:
         yield fake
-        assert fake.errors == []
+        assert fake.fake_errors == []
 
 
 def core_for(replicate: FakeReplicate, *hosts: str) -> CoreResources:

@@ -14,6 +14,7 @@ import aiohttp
 import discord
 import pytest
 import yarl
+from aiohttp import web
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
 
@@ -86,6 +87,7 @@ def build_bot() -> AskBot:
 async def fake() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord(token=TOKEN, application_id=111, bot_user_id=111, guilds={GUILD: [CHANNEL]}) as server:
         yield server
+        assert server.fake_errors == []
 
 
 @pytest.fixture
@@ -279,6 +281,45 @@ async def test_wire_format_auth_and_429_shape(fake: FakeDiscord) -> None:
                                              "global": False}
         async with http.get(f"{fake.api_url}/gateway/bot", headers=auth) as response:
             assert (await response.json())["url"] == fake.gateway_url
+
+
+async def test_scripted_failures_answer_discords_error_body(fake: FakeDiscord) -> None:
+    fake.fail("POST", rf"^/channels/{CHANNEL}/messages$", 403, 50013, "Missing Permissions")
+    fake.fail("GET", r"^/users/@me$", 503)
+    auth = {"Authorization": f"Bot {TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{fake.api_url}/channels/{CHANNEL}/messages", json={"content": "x"},
+                             headers=auth) as response:
+            assert response.status == 403 and response.headers["Content-Type"] == "application/json"
+            assert response.headers["Via"] and await response.json() == {"message": "Missing Permissions",
+                                                                         "code": 50013}
+        async with http.get(f"{fake.api_url}/users/@me", headers=auth) as response:
+            assert response.status == 503
+            assert await response.json() == {"message": "503: Service Unavailable", "code": 0}
+        async with http.post(f"{fake.api_url}/channels/{CHANNEL}/messages", json={"content": "x"},
+                             headers=auth) as response:
+            assert response.status == 200
+    assert [r.status for r in fake.requests_to("POST", rf"^/channels/{CHANNEL}/messages$")] == [403, 200]
+    assert fake.channel_messages(CHANNEL)[0].content == "x"  # only the second post happened
+    with pytest.raises(ValueError, match="rate_limit"):
+        fake.fail("GET", r"^/users/@me$", 429)
+
+
+async def test_a_bug_in_the_fake_is_a_fake_error() -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise ZeroDivisionError("division by zero")
+
+    fake = FakeDiscord(token=TOKEN, guilds={GUILD: [CHANNEL]})
+    fake._typing = fake._cdn = broken  # type: ignore[method-assign]  # broken handlers in the fake itself
+    async with fake, aiohttp.ClientSession() as http:
+        async with http.post(f"{fake.api_url}/channels/{CHANNEL}/typing",
+                             headers={"Authorization": f"Bot {TOKEN}"}) as response:
+            assert response.status == 500
+            assert await response.json() == {"message": "500: Internal Server Error", "code": 0}
+        async with http.get(f"{fake.base_url}/attachments/{CHANNEL}/1/a.png") as response:  # outside the API
+            assert response.status == 500
+    assert fake.fake_errors == [f"POST /channels/{CHANNEL}/typing: ZeroDivisionError('division by zero')",
+                                f"GET /attachments/{CHANNEL}/1/a.png: ZeroDivisionError('division by zero')"]
 
 
 async def test_two_hundred_concurrent_interactions(fake: FakeDiscord, bot: AskBot) -> None:

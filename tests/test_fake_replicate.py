@@ -38,7 +38,7 @@ async def fake() -> AsyncIterator[FakeReplicate]:
         server.add_model(FLUX, ImageModel(images=[(WEBP, "image/webp")]))
         server.add_model(SDXL, ImageModel(images=[(PNG, "image/png"), (PNG + b"2", "image/png")]), version=SDXL_VERSION)
         yield server
-        assert server.errors == []
+        assert server.fake_errors == []
 
 
 def make_client(fake: FakeReplicate, token: str = TOKEN, **kwargs: object) -> replicate.Client:
@@ -301,13 +301,13 @@ async def test_auth_and_not_found_errors(fake: FakeReplicate, client: replicate.
 
 
 async def test_injected_create_errors(fake: FakeReplicate, client: replicate.Client) -> None:
-    fake.fail_next_creates(422, detail="- prompt: Invalid type. Expected: string, given: integer\n")
+    fake.fail("create", 422, detail="- prompt: Invalid type. Expected: string, given: integer\n")
     with pytest.raises(ReplicateError) as invalid:
         await client.async_run(LLAMA, input={"prompt": 1})
     assert (invalid.value.status, invalid.value.title) == (422, "Input validation failed")
     assert "prompt" in (invalid.value.detail or "")
 
-    fake.fail_next_creates(429, times=2, retry_after=1.2)
+    fake.rate_limit("create", times=2, retry_after=1.2)
     raw = await client._async_client.post(f"/v1/models/{LLAMA}/predictions", json={"input": {}})
     assert raw.status_code == 429 and raw.headers["Retry-After"] == "2"
     assert raw.json() == {"title": "Request was throttled.", "status": 429,
@@ -320,7 +320,7 @@ async def test_injected_create_errors(fake: FakeReplicate, client: replicate.Cli
 
 async def test_server_error_after_create_still_runs_prediction(fake: FakeReplicate, client: replicate.Client) -> None:
     fake.add_model("acme/slowtext", TextModel(tokens=["x"] * 3, token_interval_s=0.05))
-    fake.fail_next_creates(500, created=True)
+    fake.fail("create", 500, created=True)
     with pytest.raises(ReplicateError) as error:
         await client.async_run("acme/slowtext", input={"prompt": "once"})
     assert error.value.status == 500 and len(fake.creates) == 1
@@ -330,13 +330,76 @@ async def test_server_error_after_create_still_runs_prediction(fake: FakeReplica
 
 async def test_get_faults_and_client_retries(fake: FakeReplicate, client: replicate.Client) -> None:
     prediction = await client.models.predictions.async_create(model=LLAMA, input={}, wait=True)
-    fake.fail_next_gets(503, times=2)  # the client retries GETs on 429/503/504 with backoff
+    fake.fail("get", 503, times=2)  # the client retries GETs on 429/503/504 with backoff
     assert (await client.predictions.async_get(prediction.id)).status == "succeeded"
     assert [r.status for r in fake.requests if r.method == "GET"] == [503, 503, 200]
-    fake.fail_next_gets(500)
+    fake.fail("get", 500)
     with pytest.raises(ReplicateError) as failed:
         await client.predictions.async_get(prediction.id)
     assert failed.value.status == 500
+
+
+async def test_rate_limited_gets_answer_rfc7807_429_and_the_client_retries(fake: FakeReplicate,
+                                                                          client: replicate.Client) -> None:
+    prediction = await client.models.predictions.async_create(model=LLAMA, input={}, wait=True)
+    fake.rate_limit("get", times=1, retry_after=2)
+    async with httpx.AsyncClient(base_url=fake.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as raw:
+        throttled = await raw.get(f"/v1/predictions/{prediction.id}")
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "2"
+    assert throttled.headers["content-type"] == "application/problem+json"
+    assert throttled.json() == {"title": "Request was throttled.", "status": 429,
+                                "detail": "Request was throttled. Your rate limit resets in ~2s."}
+    fake.rate_limit("get", times=1, retry_after=0)  # the client waits Retry-After, then asks again
+    assert (await client.predictions.async_get(prediction.id)).status == "succeeded"
+    assert [r.status for r in fake.requests_to("GET", f"/v1/predictions/{prediction.id}")] == [429, 429, 200]
+
+
+async def test_model_faults_answer_rfc7807(fake: FakeReplicate) -> None:
+    fake.fail("model", 502, times=2)
+    fake.rate_limit("model", retry_after=3)
+    async with httpx.AsyncClient(base_url=fake.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as raw:
+        answers = [await raw.get(f"/v1/models/{LLAMA}"), await raw.get(f"/v1/models/{LLAMA}/versions/{LLAMA_VERSION}"),
+                   await raw.get(f"/v1/models/{LLAMA}"), await raw.get(f"/v1/models/{LLAMA}")]
+    assert [a.status_code for a in answers] == [502, 502, 429, 200]
+    assert all(a.headers["content-type"] == "application/problem+json" for a in answers[:3])
+    assert answers[0].json() == {"title": "Bad Gateway", "detail": "Bad Gateway", "status": 502}
+    assert answers[2].headers["Retry-After"] == "3" and answers[2].json()["title"] == "Request was throttled."
+    assert answers[3].json()["latest_version"]["id"] == LLAMA_VERSION
+
+
+async def test_faults_are_named_by_what_they_answer(fake: FakeReplicate) -> None:
+    with pytest.raises(ValueError, match="rate_limit"):
+        fake.fail("create", 429)
+    with pytest.raises(ValueError, match="only a create"):
+        fake.fail("get", 500, created=True)
+
+
+async def test_held_create_and_cancel_take_effect_and_answer_when_released(fake: FakeReplicate,
+                                                                          client: replicate.Client) -> None:
+    fake.add_model("acme/hang", TextModel(tokens=["a"], hang=True))
+    fake.hold("create")
+    create = asyncio.create_task(client.models.predictions.async_create(model="acme/hang", input={}))
+    await fake.wait_until(lambda: len(fake.creates) == 1 and fake.creates[0].status == "processing")
+    [posted] = fake.requests_to("POST", "/v1/models/acme/hang/predictions")
+    assert posted.status == 0 and not create.done()  # made and running, still unanswered
+    fake.release_held()
+    assert (await asyncio.wait_for(create, 5)).id == fake.creates[0].id and posted.status == 201
+
+    fake.hold("cancel")
+    cancel = asyncio.create_task(client.predictions.async_cancel(fake.creates[0].id))
+    await fake.wait_until(lambda: fake.creates[0].status == "canceled")
+    [canceling] = fake.requests_to("POST", f"/v1/predictions/{fake.creates[0].id}/cancel")
+    assert canceling.status == 0 and not cancel.done()
+    fake.release_held()
+    assert (await asyncio.wait_for(cancel, 5)).status == "canceled" and canceling.status == 200
+
+
+async def test_a_bug_in_the_fake_is_a_fake_error(fake: FakeReplicate, client: replicate.Client) -> None:
+    fake.add_model("acme/broken", TextModel(tokens=None))  # type: ignore[arg-type]  # len(None) in the fake
+    prediction = await client.models.predictions.async_create(model="acme/broken", input={}, wait=True)
+    assert prediction.status == "failed"
+    assert fake.fake_errors == [f"prediction {prediction.id}: TypeError(\"object of type 'NoneType' has no len()\")"]
+    fake.fake_errors.clear()  # the fixture asserts it empty
 
 
 # --- scale and shutdown ----------------------------------------------------------------------------
@@ -408,7 +471,7 @@ async def test_close_ends_open_streams_and_held_waits() -> None:
     await fake.close()
     assert [e.data for e in await asyncio.wait_for(reader, 5)] == ["a"]  # ended without `done`
     assert (await asyncio.wait_for(held, 5)).status == "processing"
-    assert fake.errors == []
+    assert fake.fake_errors == []
     await c._async_client.aclose()
 
 

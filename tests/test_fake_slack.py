@@ -34,8 +34,8 @@ async def fake() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(bot_token="xoxb-test", app_token="xapp-test", team_id="T0TEAM", bot_user_id="U0BOT",
                          bot_id="B0BOT") as server:
         yield server
-        assert server.server_errors == []
-        assert server.socket.errors == []
+        assert server.fake_errors == []
+        assert server.socket.client_errors == []
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def test_auth_test_and_tokens(fake: FakeSlack, client: AsyncWebClient) -> 
     auth = await client.auth_test()
     assert auth["team_id"] == "T0TEAM" and auth["user_id"] == "U0BOT" and auth["bot_id"] == "B0BOT"
     assert auth["is_enterprise_install"] is False and auth["url"].startswith("https://")
-    assert fake.calls_to("auth.test")[0].headers["Authorization"] == "Bearer xoxb-test"
+    assert fake.requests_to("auth.test")[0].headers["Authorization"] == "Bearer xoxb-test"
 
     with pytest.raises(SlackApiError) as bad:
         await AsyncWebClient(token="xoxb-wrong", base_url=fake.api_url).auth_test()
@@ -84,13 +84,13 @@ async def test_post_update_thread_and_ephemeral(fake: FakeSlack, client: AsyncWe
     assert [m.ts for m in fake.thread(CHANNEL, parent["ts"])] == [reply["ts"], nested["ts"]]
     assert [m.ts for m in fake.channel_messages(CHANNEL)] == [parent["ts"]]
 
-    call = fake.calls_to("chat.postMessage")[0]  # slack_sdk sends chat.* as JSON
+    call = fake.requests_to("chat.postMessage")[0]  # slack_sdk sends chat.* as JSON
     assert call.content_type == "application/json" and call.params["blocks"] == blocks
     assert call.params["unfurl_links"] is False
 
     # The form-encoded path: blocks as a JSON string are decoded for assertions.
     await client.api_call("chat.postMessage", data={"channel": CHANNEL, "text": "form", "blocks": json.dumps(blocks)})
-    form_call = fake.calls_to("chat.postMessage")[-1]
+    form_call = fake.requests_to("chat.postMessage")[-1]
     assert form_call.content_type == "application/x-www-form-urlencoded" and form_call.params["blocks"] == blocks
 
     eph = await client.chat_postEphemeral(channel=CHANNEL, user="U0USER", text="only you")
@@ -165,11 +165,11 @@ async def test_markdown_blocks_are_checked_like_slack_does(fake: FakeSlack, clie
 
 async def test_server_errors_and_dropped_connections(fake: FakeSlack) -> None:
     client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url, retry_handlers=[])  # no default retry
-    fake.server_error("chat.postMessage", times=1)
+    fake.fail("chat.postMessage", status=500, times=1)
     with pytest.raises(SlackApiError) as failed:
         await client.chat_postMessage(channel=CHANNEL, text="x")
     assert failed.value.response.status_code == 500 and failed.value.response["error"] == "internal_error"
-    fake.server_error("chat.postMessage", times=1, drop=True)
+    fake.fail("chat.postMessage", times=1, drop=True)
     with pytest.raises(ServerDisconnectedError):
         await client.chat_postMessage(channel=CHANNEL, text="x")
     assert fake.messages == {}  # neither call did anything
@@ -177,18 +177,18 @@ async def test_server_errors_and_dropped_connections(fake: FakeSlack) -> None:
     quick = FixedValueRetryIntervalCalculator(0.01)
     client.retry_handlers.extend([AsyncServerErrorRetryHandler(max_retry_count=3, interval_calculator=quick),
                                   AsyncConnectionErrorRetryHandler(max_retry_count=3, interval_calculator=quick)])
-    fake.server_error("chat.postMessage", times=1, status=503)
-    fake.server_error("chat.postMessage", times=1, drop=True)
+    fake.fail("chat.postMessage", status=503, times=1)
+    fake.fail("chat.postMessage", times=1, drop=True)
     ok = await client.chat_postMessage(channel=CHANNEL, text="y")
     assert ok["ok"] and [m.text for m in fake.messages.values()] == ["y"]
-    assert [(c.status, c.error) for c in fake.calls_to("chat.postMessage")][2:] == [
+    assert [(c.status, c.error) for c in fake.requests_to("chat.postMessage")][2:] == [
         (503, "service_unavailable"), (0, None), (200, None)]
 
-    fake.server_error("chat.postMessage", times=5, when=lambda params: "thread_ts" in params)  # thread replies only
+    fake.fail("chat.postMessage", status=500, times=5, when=lambda params: "thread_ts" in params)  # thread replies only
     await client.chat_postMessage(channel=CHANNEL, text="top level is not affected")
     with pytest.raises(SlackApiError):
         await client.chat_postMessage(channel=CHANNEL, text="reply", thread_ts=ok["ts"])
-    assert [c.status for c in fake.calls_to("chat.postMessage")][5:] == [200, 500, 500, 500, 500]
+    assert [c.status for c in fake.requests_to("chat.postMessage")][5:] == [200, 500, 500, 500, 500]
 
 
 async def test_files_upload_v2(fake: FakeSlack, client: AsyncWebClient) -> None:
@@ -202,9 +202,9 @@ async def test_files_upload_v2(fake: FakeSlack, client: AsyncWebClient) -> None:
     assert upload.bytes == png and upload.length == len(png) and upload.completed
     assert upload.channel_id == CHANNEL and upload.thread_ts == parent["ts"] and upload.initial_comment == "seed 42"
     assert upload.upload_content_type == "application/octet-stream"  # raw bytes, not multipart
-    assert [c.method for c in fake.calls[1:]] == ["files.getUploadURLExternal", "upload",
+    assert [c.method for c in fake.requests[1:]] == ["files.getUploadURLExternal", "upload",
                                                   "files.completeUploadExternal"]
-    get_url = fake.calls_to("files.getUploadURLExternal")[0]  # params= → query string, no body
+    get_url = fake.requests_to("files.getUploadURLExternal")[0]  # params= → query string, no body
     assert get_url.params["filename"] == "cat.png" and get_url.params["length"] == str(len(png))
     [file_message] = fake.thread(CHANNEL, parent["ts"])
     assert file_message.files == [file_id] and file_message.text == "seed 42"
@@ -212,7 +212,7 @@ async def test_files_upload_v2(fake: FakeSlack, client: AsyncWebClient) -> None:
     fake.fail("upload", "boom")
     with pytest.raises(SlackRequestError, match="status: 500"):
         await client.files_upload_v2(channel=CHANNEL, content=b"x", filename="x.txt")
-    assert len(fake.calls_to("files.completeUploadExternal")) == 1
+    assert len(fake.requests_to("files.completeUploadExternal")) == 1
 
 
 async def test_rate_limit_with_and_without_retry_handler(fake: FakeSlack, client: AsyncWebClient) -> None:
@@ -227,7 +227,7 @@ async def test_rate_limit_with_and_without_retry_handler(fake: FakeSlack, client
     started = time.monotonic()
     ok = await client.chat_postMessage(channel=CHANNEL, text="y")
     assert ok["ok"] and time.monotonic() - started >= 1.0  # waits Retry-After (+ up to 1 s of jitter)
-    assert [c.status for c in fake.calls_to("chat.postMessage")] == [429, 429, 200]
+    assert [c.status for c in fake.requests_to("chat.postMessage")] == [429, 429, 200]
 
     fake.fail("chat.update", "internal_error", times=2)
     for _ in range(2):
@@ -255,7 +255,7 @@ async def test_concurrent_calls(fake: FakeSlack, client: AsyncWebClient) -> None
     posts = await asyncio.gather(*(client.chat_postMessage(channel=f"C{n % 20}", text=str(n)) for n in range(200)))
     assert len({(p["channel"], p["ts"]) for p in posts}) == 200
     await asyncio.gather(*(client.chat_update(channel=p["channel"], ts=p["ts"], text="done") for p in posts))
-    assert all(m.text == "done" for m in fake.messages.values()) and len(fake.calls) == 400
+    assert all(m.text == "done" for m in fake.messages.values()) and len(fake.requests) == 400
 
 
 async def test_response_url_limits(fake: FakeSlack) -> None:
@@ -271,8 +271,54 @@ async def test_response_url_limits(fake: FakeSlack) -> None:
     assert (await AsyncWebhookClient(fake.origin + "/commands/T0TEAM/99/nope").send(text="x")).status_code == 404
 
 
+async def test_rate_limit_only_the_calls_it_names(fake: FakeSlack, client: AsyncWebClient) -> None:
+    client.retry_handlers.clear()
+    fake.rate_limit("chat.postMessage", times=5, retry_after=3, when=lambda params: "thread_ts" in params)
+    parent = await client.chat_postMessage(channel=CHANNEL, text="top level is not limited")
+    with pytest.raises(SlackApiError) as limited:
+        await client.chat_postMessage(channel=CHANNEL, text="reply", thread_ts=parent["ts"])
+    assert limited.value.response.status_code == 429 and limited.value.response.headers["Retry-After"] == "3"
+    assert limited.value.response.data == {"ok": False, "error": "ratelimited"}
+    assert [c.status for c in fake.requests_to("chat.postMessage")] == [200, 429]
+
+
+async def test_response_url_faults(fake: FakeSlack) -> None:
+    url = fake.new_response_url()
+    webhook = AsyncWebhookClient(url)
+    fake.rate_limit("response_url", retry_after=4)
+    fake.fail("response_url", "expired_url")
+    limited = await webhook.send(text="x")
+    assert (limited.status_code, limited.body, limited.headers["Retry-After"]) == (429, "rate_limited", "4")
+    expired = await webhook.send(text="x")
+    assert (expired.status_code, expired.body) == (404, "expired_url")
+    assert (await webhook.send(text="x")).status_code == 200
+    assert [(c.status, c.response["text"]) for c in fake.requests_to("response_url")] == [
+        (429, "rate_limited"), (404, "expired_url"), (200, "ok")]
+
+
+async def test_faults_are_named_by_what_they_answer(fake: FakeSlack) -> None:
+    with pytest.raises(ValueError, match="rate_limit"):
+        fake.fail("chat.postMessage", "ratelimited")
+    with pytest.raises(ValueError, match="rate_limit"):
+        fake.fail("chat.postMessage", "x", status=429)
+    with pytest.raises(ValueError, match="dropped"):
+        fake.fail("upload", drop=True)
+    with pytest.raises(ValueError, match="error"):
+        fake.fail("chat.postMessage")
+
+
+async def test_a_bug_in_the_fake_is_a_fake_error(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake._handlers["api.test"] = lambda params: {"args": 1 / 0}  # a broken handler in the fake itself
+    client.retry_handlers.clear()
+    with pytest.raises(SlackApiError) as broken:
+        await client.api_test()
+    assert broken.value.response.status_code == 500 and broken.value.response["error"] == "fatal_error"
+    assert fake.fake_errors == ["POST /api/api.test: ZeroDivisionError('division by zero')"]
+    fake.fake_errors.clear()  # the fixture asserts it empty
+
+
 async def test_wait_until_times_out_with_context(fake: FakeSlack) -> None:
-    with pytest.raises(TimeoutError, match=r"never.*calls=0"):
+    with pytest.raises(TimeoutError, match=r"never.*requests=0"):
         await fake.wait_until(lambda: False, timeout=0.05, what="never")
 
 
@@ -329,7 +375,7 @@ async def test_bolt_socket_mode_slash_command_and_disconnect(fake: FakeSlack) ->
         await fake.wait_for_socket(1)
         await run_ask(fake, bot, "first")
         assert bot.respond_results[0].status_code == 200 and bot.respond_results[0].body == "ok"
-        assert [c.method for c in fake.calls][:2] == ["apps.connections.open", "auth.test"]  # auth.test lazily
+        assert [c.method for c in fake.requests][:2] == ["apps.connections.open", "auth.test"]  # auth.test lazily
         usage = await fake.wait_for_ack(await fake.send_slash_command(command="/usage"))
         assert usage["payload"] == {"text": "usage: /ask <prompt>"}  # Socket Mode wraps a text ack as payload
 
@@ -339,7 +385,7 @@ async def test_bolt_socket_mode_slash_command_and_disconnect(fake: FakeSlack) ->
         assert fake.socket_connections == 2 and not fake.socket.connections[0].closed_by_server
         await run_ask(fake, bot, "second")
         assert fake.sent_envelopes[next(reversed(fake.sent_envelopes))].connection == 2
-        assert len(fake.calls_to("auth.test")) == 1
+        assert len(fake.requests_to("auth.test")) == 1
     finally:
         await bot.handler.close_async()
 
@@ -377,7 +423,7 @@ async def test_bolt_200_concurrent_commands(fake: FakeSlack) -> None:
         assert max(fake.sent_envelopes[i].ack_latency or 99 for i in ids) < 3.0  # Slack's deadline
         await fake.wait_until(lambda: len(fake.messages) == 200 and len(fake.responses) == 200, timeout=20)
         # Until its first auth.test returns, bolt starts one per request: warm it up at start-up.
-        assert len(fake.calls_to("auth.test")) > 1
+        assert len(fake.requests_to("auth.test")) > 1
     finally:
         await bot.handler.close_async()
 

@@ -40,7 +40,7 @@ def replicate_answered(bots: Bots, status: int) -> int:
 
 def slack_answered(bots: Bots, method: str, status: int) -> int:
     assert bots.slack is not None
-    return sum(1 for call in bots.slack.calls_to(method) if call.status == status)
+    return sum(1 for call in bots.slack.requests_to(method) if call.status == status)
 
 
 def showed_starting(bots: Bots) -> bool:
@@ -105,22 +105,22 @@ async def discord_gateway_drop(bots: Bots) -> None:
 
 FAULTS = {
     "replicate-429-on-create-then-success": Fault(
-        arrange=lambda r: r.fail_next_creates(429, times=2, retry_after=1),
+        arrange=lambda r: r.rate_limit("create", times=2, retry_after=1),
         happened=lambda b: replicate_answered(b, 429) == 2,
     ),
     "replicate-500-on-create-nothing-created": Fault(
-        arrange=lambda r: r.fail_next_creates(500, times=2),
+        arrange=lambda r: r.fail("create", 500, times=2),
         expect=BUSY_OR_DOWN,
         creates_per_command=0,
         happened=lambda b: replicate_answered(b, 500) == 2,
     ),
     "replicate-500-on-create-after-creating": Fault(
         # Not retried (a second create could pay twice): the prediction the create made is found and followed.
-        arrange=lambda r: r.fail_next_creates(500, times=2, created=True),
+        arrange=lambda r: r.fail("create", 500, times=2, created=True),
         happened=lambda b: replicate_answered(b, 500) == 2 and len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2,
     ),
     "replicate-slow-model-500-on-create-after-creating": Fault(
-        arrange=lambda r: (slow_model(r), r.fail_next_creates(500, times=2, created=True)),
+        arrange=lambda r: (slow_model(r), r.fail("create", 500, times=2, created=True)),
         answer=SLOW_ANSWER,
         happened=lambda b: replicate_answered(b, 500) == 2,
     ),
@@ -145,7 +145,7 @@ FAULTS = {
         expect=EMPTY,
     ),
     "replicate-429-asking-longer-than-we-wait": Fault(
-        arrange=lambda r: r.fail_next_creates(429, times=2, retry_after=60),
+        arrange=lambda r: r.rate_limit("create", times=2, retry_after=60),
         expect=BUSY,
         creates_per_command=0,
         happened=lambda b: replicate_answered(b, 429) == 2,  # one try each: no retry storm, no hour-long wait
@@ -170,7 +170,7 @@ FAULTS = {
     "image-create-never-answered": Fault(
         # The create reached Replicate, which made the prediction but never answered: at the deadline the bot
         # finds the prediction among its newest and cancels it, and the user hears it timed out.
-        arrange=lambda r: (r.add_model(IMAGINE_MODEL, ImageModel(hang=True)), r.hold_next_creates(2)),
+        arrange=lambda r: (r.add_model(IMAGINE_MODEL, ImageModel(hang=True)), r.hold("create", 2)),
         command="imagine",
         expect=TIMED_OUT,
         cancelled=True,
@@ -178,7 +178,7 @@ FAULTS = {
         happened=lambda b: len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2,
     ),
     "image-500-on-create-after-creating": Fault(
-        arrange=lambda r: r.fail_next_creates(500, times=2, created=True),
+        arrange=lambda r: r.fail("create", 500, times=2, created=True),
         command="imagine",
         answer=IMAGE_CAPTION,
         happened=lambda b: replicate_answered(b, 500) == 2,

@@ -241,7 +241,7 @@ async def replicate() -> Any:
     async with FakeReplicate() as fake:
         fake.add_model(ASK, TextModel(tokens=["Thinking"], hang=True))
         yield fake
-        assert fake.errors == []
+        assert fake.fake_errors == []
 
 
 async def first_events(events: Any, count: int) -> list[ReplyEvent]:

@@ -165,7 +165,7 @@ class SlackRun:
         if (ack.get("payload") or {}).get("text"):
             return True
         channel = self.channels[key]
-        return any(call.params.get("channel") == channel for call in self.slack.calls_to("chat.postMessage"))
+        return any(call.params.get("channel") == channel for call in self.slack.requests_to("chat.postMessage"))
 
 
 def slack_commands() -> list[Command]:
@@ -273,14 +273,14 @@ async def test_slack_hostile_model_output_pings_nobody(slack_run: SlackRun, case
 async def test_slack_took_every_command_and_crashed_nowhere(slack_run: SlackRun) -> None:
     assert slack_run.settled, "some command never got its answer"
     assert slack_run.errors == []
-    assert slack_run.slack.server_errors == [] and slack_run.replicate.errors == []
-    refused = [call for call in slack_run.slack.calls if call.status != 200 or not call.ok]
+    assert slack_run.slack.fake_errors == [] and slack_run.replicate.fake_errors == []
+    refused = [call for call in slack_run.slack.requests if call.status != 200 or not call.ok]
     assert [(call.method, call.error) for call in refused] == []
     assert slack_run.slack.ephemerals == [] and slack_run.slack.responses == []
 
 
 async def test_slack_never_asks_for_mentions_to_be_parsed(slack_run: SlackRun) -> None:
-    sends = [call for call in slack_run.slack.calls if call.method in ("chat.postMessage", "chat.update")]
+    sends = [call for call in slack_run.slack.requests if call.method in ("chat.postMessage", "chat.update")]
     assert sends
     assert [call.params for call in sends if call.params.get("link_names") not in (None, False, "false", "0", 0)] == []
     assert [call.params for call in sends if call.params.get("parse") == "full"] == []
@@ -407,7 +407,7 @@ async def test_discord_hostile_model_output_pings_nobody(discord_run: DiscordRun
 async def test_discord_took_every_command_and_crashed_nowhere(discord_run: DiscordRun) -> None:
     assert discord_run.settled, "some command never got its answer"
     assert discord_run.errors == []
-    assert discord_run.bot.discord.server_errors == [] and discord_run.bot.replicate.errors == []
+    assert discord_run.bot.discord.fake_errors == [] and discord_run.bot.replicate.fake_errors == []
     assert [m.content[:100] for m in discord_run.bot.discord.messages.values() if m.pings] == []
 
 

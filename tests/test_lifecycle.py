@@ -239,8 +239,8 @@ async def test_sigterm_during_an_unanswered_imagine_create_finds_and_cancels_it_
     async with bot_process(tmp_path) as running:
         replicate, slack = running.replicate, running.slack
         replicate.add_model(IMAGINE_MODEL, ImageModel(hang=True))
-        replicate.hold_next_creates(1)  # Replicate makes the prediction, the create never answers
-        replicate.hold_next_cancels(1)  # and the cancel takes effect but is never answered either
+        replicate.hold("create", 1)  # Replicate makes the prediction, the create never answers
+        replicate.hold("cancel", 1)  # and the cancel takes effect but is never answered either
         envelope = await slack.send_slash_command(command="/imagine", text="a lighthouse", channel_id="C0IMG")
         await slack.wait_for_ack(envelope)
         await replicate.wait_until(lambda: len(replicate.creates) == 1, WAIT_S, what="the held create")
@@ -424,7 +424,7 @@ async def test_an_interaction_dispatched_twice_runs_once_and_is_answered_once(
 
 
 async def test_our_own_retry_after_a_429_on_create_creates_one_prediction_and_one_answer() -> None:
-    async with running_bots(discord=False, arrange=lambda r: r.fail_next_creates(429, retry_after=1)) as bots:
+    async with running_bots(discord=False, arrange=lambda r: r.rate_limit("create", retry_after=1)) as bots:
         assert bots.slack is not None
         await bots.slack.send_slash_command(command="/ask", text="hello", channel_id="C0RETRY")
 

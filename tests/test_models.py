@@ -125,7 +125,7 @@ async def test_slack_ask_with_an_image_model_is_refused_privately_and_creates_no
         ack = await bots.slack.wait_for_ack(envelope)
 
         assert FLUX in ack["payload"]["text"] and "image model" in ack["payload"]["text"]
-        assert bots.replicate.requests == [] and bots.slack.calls_to("chat.postMessage") == []
+        assert bots.replicate.requests == [] and bots.slack.requests_to("chat.postMessage") == []
 
 
 # --- start-up: missing and wrong-kind models ---------------------------------------------------------------
@@ -227,7 +227,7 @@ async def test_no_on_flux_schnell_still_makes_the_image_and_the_caption_says_no_
         [caption, *_] = await bots.slack_final("C0CAT")
 
         assert "`--no` was not used" in caption and FLUX in caption
-        assert bots.slack.calls_to("files.completeUploadExternal")  # the image was uploaded
+        assert bots.slack.requests_to("files.completeUploadExternal")  # the image was uploaded
         [create] = bots.replicate.creates
         assert "negative_prompt" not in create.input and create.input["prompt"] == "a cat"
 
@@ -265,7 +265,7 @@ async def test_replicate_unreachable_at_start_up_still_starts_and_answers_from_t
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.model_catalog")
-    async with discord_bot(arrange=lambda replicate: replicate.fail_next_model_gets(502, times=10)) as bot:
+    async with discord_bot(arrange=lambda replicate: replicate.fail("model", 502, times=10)) as bot:
         [warning] = [r for r in caplog.records if r.name == "bot.model_catalog" and r.levelno == logging.WARNING]
         assert "did not answer" in warning.getMessage() and "HTTP 502" in warning.getMessage()
 

@@ -115,7 +115,7 @@ async def test_ask_posts_a_parent_and_answers_in_its_thread_with_escaped_text(bo
 
 def auth_tests_before_first_ack(slack: FakeSlack) -> int:
     first_ack = min(ack["at"] for ack in slack.acks)
-    return len([call for call in slack.calls_to("auth.test") if call.at < first_ack])
+    return len([call for call in slack.requests_to("auth.test") if call.at < first_ack])
 
 
 async def test_empty_prompt_gets_the_usage_privately_in_the_ack_and_costs_nothing(bot: SlackBot) -> None:
@@ -124,7 +124,7 @@ async def test_empty_prompt_gets_the_usage_privately_in_the_ack_and_costs_nothin
 
     assert "Usage" in ack["payload"]["text"]
     assert bot.replicate.requests == []
-    assert bot.slack.calls_to("chat.postMessage") == []
+    assert bot.slack.requests_to("chat.postMessage") == []
 
 
 async def test_imagine_uploads_image_bytes_into_the_thread(bot: SlackBot) -> None:
@@ -159,7 +159,7 @@ async def test_ack_reaches_slack_before_any_call_to_replicate_or_the_web_api(bot
     await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
 
     assert ack["at"] < min(request.at for request in bot.replicate.requests)
-    web_api_calls = [call for call in bot.slack.calls if call.method not in ("auth.test", "apps.connections.open")]
+    web_api_calls = [call for call in bot.slack.requests if call.method not in ("auth.test", "apps.connections.open")]
     assert ack["at"] < min(call.at for call in web_api_calls)
     assert ack.get("payload") in (None, {})  # a plain ack: nothing shown to the user yet
 
@@ -182,7 +182,7 @@ async def test_bad_option_is_answered_privately_in_the_ack_naming_it_and_costs_n
 
     assert names in ack["payload"]["text"]
     assert bot.replicate.requests == []
-    assert bot.slack.calls_to("chat.postMessage") == []
+    assert bot.slack.requests_to("chat.postMessage") == []
 
 
 # --- HTTP mode -----------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ async def test_http_mode_answers_bad_input_in_the_http_response_privately() -> N
         status, text = await post_command(bot, body, signed_headers(SIGNING_SECRET, body))
 
         assert status == 200 and "Usage" in text
-        assert bot.replicate.requests == [] and bot.slack.calls_to("chat.postMessage") == []
+        assert bot.replicate.requests == [] and bot.slack.requests_to("chat.postMessage") == []
 
 
 @pytest.mark.parametrize(
@@ -236,7 +236,7 @@ async def test_http_mode_refuses_unverified_requests_with_401_and_runs_nothing(f
 
         assert status == 401
         assert bot.replicate.requests == []
-        assert bot.slack.calls_to("chat.postMessage") == []
+        assert bot.slack.requests_to("chat.postMessage") == []
 
 
 # --- streaming -------------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ async def test_long_answer_continues_in_further_thread_replies_without_breaking_
     replies = bot.replies()
     assert len(replies) >= 3 and all(len(m.text) <= 4000 for m in replies)
     assert all(m.text.count("```") % 2 == 0 for m in replies), [m.text[-60:] for m in replies]
-    assert [call.error for call in bot.slack.calls if call.error] == []  # never msg_too_long, nothing refused
+    assert [call.error for call in bot.slack.requests if call.error] == []  # never msg_too_long, nothing refused
 
 
 async def test_model_failing_half_way_keeps_the_text_and_says_so_in_the_thread(bot: SlackBot) -> None:
@@ -306,7 +306,7 @@ async def test_rate_limited_post_message_is_retried_after_retry_after_and_nothin
     await bot.slack.send_slash_command(command="/ask", text="hello")
 
     await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
-    posts = bot.slack.calls_to("chat.postMessage")
+    posts = bot.slack.requests_to("chat.postMessage")
     assert [call.status for call in posts[:2]] == [429, 200]
     assert posts[1].at - posts[0].at >= 0.9  # slack_sdk waited the Retry-After
     assert len(bot.parents()) == 1 and len(bot.replies()) == 1
@@ -319,7 +319,7 @@ async def test_rate_limited_progress_edit_pauses_streaming_and_the_final_text_st
     await bot.slack.send_slash_command(command="/ask", text="stream")
 
     await bot.slack.wait_until(lambda: bot.answered(ending="t39 "), timeout=10, what="the answer")
-    updates = bot.slack.calls_to("chat.update")
+    updates = bot.slack.requests_to("chat.update")
     assert updates[0].status == 429
     assert all(later.at - updates[0].at >= 0.9 for later in updates[1:])  # the edit waited out Retry-After
     assert len(bot.replies()) == 1
@@ -388,7 +388,7 @@ async def test_several_images_go_up_in_one_upload_with_prompt_model_and_seed_bes
     await bot.slack.send_slash_command(command="/imagine", text="two foxes --seed 5")
 
     await bot.slack.wait_until(lambda: any("seed:* 5" in m.text for m in bot.replies()), timeout=10, what="caption")
-    [complete] = [call for call in bot.slack.calls_to("files.completeUploadExternal") if call.ok]
+    [complete] = [call for call in bot.slack.requests_to("files.completeUploadExternal") if call.ok]
     assert len(complete.params["files"]) == 2
     assert sorted(upload.bytes for upload in bot.slack.uploads.values() if upload.completed) == sorted([PNG, second])
     caption, files_message = bot.replies()
@@ -436,7 +436,7 @@ async def test_thread_that_cannot_be_opened_is_answered_privately_through_respon
 
 async def test_command_nobody_can_be_told_about_is_given_up_and_its_prediction_cancelled(bot: SlackBot) -> None:
     bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["never shown"], boot_s=5))
-    bot.slack.server_error("chat.postMessage", times=100)  # Slack is down …
+    bot.slack.fail("chat.postMessage", status=500, times=100)  # Slack is down …
     bot.slack.fail("response_url", "expired_url", times=5)  # … and the response_url is no use either
     await bot.slack.send_slash_command(command="/ask", text="hello")
 
@@ -474,7 +474,7 @@ async def test_answer_arrives_as_markdown_in_a_markdown_block_mention_safe_with_
     assert reply.blocks == [{"type": "markdown", "text": (
         "**bold** and [a](https://x.test/?a=1&b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`")}]
     assert reply.text == "**bold** and [a](https://x.test/?a=1&amp;b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`"
-    sends = [c for c in bot.slack.calls if c.method == "chat.update" or (c.method == "chat.postMessage" and
+    sends = [c for c in bot.slack.requests if c.method == "chat.update" or (c.method == "chat.postMessage" and
                                                                           thread_reply(c.params))]
     assert sends and all(c.params["blocks"][0]["type"] == "markdown" and c.params.get("text") for c in sends)
     assert "markdown_text" not in str([c.params for c in sends])  # it cannot go with blocks and text
@@ -494,7 +494,7 @@ async def test_placeholder_statuses_drafts_and_final_text_are_all_markdown_block
     assert any(text is not None and text.endswith(CURSOR) for text in reply.markdown_history)  # it streamed
     assert reply.markdown_history[-1] == "".join(tokens)
     assert None not in reply.markdown_history  # never a plain-text edit: no block_mismatch
-    assert [call.error for call in bot.slack.calls if call.error] == []
+    assert [call.error for call in bot.slack.requests if call.error] == []
 
 
 async def test_long_markdown_answer_is_split_into_replies_each_a_markdown_block(bot: SlackBot) -> None:
@@ -510,7 +510,7 @@ async def test_long_markdown_answer_is_split_into_replies_each_a_markdown_block(
     replies = bot.replies()
     assert len(replies) >= 3 and all(m.markdown.count("```") % 2 == 0 for m in replies)  # type: ignore[union-attr]
     assert all(len(m.text) <= 4000 for m in replies)
-    assert [call.error for call in bot.slack.calls if call.error] == []
+    assert [call.error for call in bot.slack.requests if call.error] == []
 
 
 async def test_image_caption_stays_mrkdwn_text(bot: SlackBot) -> None:
@@ -527,7 +527,7 @@ async def test_image_caption_stays_mrkdwn_text(bot: SlackBot) -> None:
 
 @pytest.mark.parametrize("command", ["/ask", "/imagine"])
 async def test_model_rejecting_the_input_with_a_mention_in_its_detail_pings_nobody(bot: SlackBot, command: str) -> None:
-    bot.replicate.fail_next_creates(422, detail="<!channel> <@U999> prompt too long")
+    bot.replicate.fail("create", 422, detail="<!channel> <@U999> prompt too long")
     await bot.slack.send_slash_command(command=command, text="hello")
 
     await bot.slack.wait_until(lambda: bot.answered() and "⚠️" in bot.replies()[-1].text, timeout=10,
@@ -548,23 +548,23 @@ def thread_reply(params: dict[str, object]) -> bool:
 @pytest.mark.parametrize("drop", [False, True], ids=["http-500", "dropped-connection"])
 async def test_one_transient_failure_on_the_parent_post_is_retried_and_the_answer_lands(bot: SlackBot,
                                                                                         drop: bool) -> None:
-    bot.slack.server_error("chat.postMessage", times=1, drop=drop)
+    bot.slack.fail("chat.postMessage", status=500, times=1, drop=drop)
     await bot.slack.send_slash_command(command="/ask", text="hello")
 
     await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
     assert len(bot.parents()) == 1 and len(bot.replies()) == 1
-    assert [call.status for call in bot.slack.calls_to("chat.postMessage")][:2] == [0 if drop else 500, 200]
+    assert [call.status for call in bot.slack.requests_to("chat.postMessage")][:2] == [0 if drop else 500, 200]
     assert bot.slack.responses == []
 
 
 async def test_one_server_error_on_the_answer_post_is_retried_and_the_answer_lands(bot: SlackBot) -> None:
-    bot.slack.server_error("chat.postMessage", times=1, when=thread_reply)
+    bot.slack.fail("chat.postMessage", status=500, times=1, when=thread_reply)
     await bot.slack.send_slash_command(command="/ask", text="hello")
 
     await bot.slack.wait_until(lambda: bot.answered(ending="done"), timeout=10, what="the answer")
     [reply] = bot.replies()
     assert reply.markdown_history[0] == WORKING_TEXT  # the placeholder made it, on the second try
-    assert [c.status for c in bot.slack.calls_to("chat.postMessage") if thread_reply(c.params)] == [500, 200]
+    assert [c.status for c in bot.slack.requests_to("chat.postMessage") if thread_reply(c.params)] == [500, 200]
     assert bot.slack.responses == []
 
 
@@ -573,25 +573,25 @@ async def test_one_server_error_on_the_final_edit_is_retried_in_place(bot: Slack
     def final(params: dict[str, object]) -> bool:
         return params.get("text") == "Short answer."
 
-    bot.slack.server_error("chat.update", times=1, status=503, when=final)
+    bot.slack.fail("chat.update", status=503, times=1, when=final)
     await bot.slack.send_slash_command(command="/ask", text="hello")
 
     await bot.slack.wait_until(lambda: bot.answered(ending="Short answer."), timeout=10, what="the answer")
-    assert [call.status for call in bot.slack.calls_to("chat.update") if final(call.params)] == [503, 200]
+    assert [call.status for call in bot.slack.requests_to("chat.update") if final(call.params)] == [503, 200]
     assert len(bot.replies()) == 1 and bot.slack.deleted == []  # edited in place, not posted anew
 
 
 async def test_slack_down_for_good_gets_the_answer_to_the_user_privately_and_nothing_keeps_running(
     bot: SlackBot,
 ) -> None:
-    bot.slack.server_error("chat.postMessage", times=100)
+    bot.slack.fail("chat.postMessage", status=500, times=100)
     envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
     url = bot.slack.sent_envelopes[envelope].response_url or ""
 
     await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 2, timeout=10, what="private answer")
     told, answer = bot.slack.response_url_posts(url)
     assert told["text"] == PRIVATE_FALLBACK_TEXT and answer["text"].endswith("&amp; done")
-    assert [call.status for call in bot.slack.calls_to("chat.postMessage")] == [500] * (1 + TRANSIENT_RETRIES)
+    assert [call.status for call in bot.slack.requests_to("chat.postMessage")] == [500] * (1 + TRANSIENT_RETRIES)
     await bot.replicate.wait_until(lambda: not bot.replicate.running(), timeout=5, what="nothing running")
     assert len(bot.replicate.creates) == 1
 
@@ -606,7 +606,7 @@ async def test_a_parent_post_still_rate_limited_after_the_retries_gets_the_answe
     await bot.slack.wait_until(lambda: len(bot.slack.response_url_posts(url)) == 2, timeout=10, what="private answer")
     told, answer = bot.slack.response_url_posts(url)
     assert told["text"] == PRIVATE_FALLBACK_TEXT and answer["text"].endswith("&amp; done")
-    assert {call.status for call in bot.slack.calls_to("chat.postMessage")} == {429}
+    assert {call.status for call in bot.slack.requests_to("chat.postMessage")} == {429}
     await bot.replicate.wait_until(lambda: not bot.replicate.running(), timeout=5, what="nothing running")
     assert len(bot.replicate.creates) == 1
 
@@ -614,8 +614,8 @@ async def test_a_parent_post_still_rate_limited_after_the_retries_gets_the_answe
 async def test_thread_that_stops_taking_messages_midway_gets_the_final_answer_to_the_user_privately(
     bot: SlackBot,
 ) -> None:
-    bot.slack.server_error("chat.update", times=100)
-    bot.slack.server_error("chat.postMessage", times=100,
+    bot.slack.fail("chat.update", status=500, times=100)
+    bot.slack.fail("chat.postMessage", status=500, times=100,
                            when=lambda params: thread_reply(params) and params.get("text") != WORKING_TEXT)
     envelope = await bot.slack.send_slash_command(command="/ask", text="hello")
     url = bot.slack.sent_envelopes[envelope].response_url or ""

@@ -137,7 +137,7 @@ async def test_a_refused_slack_app_token_stops_start_up_instead_of_retrying_fore
 
         line = explanation(await run_bot(fake.env(slack=True), tmp_path))
 
-        assert len(fake.slack.calls_to("apps.connections.open")) == 1
+        assert len(fake.slack.requests_to("apps.connections.open")) == 1
     assert "SLACK_APP_TOKEN" in line and "invalid_auth" in line
     assert "connections:write" in line
 

@@ -11,7 +11,9 @@ Responses follow Discord's wire formats (snowflakes as strings, `Content-Type: a
 error bodies `{"message", "code"}`), and Discord's rules that bots trip over are enforced: the 3 s deadline
 for the first interaction response, 2,000 characters per message, one acknowledgement per interaction, a
 deferred "thinking" message that the first follow-up replaces, mentions parsed unless `allowed_mentions`
-says otherwise. Everything received is recorded for assertions (`requests`, `callbacks`, messages).
+says otherwise. Faults are scripted by HTTP method and path regex (`fail`, `rate_limit`; the vocabulary shared
+by every fake is in `base.py`). Everything received is recorded for assertions (`requests`, `callbacks`,
+messages).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
 
 from aiohttp import web
 
-from .base import LocalServer, StateWatch, serve_app
+from .base import LocalServer
 from .discord_gateway import (ApiError, Attachment, DiscordObjects, FakeGateway, MessageOp, StoredMessage,
                               apply_message, form_error)
 
@@ -133,6 +135,7 @@ class FakeDiscord(LocalServer):
         bucket_window: float = 1.0,
         enforce_buckets: bool = False,
     ) -> None:
+        super().__init__()
         self.token, self.application_id = token, application_id
         self.bot_user_id = bot_user_id if bot_user_id is not None else application_id
         self.objects = DiscordObjects(application_id=application_id, bot_user_id=self.bot_user_id,
@@ -141,7 +144,6 @@ class FakeDiscord(LocalServer):
         self.ack_deadline, self.token_ttl = ack_deadline, token_ttl
         self.bucket_limit, self.bucket_window, self.enforce_buckets = bucket_limit, bucket_window, enforce_buckets
         self.requests: list[RecordedRequest] = []
-        self.server_errors: list[Exception] = []  # exceptions inside the fake's handlers (should stay empty)
         self.callbacks: list[Callback] = []
         self.command_puts: list[CommandPut] = []
         self.messages: dict[int, StoredMessage] = {}
@@ -153,15 +155,12 @@ class FakeDiscord(LocalServer):
         self._uploads_denied: set[int] = set()
         self._buckets: dict[str, tuple[float, int]] = {}
         self._attachments: dict[int, Attachment] = {}
-        self._watch = StateWatch("FakeDiscord", self._describe)
-        self._runner: Optional[web.AppRunner] = None
-        self.port = 0
         self.gateway = FakeGateway(token=token, objects=self.objects, url=lambda: self.gateway_url,
                                     privileged_intents=privileged_intents, changed=self._changed)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> "FakeDiscord":
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self.gateway.handle)
         app.router.add_get("/gateway/", self.gateway.handle)
@@ -187,16 +186,11 @@ class FakeDiscord(LocalServer):
         ]
         for method, path, handler in routes:
             app.router.add_route(method, API_PREFIX + path, handler)
-        self._runner, (self.port,) = await serve_app(app)
-        return self
+        return app
 
-    async def close(self) -> None:
-        """Close gateway sockets (1001, as Discord does when it goes away), then the HTTP server."""
+    async def _before_close(self) -> None:
+        """Close gateway sockets (1001, as Discord does when it goes away); the HTTP server stops after."""
         await self.gateway.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        self._watch.close()
 
     @property
     def base_url(self) -> str:
@@ -230,7 +224,8 @@ class FakeDiscord(LocalServer):
 
     def rate_limit(self, method: str, path_regex: str, times: int = 1, retry_after: float = 0.3,
                    is_global: bool = False) -> None:
-        """The next `times` requests whose path (relative to the API base) matches answer 429 like Discord."""
+        """The next `times` `method` requests whose path (below /api/v10) matches answer 429 like Discord: JSON
+        `retry_after`/`global`, `Retry-After`, `X-RateLimit-*` (a per-route bucket, or `X-RateLimit-Global`)."""
         def respond(path: str) -> web.Response:
             headers = {"Retry-After": str(math.ceil(retry_after)),
                        "X-RateLimit-Scope": "global" if is_global else "user"}
@@ -247,7 +242,10 @@ class FakeDiscord(LocalServer):
 
     def fail(self, method: str, path_regex: str, status: int = 500, code: int = 0, message: Optional[str] = None,
              times: int = 1) -> None:
-        """The next `times` matching requests answer `status` with a Discord error body (e.g. 404/10062)."""
+        """The next `times` matching requests answer `status` with Discord's error body `{"message", "code"}`
+        (e.g. 404/10062 "Unknown interaction")."""
+        if status == 429:
+            raise ValueError("a 429 is `rate_limit(method, path_regex, …)`")
         body = {"message": message or f"{status}: {HTTPStatus(status).phrase}", "code": code}
         self._injections.append(_Injection(method.upper(), re.compile(path_regex), times,
                                            lambda _path: json_response(body, status)))
@@ -337,6 +335,7 @@ class FakeDiscord(LocalServer):
         return [m for m in self.messages.values() if m.channel_id == channel_id and m.token is None and not m.deleted]
 
     def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
+        """The `method` requests whose path (below /api/v10) matches `path_regex` (searched), in order."""
         pattern = re.compile(path_regex)
         return [r for r in self.requests if r.method == method.upper() and pattern.search(r.path)]
 
@@ -362,19 +361,11 @@ class FakeDiscord(LocalServer):
         """Until n READY (with every GUILD_CREATE) or RESUMED handshakes have been written to the client."""
         await self.wait_until(lambda: self.ready_count >= n, timeout, what=f"{n} READY/RESUMED handshake(s)")
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
-        """Return once `predicate()` is true. It is re-checked whenever something reaches the fake (request,
-        gateway frame, state change), so it should look at the fake's state; an exception counts as "not yet"."""
-        await self._watch.wait_until(predicate, timeout, what=what)
-
     def _describe(self) -> str:
         recent = ", ".join(f"{r.method} {r.path[:60]} → {r.status}" for r in self.requests[-8:]) or "none"
         return (f"requests={len(self.requests)} (last: {recent}); callbacks={len(self.callbacks)}; gateway "
                 f"connections={self.gateway_connections} identifies={self.identify_count} resumes={self.resume_count} "
-                f"ready={self.ready_count}; fake errors={self.server_errors!r}")
-
-    def _changed(self) -> None:
-        self._watch.changed()
+                f"ready={self.ready_count}")
 
     # --- HTTP plumbing -----------------------------------------------------------------------------
 
@@ -382,7 +373,13 @@ class FakeDiscord(LocalServer):
     async def _middleware(self, request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if not request.path.startswith(API_PREFIX + "/"):
-            return await handler(request)
+            try:
+                return await handler(request)  # the gateway socket and attachment downloads
+            except (web.HTTPException, ConnectionError):
+                raise  # an answer, or the client went away
+            except Exception as error:  # a bug in the fake: kept for the test to see
+                self._fake_error(f"{request.method} {request.path}", error)
+                raise
         path = request.path[len(API_PREFIX):]
         record = RecordedRequest(request.method, path, dict(request.query), dict(request.headers), None, [],
                                  time.monotonic())
@@ -398,7 +395,7 @@ class FakeDiscord(LocalServer):
         except web.HTTPException as error:  # unknown route or method
             response = json_response({"message": f"{error.status}: {error.reason}", "code": 0}, error.status)
         except Exception as error:  # a bug in the fake: keep it for the test to see, answer like Discord's 500
-            self.server_errors.append(error)
+            self._fake_error(f"{request.method} {path}", error)
             response = json_response({"message": "500: Internal Server Error", "code": 0}, 500)
         record.status = response.status
         self._changed()

@@ -8,6 +8,8 @@ Wire formats follow the real API: prediction JSON with every field, RFC 7807 err
 (`application/problem+json`), `Prefer: wait[=N]` holding the create, SSE streams (`output`/`logs`/`error`/
 `done`), output files served without a token (as replicate.delivery serves them). Each prediction is driven by one task (no polling loops),
 so hundreds run at once. Everything received is recorded (`requests`, `creates`, `cancels`) for assertions.
+Faults are scripted per endpoint ("create", "get", "model"): `fail`, `rate_limit`, and `hold` for answers that
+never come (the vocabulary shared by every fake is in `base.py`).
 
 Output files are served over HTTPS (`files_url`, a second port with a self-signed certificate for 127.0.0.1):
 the client turns only strings starting with `https:` or `data:` into `FileOutput`, so `http://` URLs would
@@ -38,13 +40,13 @@ from datetime import datetime, timezone
 from enum import Enum
 from functools import partial
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Optional, Union
+from typing import Any, Awaitable, Callable, Literal, Optional, Union, get_args
 
 import certifi
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .base import LocalServer, StateWatch, serve_app
+from .base import LocalServer
 from .replicate_schemas import IMAGE_LIST_OUTPUT, STREAMED_TEXT_OUTPUT, cog_schema, known_schema
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -157,6 +159,9 @@ class _Fault:
 
 
 LIST_PAGE_SIZE = 100
+Endpoint = Literal["create", "get", "model"]  # what `fail` and `rate_limit` address
+Holdable = Literal["create", "cancel"]  # what `hold` addresses
+ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 
 
 def _iso() -> str:
@@ -268,31 +273,25 @@ class FakeReplicate(LocalServer):
     """Replicate's API on 127.0.0.1:<random port>. Use `async with FakeReplicate() as fake:`."""
 
     def __init__(self, api_token: str = "r8_test_token", max_wait_s: float = 5.0) -> None:
+        super().__init__()
         self.api_token = api_token
         self.max_wait_s = max_wait_s
-        self.port = 0
         self.tls_port = 0
         self.requests: list[RecordedRequest] = []
         self.predictions: dict[str, FakePrediction] = {}
         self.creates: list[FakePrediction] = []
         self.cancels: list[str] = []
-        self.errors: list[str] = []  # exceptions inside the fake itself; tests should assert it stays empty
         self._models: dict[str, _Model] = {}
         self._versions: dict[str, str] = {}  # version id → model name
         self._files: dict[tuple[str, str], tuple[bytes, str]] = {}
-        self._create_faults: list[_Fault] = []
-        self._get_faults: list[_Fault] = []
-        self._held_creates = 0
-        self._held_cancels = 0
-        self._release_held = asyncio.Event()  # set by `release_held_creates()` and by `close()`
-        self._model_get_faults: list[_Fault] = []
-        self._watch = StateWatch("FakeReplicate", self._describe)
+        self._faults: dict[Endpoint, list[_Fault]] = {endpoint: [] for endpoint in ENDPOINTS}
+        self._held: dict[Holdable, int] = {"create": 0, "cancel": 0}
+        self._release_held = asyncio.Event()  # set by `release_held()` and by `close()`
         self._closing = False
-        self._runner: Optional[web.AppRunner] = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> "FakeReplicate":
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_post("/v1/models/{owner}/{name}/predictions", self._create)
         app.router.add_get("/v1/models/{owner}/{name}", self._get_model)
@@ -303,14 +302,19 @@ class FakeReplicate(LocalServer):
         app.router.add_post("/v1/predictions/{id}/cancel", self._cancel)
         app.router.add_get("/v1/streams/{id}", self._stream)
         app.router.add_get("/files/{id}/{name}", self._file)
+        return app
+
+    def _tls(self) -> ssl.SSLContext:
         tls = tls_files()
         server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ssl.load_cert_chain(tls["cert"], tls["key"])
-        self._runner, (self.port, self.tls_port) = await serve_app(app, tls=server_ssl)
-        return self
+        return server_ssl
 
-    async def close(self) -> None:
-        """Stop every prediction task, end open streams and held `Prefer: wait` creates, then the server."""
+    def _started(self, ports: list[int]) -> None:
+        self.port, self.tls_port = ports
+
+    async def _before_close(self) -> None:
+        """Stop every prediction task, end open streams and held answers (the server stops after)."""
         self._closing = True
         self._release_held.set()
         tasks = [p._task for p in self.predictions.values() if p._task is not None and not p._task.done()]
@@ -320,11 +324,6 @@ class FakeReplicate(LocalServer):
         for p in self.predictions.values():
             p._done.set()
             p._wake()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        self._changed()
-        self._watch.close()
 
     @property
     def base_url(self) -> str:
@@ -365,34 +364,33 @@ class FakeReplicate(LocalServer):
         if version is not None:
             self._versions[version] = name
 
-    def fail_next_model_gets(self, status: int, times: int = 1) -> None:
-        """The next `times` `GET /v1/models/...` (model or version look-ups) answer `status`."""
-        self._model_get_faults.append(_Fault(status, times, None, None))
+    def fail(self, endpoint: Endpoint, status: int, times: int = 1, *, detail: Optional[str] = None,
+             retry_after: Optional[float] = None, created: bool = False) -> None:
+        """The next `times` requests to `endpoint` answer `status` as an RFC 7807 problem (`detail`, else the
+        status's usual one). "create": POST a prediction; `created=True` makes and runs (and bills) the
+        prediction all the same, like a 5xx after the request reached Replicate. "get": GET /v1/predictions/{id}
+        (the client retries 429/503/504). "model": GET /v1/models/... (a model or one of its versions)."""
+        if status == 429:
+            raise ValueError("a 429 is `rate_limit(endpoint, …)`")
+        if created and endpoint != "create":
+            raise ValueError("only a create can make its prediction and still fail")
+        self._faults[endpoint].append(_Fault(status, times, retry_after, detail, created))
 
-    def fail_next_creates(self, status: int, times: int = 1, retry_after: Optional[float] = None,
-                          detail: Optional[str] = None, created: bool = False) -> None:
-        """The next `times` creates answer `status` (RFC 7807). `created=True`: the prediction is created and
-        runs (and is billed) all the same, like a 5xx after the request reached Replicate."""
-        self._create_faults.append(_Fault(status, times, retry_after, detail, created))
+    def rate_limit(self, endpoint: Endpoint, times: int = 1, retry_after: Optional[float] = 1.0) -> None:
+        """The next `times` requests to `endpoint` answer 429 "Request was throttled." (RFC 7807) with
+        `Retry-After: <ceil(retry_after)>` (no header when None). The client never retries a POST."""
+        self._faults[endpoint].append(_Fault(429, times, retry_after, None))
 
-    def hold_next_creates(self, times: int = 1) -> None:
-        """The next `times` creates make their prediction but never answer (a hung API or a lost response):
-        the client learns nothing of the prediction it started unless it goes looking."""
-        self._held_creates += times
+    def hold(self, endpoint: Holdable, times: int = 1) -> None:
+        """The next `times` requests to `endpoint` take effect but are not answered until `release_held()` or
+        `close()`: a create makes its prediction (the client learns nothing of it unless it goes looking), a
+        cancel cancels (a slow or hung API at shutdown)."""
+        self._held[endpoint] += times
 
-    def hold_next_cancels(self, times: int = 1) -> None:
-        """The next `times` cancels take effect but are never answered (a slow or hung API at shutdown)."""
-        self._held_cancels += times
-
-    def release_held_creates(self) -> None:
-        """Creates held so far answer now, late, with their prediction's current state (later ones are held)."""
+    def release_held(self) -> None:
+        """Requests held so far answer now, late, with their prediction's current state (later ones are held)."""
         released, self._release_held = self._release_held, asyncio.Event()
         released.set()
-
-    def fail_next_gets(self, status: int, times: int = 1, retry_after: Optional[float] = None,
-                       detail: Optional[str] = None) -> None:
-        """The next `times` `GET /v1/predictions/{id}` answer `status` (the client retries 429/503/504)."""
-        self._get_faults.append(_Fault(status, times, retry_after, detail))
 
     def take_requests(self) -> list[RecordedRequest]:
         """The requests recorded so far, cleared: a test started after the bot's start-up model look-ups
@@ -406,20 +404,10 @@ class FakeReplicate(LocalServer):
     def requests_to(self, method: str, path_prefix: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
-    # --- waiting -----------------------------------------------------------------------------------
-
-    def _changed(self) -> None:
-        self._watch.changed()
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
-        """Return once `predicate()` is true; re-checked on every request and prediction state change. An
-        exception from the predicate counts as "not yet"."""
-        await self._watch.wait_until(predicate, timeout, what=what)
-
     def _describe(self) -> str:
         recent = ", ".join(f"{r.method} {r.path}→{r.status}" for r in self.requests[-6:])
         return (f"requests={len(self.requests)} (last: {recent or 'none'}); creates={len(self.creates)} "
-                f"running={len(self.running())} cancels={self.cancels!r}; fake errors={self.errors!r}")
+                f"running={len(self.running())} cancels={self.cancels!r}")
 
     # --- predictions -------------------------------------------------------------------------------
 
@@ -475,7 +463,7 @@ class FakeReplicate(LocalServer):
                 await loop.create_future()  # until cancelled
             self._finish(p)
         except Exception as error:  # a bug in the fake: record it and fail the prediction, don't hang tests
-            self.errors.append(f"prediction {p.id}: {error!r}")
+            self._fake_error(f"prediction {p.id}", error)
             p.error = repr(error)
             p._emit("done", json.dumps({"reason": "error"}))
             self._complete(p, "failed")
@@ -556,7 +544,7 @@ class FakeReplicate(LocalServer):
         except web.HTTPException as error:
             response = problem(error.status, detail=error.reason)
         except Exception as error:
-            self.errors.append(f"{request.method} {request.path}: {error!r}")
+            self._fake_error(f"{request.method} {request.path}", error)
             response = problem(500)
         rec.status = response.status
         self._changed()
@@ -578,14 +566,14 @@ class FakeReplicate(LocalServer):
             model = self._models[name]
         if not isinstance(body.get("input"), dict):
             return problem(422, detail="- input: Invalid type. Expected: object\n")
-        fault = _take(self._create_faults)
+        fault = _take(self._faults["create"])
         if fault is not None and not fault.created:
             return _fault_response(fault)
         p = self._new_prediction(model, body)
         if fault is not None:
             return _fault_response(fault)
-        if self._held_creates > 0:
-            self._held_creates -= 1
+        if self._held["create"] > 0:
+            self._held["create"] -= 1
             await self._release_held.wait()
             if self._closing:
                 return problem(503)
@@ -599,7 +587,7 @@ class FakeReplicate(LocalServer):
         return _json(self._render(p), 201)
 
     async def _get(self, request: web.Request) -> web.Response:
-        fault = _take(self._get_faults)
+        fault = _take(self._faults["get"])
         if fault is not None:
             return _fault_response(fault)
         p = self.predictions.get(request.match_info["id"])
@@ -623,8 +611,8 @@ class FakeReplicate(LocalServer):
         if p is None:
             return problem(404, detail="Not found.")
         self.cancel(p)
-        if self._held_cancels > 0:
-            self._held_cancels -= 1
+        if self._held["cancel"] > 0:
+            self._held["cancel"] -= 1
             await self._release_held.wait()
             if self._closing:
                 return problem(503)
@@ -657,7 +645,7 @@ class FakeReplicate(LocalServer):
         return web.Response(body=found[0], headers={"Content-Type": found[1]})
 
     async def _get_model(self, request: web.Request) -> web.Response:
-        fault = _take(self._model_get_faults)
+        fault = _take(self._faults["model"])
         if fault is not None:
             return _fault_response(fault)
         name = f"{request.match_info['owner']}/{request.match_info['name']}"
@@ -672,7 +660,7 @@ class FakeReplicate(LocalServer):
                       "default_example": None, "latest_version": self._version_json(model, model.latest_version)})
 
     async def _get_version(self, request: web.Request) -> web.Response:
-        fault = _take(self._model_get_faults)
+        fault = _take(self._faults["model"])
         if fault is not None:
             return _fault_response(fault)
         model = self._models.get(f"{request.match_info['owner']}/{request.match_info['name']}")

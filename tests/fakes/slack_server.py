@@ -13,9 +13,9 @@ for rate limits, `ok` as text/html from response_urls, `OK - <n>` as text/plain 
 rules bots trip over are enforced: channel membership, 4,000 characters per `chat.update`, 40,000 per post,
 block limits (markdown blocks: 12,000 characters per payload), `block_mismatch` when an edit swaps a markdown
 message for another kind or back, 5 uses per response_url, optionally the documented rate-limit tiers.
-Transient outages are scripted per method (`server_error`: HTTP 5xx, or the connection dropped unanswered).
-Everything received is recorded for assertions (`calls`, `messages`, `ephemerals`, `responses`, `uploads`,
-`acks`).
+Faults are scripted per method (`fail`: an API error, an outage's HTTP 5xx, or the connection dropped
+unanswered; `rate_limit`: 429; the vocabulary shared by every fake is in `base.py`). Everything received is
+recorded for assertions (`requests`, `messages`, `ephemerals`, `responses`, `uploads`, `acks`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from aiohttp import web
 
-from .base import LocalServer, StateWatch, serve_app
+from .base import LocalServer
 from .slack_socket import (SentEnvelope, SocketModeControls, SocketModeHub, event_callback_payload,
                            signed_headers, slash_command_form, slash_command_payload)
 
-__all__ = ["ApiCall", "FakeSlack", "Message", "SentEnvelope", "Upload", "event_callback_payload",
+__all__ = ["FakeSlack", "Message", "RecordedRequest", "SentEnvelope", "Upload", "event_callback_payload",
            "signed_headers", "slash_command_form", "slash_command_payload"]
 
 POST_TEXT_LIMIT = 40_000
@@ -53,7 +53,7 @@ MAGIC_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpe
 # --- records -------------------------------------------------------------------------------------------
 
 @dataclass
-class ApiCall:
+class RecordedRequest:
     """One request as the fake saw it (Web API methods, plus `upload` and `response_url` posts)."""
 
     method: str  # "chat.postMessage", ..., or "upload" / "response_url"
@@ -152,10 +152,10 @@ class ApiError(Exception):
 
 @dataclass
 class _Fault:
-    error: str  # "ratelimited" → 429
-    retry_after: int
+    error: str
     remaining: int
-    status: int = 200  # ≥ 500: a server error, answered with this HTTP status
+    status: int = 200  # 429: rate limited; ≥ 500: a server error, answered with this HTTP status
+    retry_after: int = 0  # for a 429
     drop: bool = False  # the connection is closed without an answer
     when: Optional[Callable[[dict[str, Any]], bool]] = None  # only calls whose params match count
 
@@ -224,25 +224,25 @@ def _check_blocks(blocks: Any) -> Optional[list[dict[str, Any]]]:
 
 # --- the server ----------------------------------------------------------------------------------------
 
-class FakeSlack(LocalServer, SocketModeControls):
+class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait_until is the real one
     """A Slack workspace with one bot. See the module docstring; tests read the recorded state."""
 
     def __init__(self, bot_token: str = "xoxb-test", app_token: str = "xapp-test", team_id: str = "T0TEAM",
                  bot_user_id: str = "U0BOT", bot_id: str = "B0BOT", *, app_id: str = "A0APP",
                  team_name: str = "Fake Team", team_domain: str = "fake", bot_name: str = "replicate-bot",
                  verification_token: str = "fake-verification-token") -> None:
+        super().__init__()
         self.bot_token, self.app_token = bot_token, app_token
         self.team_id, self.team_name, self.team_domain = team_id, team_name, team_domain
         self.bot_user_id, self.bot_id, self.bot_name, self.app_id = bot_user_id, bot_id, bot_name, app_id
         self.verification_token = verification_token
         self.scopes = "app_mentions:read,chat:write,commands,files:write"  # X-OAuth-Scopes (bolt reads it)
-        self.calls: list[ApiCall] = []
+        self.requests: list[RecordedRequest] = []
         self.messages: dict[tuple[str, str], Message] = {}
         self.ephemerals: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []  # {"url", "body", "at"} per accepted response_url POST
         self.uploads: dict[str, Upload] = {}
         self.deleted: list[Message] = []  # messages removed with chat.delete, in order
-        self.server_errors: list[BaseException] = []  # bugs in the fake's own handlers (should stay empty)
         self.socket = SocketModeHub(app_id=app_id, changed=self._changed)
         self._not_member: set[str] = set()
         self._missing: set[str] = set()
@@ -253,9 +253,6 @@ class FakeSlack(LocalServer, SocketModeControls):
         self._response_urls: dict[str, dict[str, Any]] = {}  # path → {"created": t, "uses": n}
         self._ts_counter = 0
         self._file_counter = 0
-        self._watch = StateWatch("FakeSlack", self._describe)
-        self._runner: Optional[web.AppRunner] = None
-        self.port = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "api.test": lambda params: {"args": params},
             "auth.test": self._auth_test,
@@ -270,23 +267,17 @@ class FakeSlack(LocalServer, SocketModeControls):
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> "FakeSlack":
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/commands/{team_id}/{n}/{secret}", self._response_url)
         app.router.add_get("/socket-mode", self.socket.handle)
-        self._runner, (self.port,) = await serve_app(app)
-        return self
+        return app
 
-    async def close(self) -> None:
-        """Close Socket Mode sockets (1001, going away), then the HTTP server."""
+    async def _before_close(self) -> None:
+        """Close Socket Mode sockets (1001, going away); the HTTP server stops after."""
         await self.socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        self._changed()
-        self._watch.close()
 
     @property
     def origin(self) -> str:
@@ -309,27 +300,33 @@ class FakeSlack(LocalServer, SocketModeControls):
         """This channel does not exist (or is private and hidden from the bot): `channel_not_found`."""
         self._missing.add(channel_id)
 
-    def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
-        """The next `times` calls of `method` answer 429 + `Retry-After`, body `{"ok": false, "error":
-        "ratelimited"}`. `method` may also be "upload" (byte uploads) or "response_url"."""
-        self._faults.setdefault(method, []).append(_Fault("ratelimited", retry_after, times))
-
-    def server_error(self, method: str, times: int = 1, status: int = 500, *, drop: bool = False,
-                     when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
-        """The next `times` Web API calls of `method` (those whose params satisfy `when`, if given) fail as in
-        an outage: HTTP `status` (5xx) with Slack's JSON `{"ok": false, "error": …}` (`internal_error` for
-        500), or, with `drop=True`, the connection closed without an answer. Nothing the call asked for happens."""
-        if status < 500 and not drop:
-            raise ValueError("a server error is a 5xx status or a dropped connection")
+    def rate_limit(self, method: str, times: int = 1, retry_after: int = 1, *,
+                   when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+        """The next `times` calls of `method` (whose params satisfy `when`, if given) answer 429 +
+        `Retry-After`, body `{"ok": false, "error": "ratelimited"}`. `method` may also be "upload" (byte uploads:
+        text/plain `ratelimited`) or "response_url" (text/html `rate_limited`)."""
         self._faults.setdefault(method, []).append(
-            _Fault(SERVER_ERRORS.get(status, "internal_error"), 0, times, status=status, drop=drop, when=when))
+            _Fault("ratelimited", times, status=429, retry_after=retry_after, when=when))
 
-    def fail(self, method: str, error: str, times: int = 1,
-             when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
-        """The next `times` calls of `method` (whose params satisfy `when`, if given) answer `{"ok": false,
-        "error": error}` (HTTP 200). For "upload" the byte upload answers HTTP 500 `error`; for "response_url",
-        HTTP 404 `error` (e.g. "expired_url")."""
-        self._faults.setdefault(method, []).append(_Fault(error, 0, times, when=when))
+    def fail(self, method: str, error: Optional[str] = None, times: int = 1, *, status: int = 200,
+             drop: bool = False, when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+        """The next `times` calls of `method` (whose params satisfy `when`, if given) fail; nothing they asked
+        for happens. Status 200: Slack's API error `{"ok": false, "error": error}`. A 5xx: an outage, with the
+        same JSON (`error` defaults to Slack's name for the status, e.g. `internal_error` for 500).
+        `drop=True`: the connection is closed without an answer. For "upload" the byte upload answers HTTP
+        `status` (500 unless a 5xx is given) with text `error`; for "response_url", HTTP 404 (or the 5xx)
+        `error` (e.g. "expired_url")."""
+        if status != 200 and status < 500:
+            raise ValueError("a Slack API error is HTTP 200 or an outage's 5xx; a 429 is `rate_limit`")
+        if error == "ratelimited":
+            raise ValueError("a rate limit is `rate_limit(method, …)`")
+        if drop and method in ("upload", "response_url"):
+            raise ValueError("only Web API calls can be dropped")
+        if error is None:
+            if status == 200 and not drop:
+                raise ValueError("an API error needs its `error` code")
+            error = SERVER_ERRORS.get(status, "internal_error")
+        self._faults.setdefault(method, []).append(_Fault(error, times, status=status, drop=drop, when=when))
 
     def enforce_tiers(self, chat_update_per_minute: int = 50, post_message_per_second_per_channel: float = 1.0) -> None:
         """Slack's documented limits: `chat.update` (Tier 3) per workspace in a sliding minute, and
@@ -348,8 +345,9 @@ class FakeSlack(LocalServer, SocketModeControls):
 
     # --- reading what happened ---------------------------------------------------------------------
 
-    def calls_to(self, method: str) -> list[ApiCall]:
-        return [c for c in self.calls if c.method == method]
+    def requests_to(self, method: str) -> list[RecordedRequest]:
+        """The requests for Web API `method` ("upload" and "response_url" for those posts), in order."""
+        return [c for c in self.requests if c.method == method]
 
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
         """Replies in the thread under `thread_ts`, oldest first (the parent itself is not included)."""
@@ -376,20 +374,12 @@ class FakeSlack(LocalServer, SocketModeControls):
 
     # --- waiting -----------------------------------------------------------------------------------
 
-    def _changed(self) -> None:
-        self._watch.changed()
-
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, *, what: str = "") -> None:
-        """Return once `predicate()` is true; re-checked whenever a call, ack, socket or state change reaches
-        the fake. An exception from the predicate counts as "not yet"."""
-        await self._watch.wait_until(predicate, timeout, what=what)
-
     def _describe(self) -> str:
-        recent = ", ".join(f"{c.method}→{c.status}{'/' + c.error if c.error else ''}" for c in self.calls[-8:])
+        recent = ", ".join(f"{c.method}→{c.status}{'/' + c.error if c.error else ''}" for c in self.requests[-8:])
         hub = self.socket
-        return (f"calls={len(self.calls)} (last: {recent or 'none'}); sockets opened={len(hub.connections)} "
+        return (f"requests={len(self.requests)} (last: {recent or 'none'}); sockets opened={len(hub.connections)} "
                 f"ready={hub.ready_count} open={len(hub.open_connections())}; envelopes={len(hub.envelopes)} "
-                f"acks={len(hub.acks)}; socket errors={hub.errors!r}; fake errors={self.server_errors!r}")
+                f"acks={len(hub.acks)}; client protocol errors={hub.client_errors!r}")
 
     # --- HTTP plumbing -----------------------------------------------------------------------------
 
@@ -401,8 +391,7 @@ class FakeSlack(LocalServer, SocketModeControls):
         except web.HTTPException:
             raise
         except Exception as error:  # a bug in the fake: make it visible, answer like a broken Slack
-            self.server_errors.append(error)
-            self._changed()
+            self._fake_error(f"{request.method} {request.path}", error)
             return web.json_response({"ok": False, "error": "fatal_error"}, status=500)
 
     async def _read_params(self, request: web.Request) -> dict[str, Any]:
@@ -429,9 +418,9 @@ class FakeSlack(LocalServer, SocketModeControls):
                     pass  # left as a string: the method answers invalid_*_format
         return params
 
-    def _record(self, method: str, request: web.Request, params: dict[str, Any]) -> ApiCall:
-        call = ApiCall(method, params, dict(request.headers), time.monotonic(), request.content_type)
-        self.calls.append(call)
+    def _record(self, method: str, request: web.Request, params: dict[str, Any]) -> RecordedRequest:
+        call = RecordedRequest(method, params, dict(request.headers), time.monotonic(), request.content_type)
+        self.requests.append(call)
         return call
 
     def _take_fault(self, method: str, params: Optional[dict[str, Any]] = None) -> Optional[_Fault]:
@@ -444,7 +433,7 @@ class FakeSlack(LocalServer, SocketModeControls):
             faults.remove(fault)
         return fault
 
-    def _answer(self, call: ApiCall, body: dict[str, Any], status: int = 200,
+    def _answer(self, call: RecordedRequest, body: dict[str, Any], status: int = 200,
                 headers: Optional[Mapping[str, str]] = None) -> web.Response:
         call.status, call.response = status, body
         self._changed()
@@ -478,12 +467,10 @@ class FakeSlack(LocalServer, SocketModeControls):
             assert request.transport is not None
             request.transport.abort()  # the client sees the server disconnect mid-request
             return web.Response()
-        if fault is not None and fault.status >= 500:
-            return self._answer(call, {"ok": False, "error": fault.error}, fault.status)
-        if fault is not None and fault.error == "ratelimited":
+        if fault is not None and fault.status == 429:
             return self._answer(call, *self._ratelimited(fault.retry_after))
         if fault is not None:
-            return self._answer(call, {"ok": False, "error": fault.error})
+            return self._answer(call, {"ok": False, "error": fault.error}, fault.status)
         retry_after = self._tier_check(method, params)
         if retry_after is not None:
             return self._answer(call, *self._ratelimited(retry_after))
@@ -685,7 +672,7 @@ class FakeSlack(LocalServer, SocketModeControls):
         if upload is None or upload.completed:
             status, text = 404, "Not Found"
         elif fault is not None:
-            status, text = (429, "ratelimited") if fault.error == "ratelimited" else (500, fault.error)
+            status, text = (fault.status if fault.status != 200 else 500), fault.error
         else:
             upload.bytes, upload.uploaded_at = data, time.monotonic()
             upload.upload_content_type = request.content_type
@@ -709,10 +696,10 @@ class FakeSlack(LocalServer, SocketModeControls):
         headers = None
         if state is None:
             status, text = 404, "invalid_url"
-        elif fault is not None and fault.error == "ratelimited":
+        elif fault is not None and fault.status == 429:
             status, text, headers = 429, "rate_limited", {"Retry-After": str(fault.retry_after)}
         elif fault is not None:
-            status, text = 404, fault.error
+            status, text = (fault.status if fault.status != 200 else 404), fault.error
         elif time.monotonic() - state["created"] > RESPONSE_URL_TTL:
             status, text = 404, "expired_url"
         elif state["uses"] >= RESPONSE_URL_USES:

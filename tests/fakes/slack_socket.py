@@ -135,7 +135,7 @@ class SocketModeHub:
         self.connections: list[SocketConnection] = []
         self.envelopes: dict[str, SentEnvelope] = {}
         self.acks: list[dict[str, Any]] = []
-        self.errors: list[str] = []  # protocol violations by the client (non-JSON frames, acks without id, ...)
+        self.client_errors: list[str] = []  # protocol violations by the client (non-JSON frames, acks without id, …)
         self._delayed_closes: set[asyncio.Task[None]] = set()
 
     # --- state -------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ class SocketModeHub:
                 elif msg.type is WSMsgType.TEXT:
                     self._on_text(conn, msg.data)
                 elif msg.type is WSMsgType.BINARY:
-                    self.errors.append(f"connection {conn.index}: unexpected binary frame")
+                    self.client_errors.append(f"connection {conn.index}: unexpected binary frame")
                 # PONG (answers to our pings, if any): nothing to do
         except (ConnectionError, RuntimeError):
             pass  # dropped mid-write
@@ -200,21 +200,21 @@ class SocketModeHub:
         try:
             message = json.loads(data)
         except ValueError:
-            self.errors.append(f"connection {conn.index}: non-JSON frame {data[:80]!r}")
+            self.client_errors.append(f"connection {conn.index}: non-JSON frame {data[:80]!r}")
             return
         envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
         if not envelope_id:
-            self.errors.append(f"connection {conn.index}: frame without envelope_id {data[:80]!r}")
+            self.client_errors.append(f"connection {conn.index}: frame without envelope_id {data[:80]!r}")
             return
         ack = {**message, "at": time.monotonic(), "connection": conn.index}
         self.acks.append(ack)
         sent = self.envelopes.get(envelope_id)
         if sent is None:
-            self.errors.append(f"connection {conn.index}: ack for unknown envelope {envelope_id}")
+            self.client_errors.append(f"connection {conn.index}: ack for unknown envelope {envelope_id}")
         elif sent.ack is None:
             sent.ack = ack
         else:
-            self.errors.append(f"connection {conn.index}: second ack for envelope {envelope_id}")
+            self.client_errors.append(f"connection {conn.index}: second ack for envelope {envelope_id}")
         self._changed()
 
     # --- what the server side does -----------------------------------------------------------------

@@ -65,6 +65,6 @@ async def test_stream_events_asks_for_an_event_stream_and_keeps_separators_insid
         (stream_request,) = fake.requests_to("GET", "/v1/streams/")
         assert stream_request.headers["Accept"] == "text/event-stream"  # as replicate's own `async_stream` asks
         assert stream_request.headers["Cache-Control"] == "no-store"
-        assert fake.errors == []
+        assert fake.fake_errors == []
     assert [event.data for event in events if event.event is ServerSentEvent.EventType.OUTPUT] == tokens
     assert events[-1].event is ServerSentEvent.EventType.DONE

@@ -48,6 +48,7 @@ from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 

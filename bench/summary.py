@@ -38,7 +38,9 @@ def summarise(workload: Workload, reading: LoadReading, seen: Observed) -> dict[
         "ack_p50_ms": _ms(percentile(seen.acks, 0.5)),
         "ack_p99_ms": _ms(percentile(seen.acks, 0.99)),
         "ack_max_ms": _ms(max(seen.acks) if seen.acks else None),
-        "acks_over_3s": sum(1 for latency in seen.acks if latency > PLATFORM_ACK_DEADLINE_S) + workload.n - len(seen.acks),
+        "acks_over_3s": (
+            sum(1 for latency in seen.acks if latency > PLATFORM_ACK_DEADLINE_S) + workload.n - len(seen.acks)
+        ),
         "answered": len(seen.per_command),
         "complete": reading.complete,
         "answer_ratio_p50": _ratio(percentile(seen.per_command, 0.5), workload),

@@ -233,8 +233,11 @@ def _ip_address(env: Mapping[str, str], name: str) -> str | None:
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise SettingsError(name, f"is {value!r}, not an IP address",
-                                f"use {PUBLIC_HTTP_HOST} (every interface) or {LOOPBACK_HTTP_HOST} (this host only)") from None
+            raise SettingsError(
+                name,
+                f"is {value!r}, not an IP address",
+                f"use {PUBLIC_HTTP_HOST} (every interface) or {LOOPBACK_HTTP_HOST} (this host only)",
+            ) from None
     return value
 
 
@@ -260,7 +263,9 @@ def _ca_bundle(env: Mapping[str, str]) -> Path | None:
     if value is None:
         return None
     if not Path(value).is_file():
-        raise SettingsError("SSL_CERT_FILE", f"is {value!r}, which is not a file", "point it at a PEM bundle or unset it")
+        raise SettingsError(
+            "SSL_CERT_FILE", f"is {value!r}, which is not a file", "point it at a PEM bundle or unset it"
+        )
     return Path(value)
 
 

@@ -129,6 +129,7 @@ class DiscordAdapter:
         intents = discord.Intents.none()
         intents.guilds = True  # channel cache for follow-up posts; no privileged intent is needed
         self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
+        # discord.py awaits `client.setup_hook()` once at login; setting it on the instance spares a Client subclass.
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)
@@ -196,7 +197,7 @@ class DiscordAdapter:
 
     # --- commands -----------------------------------------------------------------------------------
 
-    def _command(self, command: CommandName) -> app_commands.Command:
+    def _command(self, command: CommandName) -> app_commands.Command[Any, ..., None]:
         """The command with the options its models can use, bounded by what the bot really allows."""
         catalog, kind = self._core.models, MODEL_KINDS[command]
         return build_command(

@@ -58,7 +58,7 @@ def build_command(
     *,
     upper_bounds: Mapping[str, float] | None = None,
     choices: Mapping[str, Sequence[str]] | None = None,
-) -> app_commands.Command:
+) -> app_commands.Command[Any, ..., None]:
     """`/command prompt [options…]` offering `offered` (from the table), each typed, bounded and described."""
 
     async def callback(interaction: discord.Interaction, prompt: str, **options: object) -> None:
@@ -75,6 +75,7 @@ def build_command(
                           annotation=Optional[_annotation(spec, (upper_bounds or {}).get(spec.name))])  # noqa: UP045
         for spec in offered
     ]
+    # Functions don't declare `__signature__`, but `inspect.signature` (and so discord.py) reads it.
     callback.__signature__ = inspect.Signature([interaction, prompt, *typed])  # type: ignore[attr-defined]
     descriptions = {"prompt": PROMPT_DESCRIPTIONS[command]}
     descriptions |= {spec.name: spec.description[:MAX_DESCRIPTION_CHARS] for spec in offered}

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +153,7 @@ class CommandCore:
 
     async def execute(
         self, request: CommandRequest, *, ack_latency_s: float | None = None
-    ) -> AsyncIterator[ReplyEvent]:
+    ) -> AsyncGenerator[ReplyEvent, None]:
         """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`)."""
         record = CommandRecord.start(request, ack_latency_s)
         if not self._accepting:
@@ -250,7 +250,9 @@ class CommandCore:
                     else:
                         emit(event)
             else:
-                async for event in self._runner.stream_text(request.model, model_input.values, on_created=on_created):
-                    emit(event)
+                async for text_event in self._runner.stream_text(
+                    request.model, model_input.values, on_created=on_created
+                ):
+                    emit(text_event)
         finally:
             self._admission.release()

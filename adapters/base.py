@@ -46,7 +46,8 @@ class Adapter(Protocol):
 AdapterBuilder = Callable[[Settings, CommandCore, "CommandIntake"], "Adapter | None"]
 
 Refuse = Callable[[str], Awaitable[None]]  # tell the user privately, in the platform's own way
-Acknowledge = Callable[[], Awaitable[None]]  # the platform's plain acknowledgement (Slack ack, Discord defer)
+# The platform's plain acknowledgement (Slack ack, Discord defer); what it returns is not read.
+Acknowledge = Callable[[], Awaitable[object]]
 Answer = Callable[[CommandRequest, float], Coroutine[Any, Any, None]]  # (request, ack latency in seconds)
 
 

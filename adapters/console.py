@@ -99,7 +99,8 @@ class ConsoleAdapter:
                     case Images():
                         for path in self._save(event):
                             self._write(f"🖼  saved {path}\n")
-                        self._write(f"   prompt: {printable(event.prompt)} · model: {printable(event.run.model)} · seed: {event.seed}\n")
+                        self._write(f"   prompt: {printable(event.prompt)} · model: {printable(event.run.model)}"
+                                    f" · seed: {event.seed}\n")
                         for note in event.notes:
                             self._write(f"   {printable(note)}\n")
                     case Failure():

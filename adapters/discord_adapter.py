@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Optional, assert_never
+from typing import Any, assert_never
 
 import discord
 import yarl
@@ -26,7 +26,14 @@ from discord import app_commands
 
 from adapters.base import CommandIntake
 from adapters.discord_commands import MODEL_KINDS, build_command, register_commands
-from adapters.discord_format import DEFAULT_ATTACHMENT_LIMIT_BYTES, MAX_ATTACHMENTS, MAX_MESSAGE_CHARS, caption, fit, safe_link
+from adapters.discord_format import (
+    DEFAULT_ATTACHMENT_LIMIT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_MESSAGE_CHARS,
+    caption,
+    fit,
+    safe_link,
+)
 from adapters.discord_replies import CommandReplies, Delivered, Form, Message, Place, TokenExpired
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RateLimited, RenderLimits, StreamingReply
@@ -60,7 +67,7 @@ INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
 class DiscordConfig:
     token: str
     api_url: str
-    gateway_url: Optional[str] = None
+    gateway_url: str | None = None
     guild_ids: tuple[int, ...] = ()
 
 
@@ -86,7 +93,9 @@ class InteractionMessages:
         if message_id == self.ORIGINAL:
             await _call(self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS))
         else:
-            await _call(self._interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS))
+            await _call(
+                self._interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS)
+            )
 
     async def delete(self, message_id: str) -> None:
         self._check_token()
@@ -120,11 +129,12 @@ class DiscordAdapter:
         intents = discord.Intents.none()
         intents.guilds = True  # channel cache for follow-up posts; no privileged intent is needed
         self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
+        # discord.py awaits `client.setup_hook()` once at login; setting it on the instance spares a Client subclass.
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)
         self.registrations_skipped = 0
-        self._gateway: Optional[asyncio.Task[None]] = None
+        self._gateway: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -187,7 +197,7 @@ class DiscordAdapter:
 
     # --- commands -----------------------------------------------------------------------------------
 
-    def _command(self, command: CommandName) -> app_commands.Command:
+    def _command(self, command: CommandName) -> app_commands.Command[Any, ..., None]:
         """The command with the options its models can use, bounded by what the bot really allows."""
         catalog, kind = self._core.models, MODEL_KINDS[command]
         return build_command(
@@ -222,7 +232,9 @@ class DiscordAdapter:
             if interaction.response.is_done():
                 await interaction.followup.send(COMMAND_FAILED_TEXT, ephemeral=True, allowed_mentions=NO_MENTIONS)
             else:
-                await interaction.response.send_message(COMMAND_FAILED_TEXT, ephemeral=True, allowed_mentions=NO_MENTIONS)
+                await interaction.response.send_message(
+                    COMMAND_FAILED_TEXT, ephemeral=True, allowed_mentions=NO_MENTIONS
+                )
         except discord.HTTPException as refused:
             log.warning("Discord: could not tell the user about the failure either (%s)", refused.status)
 
@@ -236,7 +248,8 @@ class DiscordAdapter:
             await interaction.response.defer(thinking=True)
 
         def can_answer_here(request: CommandRequest) -> str | None:
-            if request.command is CommandName.IMAGINE and interaction.guild_id and not interaction.app_permissions.attach_files:
+            may_attach = interaction.app_permissions.attach_files
+            if request.command is CommandName.IMAGINE and interaction.guild_id and not may_attach:
                 return CANNOT_ATTACH_TEXT
             return None
 
@@ -370,7 +383,9 @@ class _Answer:
                 content=_image_caption(images, list(images.images)), attachments=[], allowed_mentions=NO_MENTIONS
             )
 
-        def as_message(place: Place, shown_as_links: list[Image], with_files: tuple[tuple[str, bytes], ...]) -> list[Message]:
+        def as_message(
+            place: Place, shown_as_links: list[Image], with_files: tuple[tuple[str, bytes], ...]
+        ) -> list[Message]:
             lead = self._lead(place)
             return [Message(lead + _image_caption(images, shown_as_links, MAX_MESSAGE_CHARS - len(lead)), with_files)]
 

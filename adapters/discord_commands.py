@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 MAX_CHOICES = 25  # Discord's limit per option
 MAX_DESCRIPTION_CHARS = 100
-COMMAND_DESCRIPTIONS = {CommandName.ASK: "Ask a model on Replicate", CommandName.IMAGINE: "Generate an image on Replicate"}
+COMMAND_DESCRIPTIONS = {
+    CommandName.ASK: "Ask a model on Replicate",
+    CommandName.IMAGINE: "Generate an image on Replicate",
+}
 PROMPT_DESCRIPTIONS = {CommandName.ASK: "Your question", CommandName.IMAGINE: "What to draw"}
 MODEL_KINDS = {CommandName.ASK: ModelKind.TEXT, CommandName.IMAGINE: ModelKind.IMAGE}
 # Send Messages, Embed Links, Attach Files; scopes bot + applications.commands.
@@ -55,19 +58,24 @@ def build_command(
     *,
     upper_bounds: Mapping[str, float] | None = None,
     choices: Mapping[str, Sequence[str]] | None = None,
-) -> app_commands.Command:
+) -> app_commands.Command[Any, ..., None]:
     """`/command prompt [options…]` offering `offered` (from the table), each typed, bounded and described."""
 
     async def callback(interaction: discord.Interaction, prompt: str, **options: object) -> None:
         await on_command(interaction, command, prompt, options)
 
-    interaction = inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)
+    interaction = inspect.Parameter(
+        "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
+    )
     prompt = inspect.Parameter("prompt", inspect.Parameter.KEYWORD_ONLY, annotation=str)
     typed = [
         inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Optional[_annotation(spec, (upper_bounds or {}).get(spec.name))])
+                          # Optional[...], as discord.py documents optional parameters: this annotation is
+                          # read at runtime, and `X | None` would need `|` on each of discord.py's transformers.
+                          annotation=Optional[_annotation(spec, (upper_bounds or {}).get(spec.name))])  # noqa: UP045
         for spec in offered
     ]
+    # Functions don't declare `__signature__`, but `inspect.signature` (and so discord.py) reads it.
     callback.__signature__ = inspect.Signature([interaction, prompt, *typed])  # type: ignore[attr-defined]
     descriptions = {"prompt": PROMPT_DESCRIPTIONS[command]}
     descriptions |= {spec.name: spec.description[:MAX_DESCRIPTION_CHARS] for spec in offered}
@@ -100,7 +108,7 @@ async def register_commands(
     application_id = client.application_id
     assert application_id is not None
     skipped = 0
-    targets: list[Optional[discord.Object]] = [discord.Object(id=gid) for gid in guild_ids] or [None]
+    targets: list[discord.Object | None] = [discord.Object(id=gid) for gid in guild_ids] or [None]
     for guild in targets:
         if guild is not None:
             tree.copy_global_to(guild=guild)

@@ -72,7 +72,9 @@ class Delivered:
 class CommandReplies:
     """The replies of one interaction, delivered along the ladder above."""
 
-    def __init__(self, client: discord.Client, interaction: discord.Interaction, token_alive: Callable[[], bool]) -> None:
+    def __init__(
+        self, client: discord.Client, interaction: discord.Interaction, token_alive: Callable[[], bool]
+    ) -> None:
         self._client = client
         self._interaction = interaction
         self._token_alive = token_alive

@@ -227,7 +227,8 @@ class StreamingReply:
                 await asyncio.sleep(delay)  # coalesce: everything that arrives meanwhile goes in one edit
             self._dirty.clear()
             chunks = self._interim_chunks()
-            if not any(chunk != shown for chunk, shown in zip(chunks, self._shown)) and len(chunks) <= len(self._shown):
+            changed = any(chunk != shown for chunk, shown in zip(chunks, self._shown, strict=False))
+            if not changed and len(chunks) <= len(self._shown):
                 continue
             if self._budget is not None and not self._budget.try_take():
                 self._next_edit_at = self._clock() + self._limits.edit_interval_s

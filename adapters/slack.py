@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -48,6 +48,7 @@ from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,9 @@ class SlackThread:
         await _call(self._client.chat_delete(channel=self.channel, ts=message_id))
 
 
-async def _prefetched(first: Awaitable[ReplyEvent], rest: AsyncIterator[ReplyEvent]) -> AsyncIterator[ReplyEvent]:
+async def _prefetched(
+    first: Awaitable[ReplyEvent], rest: AsyncIterator[ReplyEvent]
+) -> AsyncGenerator[ReplyEvent, None]:
     """A command's events when the first one was asked for early (the prediction starting meanwhile)."""
     yield await first
     async for event in rest:

@@ -83,7 +83,10 @@ def fallback_text(markdown: str) -> str:
 
 def parent_text(request: CommandRequest) -> str:
     """The visible message that opens the thread: who asked what, with which model."""
-    return f"<@{request.origin.user_id}> used /{request.command} with `{escape(request.model)}`\n{_quoted(request.prompt)}"
+    return (
+        f"<@{request.origin.user_id}> used /{request.command} with `{escape(request.model)}`\n"
+        f"{_quoted(request.prompt)}"
+    )
 
 
 def status_text(status: Status) -> str:

@@ -67,7 +67,8 @@ def main(argv: list[str]) -> int:
     print(render_table(runs, meta))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "RESULTS.md").write_text(render_markdown(runs, meta))
-    (args.output_dir / "results.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2, default=str) + "\n")
+    results = json.dumps({"meta": meta, "runs": runs}, indent=2, default=str)
+    (args.output_dir / "results.json").write_text(results + "\n")
     return 0
 
 

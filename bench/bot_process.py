@@ -42,7 +42,8 @@ class BotProcess:
 
     async def start(self) -> None:
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "wb") as log:
+        log = await asyncio.to_thread(self.log_path.open, "wb")  # file I/O, off the loop
+        with log:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", self.module, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=log, cwd=self.log_path.parent, env=env,

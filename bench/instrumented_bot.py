@@ -20,10 +20,10 @@ import json
 import os
 import sys
 
-from service.bot_service import BotService
 from bench.stats import LoopLagProbe, peak_rss_mb, rss_mb
 from bot.logs import install_logging
 from config.settings import load_settings
+from service.bot_service import BotService
 
 
 async def serve() -> int:

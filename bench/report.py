@@ -84,7 +84,9 @@ def _baseline_ratio(metric: Metric, runs: list[dict[str, Any]]) -> str:
 
 def _rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["metric", "target"] + [run["label"] for run in runs]
-    with_ratio = any(r.get("bot") == "baseline" for r in runs) and any(r.get("bot") == "bot" and r.get("platform") == "slack" for r in runs)
+    with_ratio = any(r.get("bot") == "baseline" for r in runs) and any(
+        r.get("bot") == "bot" and r.get("platform") == "slack" for r in runs
+    )
     if with_ratio:
         header.append("baseline ÷ bot (Slack)")
     rows = []
@@ -113,7 +115,8 @@ def _notes(runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
             problems.append(f"{run['chat_calls_rate_limited']} chat calls answered 429")
         calls = run.get("chat_calls_by_method")
         detail = f"chat calls by method: {calls}" if calls else ""
-        notes.append(f"{run['label']} ({run.get('run_s')} s): " + "; ".join(problems + [detail] if detail else problems))
+        shown = [*problems, detail] if detail else problems
+        notes.append(f"{run['label']} ({run.get('run_s')} s): " + "; ".join(shown))
     return notes
 
 
@@ -121,9 +124,11 @@ def render_table(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """Plain text for the terminal."""
     header, rows = _rows(runs)
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) for line in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines + [""] + _notes(runs, meta))
+    return "\n".join([*lines, "", *_notes(runs, meta)])
 
 
 def render_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:

@@ -54,7 +54,9 @@ async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
     env = {**bot_environment(replicate, workload), "SLACK_BOT_TOKEN": slack.bot_token,
            "SLACK_APP_TOKEN": slack.app_token, "SLACK_API_URL": slack.api_url}
     module = "bench.baseline_bot" if baseline else "bench.instrumented_bot"
-    bot = BotProcess(module, env, "baseline-slack" if baseline else "bot-slack", profile=workload.profile and not baseline)
+    bot = BotProcess(
+        module, env, "baseline-slack" if baseline else "bot-slack", profile=workload.profile and not baseline
+    )
     answers = SlackAnswers(slack, workload.answer)
     try:
         await bot.start()
@@ -96,7 +98,9 @@ def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers
     ack_latencies = [latency for latency in acks if latency is not None]
     per_command = [answers.final_at[channel_of(index)] - reading.sent_at[index]
                    for index in range(workload.n) if channel_of(index) in answers.final_at]
-    finals = [answers.final_at[channel_of(index)] for index in range(workload.n) if channel_of(index) in answers.final_at]
+    finals = [
+        answers.final_at[channel_of(index)] for index in range(workload.n) if channel_of(index) in answers.final_at
+    ]
     chat_calls: dict[str, int] = defaultdict(int)
     edits: dict[tuple[str, str], list[tuple[float, bool]]] = defaultdict(list)
     by_method: dict[str, int] = defaultdict(int)

@@ -6,6 +6,7 @@ Why here and not in `bot/`: nothing in the product needs them; they only make th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 import time
@@ -38,14 +39,14 @@ def close_edits(edits: Sequence[tuple[float, bool]], window_s: float = 1.0) -> t
     """Of one message's edits `(time, is_final)`: how many came less than `window_s` after the previous
     one, and how many of those were the final edit (which the renderer sends without waiting)."""
     ordered = sorted(edits)
-    close = [later for earlier, later in zip(ordered, ordered[1:]) if later[0] - earlier[0] < window_s]
+    close = [later for earlier, later in itertools.pairwise(ordered) if later[0] - earlier[0] < window_s]
     return len(close), sum(1 for _, is_final in close if is_final)
 
 
 def min_gap(times: Sequence[float]) -> float | None:
     """The shortest interval between consecutive events (None for fewer than two)."""
     ordered = sorted(times)
-    gaps = [b - a for a, b in zip(ordered, ordered[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
     return min(gaps) if gaps else None
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bench.measure import LoadReading
 from bench.stats import close_edits, max_events_in_window, min_gap, percentile
 from bench.workload import PLATFORM_ACK_DEADLINE_S, Workload
 
+MessageKey = TypeVar("MessageKey", bound=Hashable)  # how a platform names a message: Slack (channel, ts), Discord id
+
 
 @dataclass(frozen=True)
-class Observed:
+class Observed(Generic[MessageKey]):
     """What a platform's run saw, already sorted out by the platform's own code."""
 
     acks: list[float]  # seconds from each command's delivery to its acknowledgement
@@ -23,10 +25,10 @@ class Observed:
     chat_calls_per_answer: list[int]
     chat_calls_by_method: Mapping[str, int]
     rate_limited: int  # chat calls answered 429
-    edits: Mapping[Hashable, list[tuple[float, bool]]]  # per message: (when, whether it set the final text)
+    edits: Mapping[MessageKey, list[tuple[float, bool]]]  # per message: (when, whether it set the final text)
 
 
-def summarise(workload: Workload, reading: LoadReading, seen: Observed) -> dict[str, Any]:
+def summarise(workload: Workload, reading: LoadReading, seen: Observed[MessageKey]) -> dict[str, Any]:
     edit_times = {message: [at for at, _ in message_edits] for message, message_edits in seen.edits.items()}
     gaps = [gap for times in edit_times.values() if (gap := min_gap(times)) is not None]
     close = [close_edits(message_edits) for message_edits in seen.edits.values()]
@@ -38,7 +40,9 @@ def summarise(workload: Workload, reading: LoadReading, seen: Observed) -> dict[
         "ack_p50_ms": _ms(percentile(seen.acks, 0.5)),
         "ack_p99_ms": _ms(percentile(seen.acks, 0.99)),
         "ack_max_ms": _ms(max(seen.acks) if seen.acks else None),
-        "acks_over_3s": sum(1 for latency in seen.acks if latency > PLATFORM_ACK_DEADLINE_S) + workload.n - len(seen.acks),
+        "acks_over_3s": (
+            sum(1 for latency in seen.acks if latency > PLATFORM_ACK_DEADLINE_S) + workload.n - len(seen.acks)
+        ),
         "answered": len(seen.per_command),
         "complete": reading.complete,
         "answer_ratio_p50": _ratio(percentile(seen.per_command, 0.5), workload),

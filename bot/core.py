@@ -11,9 +11,9 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.command_log import CommandRecord
@@ -151,7 +151,9 @@ class CommandCore:
             raise ModelNotAllowed(f"`{requested}` {what}. Models for /{command}: {usable}.")
         return info
 
-    async def execute(self, request: CommandRequest, *, ack_latency_s: float | None = None) -> AsyncIterator[ReplyEvent]:
+    async def execute(
+        self, request: CommandRequest, *, ack_latency_s: float | None = None
+    ) -> AsyncGenerator[ReplyEvent, None]:
         """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`)."""
         record = CommandRecord.start(request, ack_latency_s)
         if not self._accepting:
@@ -162,7 +164,9 @@ class CommandCore:
             yield failure
             return
         events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
-        producer = self._producers.spawn(self._produce(request, events.put_nowait), name=f"command-{request.request_id}")
+        producer = self._producers.spawn(
+            self._produce(request, events.put_nowait), name=f"command-{request.request_id}"
+        )
         try:
             while True:
                 event = await events.get()
@@ -246,7 +250,9 @@ class CommandCore:
                     else:
                         emit(event)
             else:
-                async for event in self._runner.stream_text(request.model, model_input.values, on_created=on_created):
-                    emit(event)
+                async for text_event in self._runner.stream_text(
+                    request.model, model_input.values, on_created=on_created
+                ):
+                    emit(text_event)
         finally:
             self._admission.release()

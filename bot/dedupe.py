@@ -16,7 +16,10 @@ DEFAULT_MAX_KEYS = 100_000
 
 class RecentKeys:
     def __init__(
-        self, ttl_s: float = DEFAULT_TTL_S, max_keys: int = DEFAULT_MAX_KEYS, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl_s = ttl_s
         self._max_keys = max_keys
@@ -27,7 +30,7 @@ class RecentKeys:
         """True the first time `key` is seen within the TTL; False for a repeat."""
         now = self._clock()
         while self._seen:
-            oldest_key, seen_at = next(iter(self._seen.items()))
+            _, seen_at = next(iter(self._seen.items()))
             if now - seen_at <= self._ttl_s and len(self._seen) < self._max_keys:
                 break
             self._seen.popitem(last=False)

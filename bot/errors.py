@@ -158,10 +158,14 @@ RUN_FAILURE_TEXT: dict[FailureKind, str] = {
     FailureKind.INVALID_MODEL_INPUT: "The model `{model}` rejected the input: {detail}",
     FailureKind.SAFETY_FILTER: "The model's safety filter blocked this one. Try a different prompt.",
     FailureKind.MODEL_FAILED: "The model `{model}` failed while running. Try again, or try a different prompt.",
-    FailureKind.TIMED_OUT: "The model took longer than {timeout_s:g} seconds, so I cancelled it. Try again in a moment.",
+    FailureKind.TIMED_OUT: (
+        "The model took longer than {timeout_s:g} seconds, so I cancelled it. Try again in a moment."
+    ),
     FailureKind.REPLICATE_BUSY: "Replicate is busy right now (rate limited). Try again in a minute.",
     FailureKind.REPLICATE_UNAVAILABLE: "Replicate isn't answering right now. Try again in a few minutes.",
-    FailureKind.MISCONFIGURED: "The bot is misconfigured, so I can't run models right now. The operator has been told in the log.",
+    FailureKind.MISCONFIGURED: (
+        "The bot is misconfigured, so I can't run models right now. The operator has been told in the log."
+    ),
     FailureKind.EMPTY_OUTPUT: "The model `{model}` finished but returned nothing. Try again, or rephrase the prompt.",
     FailureKind.CANCELLED: "This request was cancelled before it finished.",
     FailureKind.SHUTTING_DOWN: "The bot is restarting. Try again in a moment.",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import ssl
+from dataclasses import dataclass
 
 import certifi
 

@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 REDACTED = "[redacted]"
 # Token shapes of the platforms we talk to, caught even when they are not our configured values.
@@ -61,7 +62,7 @@ class SecretRedactor(logging.Filter):
         return True
 
 
-def install_logging(level: str, secrets: Iterable[str | None], stream=None) -> logging.Handler:
+def install_logging(level: str, secrets: Iterable[str | None], stream: TextIO | None = None) -> logging.Handler:
     """One stderr handler for the whole process, behind the redactor."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -89,7 +89,7 @@ def describe_schema(ref: str, description: str | None, openapi_schema: Mapping[s
             kind=kind,
             description=description,
             max_tokens_field=max_tokens_field,
-            max_tokens=_bounds(inputs.get(max_tokens_field, {})),
+            max_tokens=_bounds(inputs[max_tokens_field] if max_tokens_field else {}),
             temperature_field="temperature" if "temperature" in inputs else None,
             temperature=_bounds(inputs.get("temperature", {})),
             system_prompt_field="system_prompt" if "system_prompt" in inputs else None,

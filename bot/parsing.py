@@ -135,7 +135,11 @@ def _validate_options(raw: Mapping[str, str], limits: InputLimits) -> Options:
         else:
             values[name] = spec.read(value, spec)
     if "max_tokens" in values:
-        values["max_tokens"] = min(int(values["max_tokens"]), limits.max_tokens_cap)  # type: ignore[call-overload]
+        max_tokens = values["max_tokens"]
+        assert isinstance(max_tokens, int)  # read by `_whole_number` (bot.options)
+        values["max_tokens"] = min(max_tokens, limits.max_tokens_cap)
+    # Each value has the type its OptionSpec reads, which is its Options field's type; a dict of mixed values
+    # cannot say so per key.
     return Options(**values)  # type: ignore[arg-type]
 
 

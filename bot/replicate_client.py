@@ -1,7 +1,8 @@
 """The `replicate.Client`s of one event loop, sized for our concurrency and wired to report Retry-After.
 
 Why: `Client(limits=…)` is silently ignored (replicate/client.py builds its transport without it), so the pool
-size goes in through the transport; and `ReplicateError` drops response headers, so a response hook keeps `Retry-After` for the runner.
+size goes in through the transport; and `ReplicateError` drops response headers, so a response hook keeps
+`Retry-After` for the runner.
 Why several clients: httpcore re-scans its whole pool at every request's start and end, at a cost that
 grows with the square of the pool (encode/httpcore#1035). One pool of 400 connections for 200 streamed
 answers took most of the bot's CPU in `bin/bench`; pools of `CONNECTIONS_PER_CLIENT` keep each scan cheap.

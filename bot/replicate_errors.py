@@ -42,7 +42,9 @@ def api_error(model: str, error: ReplicateError, prediction_id: str | None = Non
         log.error("Replicate rejected REPLICATE_API_TOKEN (401): check the token")
         return BotMisconfigured(describe_failure(FailureKind.MISCONFIGURED), cause=error, prediction_id=prediction_id)
     if status in (403, 404):
-        return ModelNotFound(describe_failure(FailureKind.MODEL_NOT_FOUND, model=model), cause=error, prediction_id=prediction_id)
+        return ModelNotFound(
+            describe_failure(FailureKind.MODEL_NOT_FOUND, model=model), cause=error, prediction_id=prediction_id
+        )
     if status == 422:
         detail = (error.detail or error.title or "invalid input").strip()
         return InvalidModelInput(
@@ -53,16 +55,24 @@ def api_error(model: str, error: ReplicateError, prediction_id: str | None = Non
     if status == 429:
         return ReplicateBusy(describe_failure(FailureKind.REPLICATE_BUSY), cause=error, prediction_id=prediction_id)
     if status >= 500:
-        return ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error, prediction_id=prediction_id)
-    return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=error, prediction_id=prediction_id)
+        return ReplicateUnavailable(
+            describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error, prediction_id=prediction_id
+        )
+    return ModelFailed(
+        describe_failure(FailureKind.MODEL_FAILED, model=model), cause=error, prediction_id=prediction_id
+    )
 
 
 def model_error(model: str, detail: str, prediction_id: str | None, cause: BaseException | None) -> PredictionError:
     """A prediction that failed while running: its safety filter, or any other failure of the model."""
     log.warning("Prediction %s of %s failed: %s", prediction_id, model, detail)
     if _NSFW.search(detail):
-        return SafetyFilterBlocked(describe_failure(FailureKind.SAFETY_FILTER), cause=cause, prediction_id=prediction_id)
-    return ModelFailed(describe_failure(FailureKind.MODEL_FAILED, model=model), cause=cause, prediction_id=prediction_id)
+        return SafetyFilterBlocked(
+            describe_failure(FailureKind.SAFETY_FILTER), cause=cause, prediction_id=prediction_id
+        )
+    return ModelFailed(
+        describe_failure(FailureKind.MODEL_FAILED, model=model), cause=cause, prediction_id=prediction_id
+    )
 
 
 def retry_after_from_detail(detail: str | None) -> float | None:

@@ -1,8 +1,8 @@
 """Owns each prediction's life on Replicate: create (with safe retries), stream or poll, download, cancel.
 
 `replicate.async_run` / `async_stream` hide the prediction id (replicate/run.py, replicate/stream.py), so a
-timeout or shutdown would leave the prediction running and billed. We create predictions ourselves and cancel whatever we
-give up on. Creates are retried only when nothing can have been created: a 429 (after the wait the
+timeout or shutdown would leave the prediction running and billed. We create predictions ourselves and cancel
+whatever we give up on. Creates are retried only when nothing can have been created: a 429 (after the wait the
 API asks for) or a connection that never opened. A 5xx or timeout after sending is never retried:
 the prediction may exist, so we look for it among our newest predictions (same model, same input,
 made just now: `bot.orphans`) and follow it as if the create had answered. Found or not, nothing is paid twice.
@@ -19,7 +19,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -28,6 +28,7 @@ from replicate.exceptions import ReplicateError
 from replicate.prediction import Prediction
 from replicate.stream import ServerSentEvent
 
+from bot.downloads import OutputFetcher, OutputRefused
 from bot.errors import (
     EmptyOutput,
     FailureKind,
@@ -37,7 +38,6 @@ from bot.errors import (
     ReplicateUnavailable,
     describe_failure,
 )
-from bot.downloads import OutputFetcher, OutputRefused
 from bot.orphans import OwnedPredictions
 from bot.replicate_client import ReplicateClients, last_retry_after_s
 from bot.replicate_errors import api_error, model_error, retry_after_from_detail, stream_error_detail
@@ -160,7 +160,7 @@ class PredictionRunner:
     # --- creating -------------------------------------------------------------------------------
 
     def _create_wait_s(self, deadline: float) -> int | None:
-        """`Prefer: wait=N` that ends before the deadline does (whole seconds, as the header takes); None: don't wait."""
+        """`Prefer: wait=N` ending before the deadline (whole seconds, as the header takes); None: don't wait."""
         left = deadline - asyncio.get_running_loop().time() - CREATE_WAIT_MARGIN_S
         wait = min(self._policy.create_wait_s, math.floor(left))
         return wait if wait >= 1 else None
@@ -174,7 +174,7 @@ class PredictionRunner:
         while True:
             attempt += 1
             last_retry_after_s.set(None)
-            sent_at = datetime.now(timezone.utc)
+            sent_at = datetime.now(UTC)
             tracker.create_sent_at = sent_at
             try:
                 prediction = await self._send_create(client, model, model_input, stream=stream, wait=wait)
@@ -192,7 +192,9 @@ class PredictionRunner:
                 delay = self._retry_delay(attempt, last_retry_after_s.get() or retry_after_from_detail(error.detail))
                 if delay is None:
                     raise api_error(model, error) from error
-                log.warning("Replicate throttled a create for %s; retrying in %.1fs (attempt %d)", model, delay, attempt)
+                log.warning(
+                    "Replicate throttled a create for %s; retrying in %.1fs (attempt %d)", model, delay, attempt
+                )
             except _NOT_SENT as error:
                 tracker.create_sent_at = None  # nothing left this machine: nothing can have been made
                 if attempt >= self._policy.create_attempts:
@@ -250,7 +252,9 @@ class PredictionRunner:
                         tracker.finished = True
                         reason = _done_reason(event.data)
                         if reason == "canceled":
-                            raise PredictionCancelled(describe_failure(FailureKind.CANCELLED), prediction_id=prediction.id)
+                            raise PredictionCancelled(
+                                describe_failure(FailureKind.CANCELLED), prediction_id=prediction.id
+                            )
                         if reason == "error":
                             break  # the details come from the prediction itself, below
                         return
@@ -332,7 +336,9 @@ class PredictionRunner:
         prediction_id = tracker.prediction.id
         log.warning("Prediction %s of %s passed %.0fs; cancelling it", prediction_id, model, self._policy.timeout_s)
         return PredictionTimedOut(
-            describe_failure(FailureKind.TIMED_OUT, timeout_s=self._policy.timeout_s), cause=error, prediction_id=prediction_id
+            describe_failure(FailureKind.TIMED_OUT, timeout_s=self._policy.timeout_s),
+            cause=error,
+            prediction_id=prediction_id,
         )
 
     async def _cancel_if_running(self, tracker: _PredictionTracker) -> None:
@@ -352,7 +358,9 @@ class PredictionRunner:
                 await self._clients.any().predictions.async_cancel(prediction_id)
             log.info("Cancelled prediction %s on Replicate", prediction_id)
         except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
-            log.error("Could not cancel prediction %s (%s); it may still be running", prediction_id, type(error).__name__)
+            log.error(
+                "Could not cancel prediction %s (%s); it may still be running", prediction_id, type(error).__name__
+            )
 
     async def _find_and_cancel(self, model: str, model_input: dict[str, Any], sent_at: datetime) -> None:
         """A create cut off on its way may still have made its prediction: find it among our newest, cancel it.
@@ -398,7 +406,7 @@ class _PredictionTracker:
     """What `finally` needs to know: which prediction exists, whether it already ended, and whether a create
     was cut off on its way (sent, unanswered), so that the prediction it may have made can still be found."""
 
-    __slots__ = ("model", "model_input", "prediction", "finished", "create_sent_at")
+    __slots__ = ("create_sent_at", "finished", "model", "model_input", "prediction")
 
     def __init__(self, model: str, model_input: dict[str, Any]) -> None:
         self.model = model

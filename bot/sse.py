@@ -52,5 +52,6 @@ async def stream_events(client: replicate.Client, url: str) -> AsyncIterator[Ser
     # `_async_client` is the client's httpx client, as in replicate's own `Prediction.async_stream`.
     async with client._async_client.stream("GET", url, headers=_STREAM_HEADERS) as response:
         response.raise_for_status()
+        # EventSource is annotated with httpx.Response but reads only what `_SseResponse` has (replicate/stream.py).
         async for event in EventSource(client, _SseResponse(response)):  # type: ignore[arg-type]
             yield event

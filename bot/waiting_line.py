@@ -18,7 +18,7 @@ MIN_TICKETS = 64  # tickets handed out between two compactions, at the least
 class Place:
     """A member's spot in a line; subclass it to carry what the member needs."""
 
-    __slots__ = ("ticket", "in_line")
+    __slots__ = ("in_line", "ticket")
 
     def __init__(self) -> None:
         self.ticket = -1

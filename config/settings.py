@@ -36,7 +36,7 @@ _DISCORD_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
 DISCORD_TOKEN_FIX = "copy the token from the Developer Portal's Bot page (Reset Token) and paste it alone"
 _OUTPUT_HOST = re.compile(r"^(\*\.)?[a-z0-9][a-z0-9.-]*(:\d{1,5})?$|^\[[0-9a-f:]+\](:\d{1,5})?$")
 _MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(?::[0-9a-f]{64})?$")
-T = TypeVar("T")
+Number = TypeVar("Number", int, float)
 
 
 class SettingsError(Exception):
@@ -208,12 +208,12 @@ def _slack_api_url(env: Mapping[str, str]) -> str:
 def _number(
     env: Mapping[str, str],
     name: str,
-    default: T,
-    kind: Callable[[str], T],
+    default: Number,
+    kind: Callable[[str], Number],
     *,
     minimum: float,
     maximum: float | None = None,
-) -> T:
+) -> Number:
     raw = env.get(name)
     if raw is None:
         return default
@@ -221,7 +221,7 @@ def _number(
         value = kind(raw)
     except ValueError:
         raise SettingsError(name, f"is {raw!r}, not a number", f"set it to a number like {default}") from None
-    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator,arg-type]
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
         raise SettingsError(name, f"is {raw}", f"set it to a number {bound}")
     return value
@@ -233,8 +233,11 @@ def _ip_address(env: Mapping[str, str], name: str) -> str | None:
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise SettingsError(name, f"is {value!r}, not an IP address",
-                                f"use {PUBLIC_HTTP_HOST} (every interface) or {LOOPBACK_HTTP_HOST} (this host only)") from None
+            raise SettingsError(
+                name,
+                f"is {value!r}, not an IP address",
+                f"use {PUBLIC_HTTP_HOST} (every interface) or {LOOPBACK_HTTP_HOST} (this host only)",
+            ) from None
     return value
 
 
@@ -260,7 +263,9 @@ def _ca_bundle(env: Mapping[str, str]) -> Path | None:
     if value is None:
         return None
     if not Path(value).is_file():
-        raise SettingsError("SSL_CERT_FILE", f"is {value!r}, which is not a file", "point it at a PEM bundle or unset it")
+        raise SettingsError(
+            "SSL_CERT_FILE", f"is {value!r}, which is not a file", "point it at a PEM bundle or unset it"
+        )
     return Path(value)
 
 

@@ -86,7 +86,7 @@ class BotService:
     async def run_until(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; raises `StartupError` if a platform ends the connection for good meanwhile (Discord's
         gateway refusing the token): a bot that cannot get its commands must stop, not look alive on `/healthz`."""
-        waits = {asyncio.create_task(stop.wait(), name="stop-signal")}
+        waits: set[asyncio.Task[object]] = {asyncio.create_task(stop.wait(), name="stop-signal")}
         waits |= {asyncio.create_task(adapter.wait_closed(), name=f"{adapter.name}-watch") for adapter in self.adapters}
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

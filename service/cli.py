@@ -61,7 +61,9 @@ def print_discord_invite(settings: Settings) -> int:
     try:
         print(invite_url(settings.discord_token))
     except ValueError:
-        raise SettingsError("DISCORD_TOKEN", "is not a bot token", "copy it again from the Developer Portal's Bot page") from None
+        raise SettingsError(
+            "DISCORD_TOKEN", "is not a bot token", "copy it again from the Developer Portal's Bot page"
+        ) from None
     return 0
 
 

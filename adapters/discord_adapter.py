@@ -16,7 +16,6 @@ import io
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any, assert_never
 
 import discord
@@ -43,7 +42,7 @@ from bot.options import OptionSpec, options_for
 from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.text import split_message
-from config.settings import Settings
+from config.settings import DiscordSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +60,6 @@ CANNOT_ATTACH_TEXT = (
     "I can't attach files in this channel. Ask a server admin to give me the **Attach Files** permission here."
 )
 INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
-
-
-@dataclass(frozen=True)
-class DiscordConfig:
-    token: str
-    api_url: str
-    gateway_url: str | None = None
-    guild_ids: tuple[int, ...] = ()
 
 
 class InteractionMessages:
@@ -122,7 +113,7 @@ class DiscordAdapter:
 
     name = "discord"
 
-    def __init__(self, core: CommandCore, config: DiscordConfig, intake: CommandIntake) -> None:
+    def __init__(self, core: CommandCore, config: DiscordSettings, intake: CommandIntake) -> None:
         self._core = core
         self._config = config
         self._intake = intake
@@ -440,15 +431,4 @@ def _missing(image: Image) -> str:
 
 def build_discord_adapter(settings: Settings, core: CommandCore, intake: CommandIntake) -> "DiscordAdapter | None":
     """The Discord adapter, when DISCORD_TOKEN is set."""
-    if not settings.discord_token:
-        return None
-    return DiscordAdapter(
-        core,
-        DiscordConfig(
-            token=settings.discord_token,
-            api_url=settings.discord_api_url,
-            gateway_url=settings.discord_gateway_url,
-            guild_ids=settings.discord_guild_ids,
-        ),
-        intake,
-    )
+    return DiscordAdapter(core, settings.discord, intake) if settings.discord is not None else None

@@ -48,7 +48,7 @@ from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
-from config.settings import Settings
+from config.settings import Settings, SlackSettings
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,6 @@ async def _tell(respond: Respond, text: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class SlackConfig:
-    bot_token: str
-    api_url: str
-    app_token: str | None = None  # Socket Mode when set
-    signing_secret: str | None = None  # HTTP mode
-
-
 class SlackThread:
     """A command's thread, as the streaming renderer sees it.
 
@@ -194,7 +186,7 @@ class SlackAdapter:
 
     name = "slack"
 
-    def __init__(self, core: CommandCore, config: SlackConfig, intake: CommandIntake) -> None:
+    def __init__(self, core: CommandCore, config: SlackSettings, intake: CommandIntake) -> None:
         self._core = core
         self._config = config
         self._intake = intake
@@ -471,15 +463,4 @@ class SlackAdapter:
 
 def build_slack_adapter(settings: Settings, core: CommandCore, intake: CommandIntake) -> SlackAdapter | None:
     """The Slack adapter, when SLACK_BOT_TOKEN is set (Socket Mode with SLACK_APP_TOKEN, else HTTP mode)."""
-    if not settings.slack_bot_token:
-        return None
-    return SlackAdapter(
-        core,
-        SlackConfig(
-            bot_token=settings.slack_bot_token,
-            api_url=settings.slack_api_url,
-            app_token=settings.slack_app_token,
-            signing_secret=settings.slack_signing_secret,
-        ),
-        intake,
-    )
+    return SlackAdapter(core, settings.slack, intake) if settings.slack is not None else None

@@ -48,6 +48,26 @@ class SettingsError(Exception):
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    """What the Slack adapter needs: Socket Mode when `app_token` is set, else HTTP mode (signed requests)."""
+
+    bot_token: str = field(repr=False)
+    api_url: str = DEFAULT_SLACK_API_URL
+    app_token: str | None = field(default=None, repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    """What the Discord adapter needs."""
+
+    token: str = field(repr=False)
+    api_url: str = DEFAULT_DISCORD_API_URL
+    gateway_url: str | None = None
+    guild_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     # Secrets are kept out of repr() so that logging a Settings can never leak them.
     replicate_api_token: str | None = field(default=None, repr=False)
@@ -81,6 +101,21 @@ class Settings:
         values = (self.replicate_api_token, self.slack_bot_token, self.slack_app_token, self.slack_signing_secret,
                   self.discord_token)
         return tuple(value for value in values if value)
+
+    @property
+    def slack(self) -> SlackSettings | None:
+        """Slack's settings, grouped for its adapter; None when Slack is not configured."""
+        if not self.slack_bot_token:
+            return None
+        return SlackSettings(self.slack_bot_token, self.slack_api_url, self.slack_app_token, self.slack_signing_secret)
+
+    @property
+    def discord(self) -> DiscordSettings | None:
+        """Discord's settings, grouped for its adapter; None when Discord is not configured."""
+        if not self.discord_token:
+            return None
+        return DiscordSettings(self.discord_token, self.discord_api_url, self.discord_gateway_url,
+                               self.discord_guild_ids)
 
     @property
     def slack_enabled(self) -> bool:

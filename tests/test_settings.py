@@ -338,3 +338,15 @@ def test_repr_never_shows_a_token_or_secret() -> None:
     for value in secrets.values():
         assert value not in shown
     assert "max_prompt_chars=4000" in shown
+
+
+def test_each_platform_s_settings_come_grouped_for_its_adapter_and_only_when_configured() -> None:
+    both = load_settings({"REPLICATE_API_TOKEN": "r8_x", "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1",
+                          "DISCORD_TOKEN": "abc.def.ghi", "DISCORD_GUILD_IDS": "5,6"}, env_file=None)
+    neither = load_settings({"REPLICATE_API_TOKEN": "r8_x"}, env_file=None)
+
+    assert both.slack is not None and (both.slack.bot_token, both.slack.app_token) == ("xoxb-1", "xapp-1")
+    assert both.discord is not None and (both.discord.token, both.discord.guild_ids) == ("abc.def.ghi", (5, 6))
+    assert neither.slack is None and neither.discord is None
+    assert "xoxb-1" not in repr(both.slack) and "abc.def.ghi" not in repr(both.discord)  # secrets stay out of logs
+    assert set(both.secrets) == {"r8_x", "xoxb-1", "xapp-1", "abc.def.ghi"}

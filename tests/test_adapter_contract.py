@@ -61,7 +61,7 @@ STREAMED_TOKENS = [f"word{index} " for index in range(20)]
 
 
 def long_answer() -> str:
-    """~10,000 characters: prose (with mentions, so escaped text is split too), a 5,600-character code block
+    """~9,400 characters: prose (with mentions, so escaped text is split too), a 5,600-character code block
     (past both platforms' limits, so a split must close and reopen it), prose. No fence line is next to another,
     so a split's own fences are recognisable."""
     prose = [f"Paragraph {n}, for <@U1> and <!here> and @everyone: " + "the quick brown fox jumps over the lazy dog. " * 9
@@ -76,6 +76,7 @@ HOSTILE_TEXT = ("Ping @everyone and @here, <!here> <!channel> <!subteam^S1>, use
                 "and a terminal trick \x1b[2J\x07 done.")
 REJECTED_DETAIL = "- input.prompt: <!channel> @everyone <@U123> is not allowed"
 PARTIAL_TOKENS = ["Here is the start", " of an answer that", " never finishes"]
+CODE_PARTIAL_TOKENS = ["Here is the code:\n\n", "```python\n", "def answer():\n", "    return 42\n"]  # never closed
 
 Expect = Literal["answer", "images", "error", "text_then_error"]
 
@@ -99,15 +100,20 @@ def rejected(replicate: FakeReplicate, commands: int) -> None:
     replicate.fail_next_creates(422, times=commands, detail=REJECTED_DETAIL)
 
 
+# A cold start shown first, then text while the model writes (over two edit intervals), then the whole answer.
+STREAMED = Scenario("streamed", "ask", "answer", "".join(STREAMED_TOKENS).strip(),
+                    text_model(tokens=STREAMED_TOKENS, token_interval_s=0.1, boot_s=1.0))
 SCENARIOS = [
-    Scenario("streamed", "ask", "answer", "".join(STREAMED_TOKENS).strip(),
-             text_model(tokens=STREAMED_TOKENS, token_interval_s=0.1, boot_s=1.0)),
-    Scenario("long", "ask", "answer", LONG_TEXT, text_model(tokens=[line + "\n" for line in LONG_TEXT.split("\n")])),
+    STREAMED,
+    Scenario("long", "ask", "answer", LONG_TEXT,
+             text_model(tokens=[line + "\n" for line in LONG_TEXT.split("\n")], token_interval_s=0.02)),
     Scenario("images", "imagine", "images", "",
              lambda replicate, _: replicate.add_model(IMAGINE_MODEL, ImageModel(images=[(PNG, "image/png")]))),
     Scenario("model_failure", "ask", "error", "", text_model(tokens=[], fail_with="CUDA error: out of memory")),
     Scenario("failure_after_text", "ask", "text_then_error", "".join(PARTIAL_TOKENS),
              text_model(tokens=PARTIAL_TOKENS, token_interval_s=0.05, fail_with="CUDA error: out of memory")),
+    Scenario("failure_in_code_block", "ask", "text_then_error", "".join(CODE_PARTIAL_TOKENS),
+             text_model(tokens=CODE_PARTIAL_TOKENS, token_interval_s=0.05, fail_with="CUDA error: out of memory")),
     Scenario("rejected_input", "ask", "error", "", rejected, error_quote="<!channel> @everyone <@U123>"),
     Scenario("hostile_text", "ask", "answer", HOSTILE_TEXT, text_model(tokens=[HOSTILE_TEXT[:40], HOSTILE_TEXT[40:]])),
     Scenario("timed_out", "ask", "text_then_error", "Thinking it over",
@@ -431,8 +437,9 @@ class ConsoleDriver:
         assert not controls, f"control characters reached the terminal: {controls}"
 
 
-DRIVERS: list[Callable[[], PlatformDriver]] = [SlackDriver, SlackHttpDriver, DiscordDriver, ConsoleDriver]
-PLATFORM_NAMES = ["slack", "slack-http", "discord", "console"]
+DRIVERS: tuple[type[SlackDriver] | type[DiscordDriver] | type[ConsoleDriver], ...] = (
+    SlackDriver, SlackHttpDriver, DiscordDriver, ConsoleDriver)
+PLATFORM_NAMES = [driver.name for driver in DRIVERS]
 
 
 # --- running the scenarios -------------------------------------------------------------------------
@@ -463,9 +470,12 @@ class Contract:
         self._lock = asyncio.Lock()
 
     async def outcome(self, scenario: Scenario, platform: str) -> Outcome:
-        async with self._lock:  # scenarios one after another: each scripts the shared fake Replicate
-            if scenario.name not in self._outcomes:
-                self._outcomes[scenario.name] = await self._run(scenario)
+        """Run the scenarios up to `scenario`, in `SCENARIOS` order whatever order the tests come in: each
+        scripts the shared fake Replicate, and Slack's per-workspace edit budget is spent the same way every time."""
+        async with self._lock:
+            for earlier in SCENARIOS[: SCENARIOS.index(scenario) + 1]:
+                if earlier.name not in self._outcomes:
+                    self._outcomes[earlier.name] = await self._run(earlier)
         return self._outcomes[scenario.name][platform]
 
     async def _run(self, scenario: Scenario) -> dict[str, Outcome]:
@@ -492,7 +502,7 @@ class Contract:
 async def contract(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Contract]:
     replicate = await FakeReplicate(api_token=REPLICATE_TOKEN).start()
     default_models(replicate)
-    drivers = {driver.name: driver for driver in (build() for build in DRIVERS)}
+    drivers: dict[str, PlatformDriver] = {driver.name: driver() for driver in DRIVERS}
     started: list[PlatformDriver] = []
     try:
         for driver in drivers.values():
@@ -507,9 +517,22 @@ async def contract(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Co
     assert all(driver.errors() == [] for driver in started), {d.name: d.errors() for d in started}
 
 
-def cases(scenarios: list[Scenario] = SCENARIOS) -> list[Any]:
-    return [pytest.param(scenario, platform, id=f"{scenario.name}-{platform}")
+def cases(scenarios: list[Scenario] = SCENARIOS, known_bugs: Optional[dict[tuple[str, str], str]] = None) -> list[Any]:
+    """Every scenario on every platform; `known_bugs` marks (scenario, platform) pairs that fail today."""
+    bugs = known_bugs or {}
+    return [pytest.param(scenario, platform, id=f"{scenario.name}-{platform}",
+                         marks=[pytest.mark.xfail(strict=True, reason=bugs[scenario.name, platform])]
+                         if (scenario.name, platform) in bugs else [])
             for scenario in scenarios for platform in PLATFORM_NAMES]
+
+
+# An answer cut off inside a code block is finished as it stood, block still open: the error (Slack) or the
+# "(answer incomplete)" note (Discord) is appended inside the block, shown as code, and the fence never closes.
+OPEN_BLOCK_AFTER_FAILURE = {
+    ("failure_in_code_block", "slack"): "Slack appends the error inside the unclosed code block",
+    ("failure_in_code_block", "slack-http"): "Slack appends the error inside the unclosed code block",
+    ("failure_in_code_block", "discord"): "Discord appends '(answer incomplete)' inside the unclosed code block",
+}
 
 
 # --- text helpers ------------------------------------------------------------------------------------
@@ -557,19 +580,20 @@ async def test_exactly_one_final_reply(contract: Contract, scenario: Scenario, p
         assert reply.images == []
 
 
-@pytest.mark.parametrize(("scenario", "platform"), cases())
+@pytest.mark.parametrize(("scenario", "platform"), cases(known_bugs=OPEN_BLOCK_AFTER_FAILURE))
 async def test_every_message_fits_and_keeps_its_code_blocks_closed(
     contract: Contract, scenario: Scenario, platform: str
 ) -> None:
     outcome = await contract.outcome(scenario, platform)
     reply, driver = outcome.final(), outcome.driver
 
-    if driver.limit is not None:
-        lengths = [len(text) for text in driver.sent_texts(outcome.handle)]
-        assert lengths and max(lengths) <= driver.limit, f"message lengths {lengths} (limit {driver.limit})"
+    if driver.limit is None:
+        return  # a terminal: no messages, and Markdown is shown as typed
+    lengths = [len(text) for text in driver.sent_texts(outcome.handle)]
+    assert lengths and max(lengths) <= driver.limit, f"message lengths {lengths} (limit {driver.limit})"
     unbalanced = [message[:80] for message in reply.messages if fence_lines(message) % 2]
     assert not unbalanced, f"messages with an unclosed code block: {unbalanced}"
-    if scenario.name == "long" and driver.limit is not None:
+    if scenario.name == "long":
         assert len(reply.messages) > 1 and any(fence_lines(message) for message in reply.messages[1:])
 
 
@@ -609,7 +633,7 @@ async def test_nothing_left_running_on_replicate(contract: Contract, scenario: S
         assert [p.status for p in created] == ["canceled"]
 
 
-@pytest.mark.parametrize(("scenario", "platform"), cases([SCENARIOS[0]]))
+@pytest.mark.parametrize(("scenario", "platform"), cases([STREAMED]))
 async def test_status_then_text_then_the_final_text(contract: Contract, scenario: Scenario, platform: str) -> None:
     """A cold start is said first, text shows while the model writes, and the whole answer lands last."""
     outcome = await contract.outcome(scenario, platform)
@@ -623,4 +647,3 @@ async def test_status_then_text_then_the_final_text(contract: Contract, scenario
                       and normalised(view) != final)
     assert status_at < partial_at < len(views) - 1
     assert normalised(views[-1]) == final
-

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import re
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import pytest
@@ -35,14 +36,36 @@ from adapters.console import ConsoleAdapter
 from bot.factory import CoreResources, create_core
 from bot.runner import RunPolicy
 from service.bot_service import BotService
-from tests.bot_harness import (ASK_MODEL, CHANNEL, GUILD, IMAGINE_MODEL, PNG, REPLICATE_TOKEN, SLACK_APP_TOKEN,
-                               SLACK_BOT_TOKEN, DISCORD_TOKEN, bot_settings, default_models)
-from tests.discord_harness import NO_MENTIONS, bodies_with_content, fence_lines, redirect_snapshot, restore_redirect, \
-    stop_service
+from tests.bot_harness import (
+    ASK_MODEL,
+    CHANNEL,
+    DISCORD_TOKEN,
+    GUILD,
+    IMAGINE_MODEL,
+    PNG,
+    REPLICATE_TOKEN,
+    SLACK_APP_TOKEN,
+    SLACK_BOT_TOKEN,
+    bot_settings,
+    default_models,
+)
+from tests.discord_harness import (
+    NO_MENTIONS,
+    bodies_with_content,
+    fence_lines,
+    redirect_snapshot,
+    restore_redirect,
+    stop_service,
+)
 from tests.fakes.discord_gateway import StoredMessage
 from tests.fakes.discord_server import FakeDiscord, SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
-from tests.fakes.slack_server import FakeSlack, Message, signed_headers, slash_command_form
+from tests.fakes.slack_server import (
+    FakeSlack,
+    Message,
+    signed_headers,
+    slash_command_form,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -136,7 +159,7 @@ class PlatformDriver(Protocol):
     """One chat platform: start its bot against the fakes, send a command, read back what the fake received."""
 
     name: str
-    limit: Optional[int]  # characters per message (None: a terminal has no messages)
+    limit: int | None  # characters per message (None: a terminal has no messages)
     error_mark: str  # how the platform begins an error reply
 
     async def start(self, replicate: FakeReplicate, workdir: Path) -> None: ...
@@ -178,7 +201,7 @@ class SlackDriver:
     """Slack over Socket Mode: slash commands as envelopes, answers in a thread under a parent message."""
 
     name = "slack"
-    limit: Optional[int] = 4000  # chat.update's `text`, and what the adapter puts in one markdown block
+    limit: int | None = 4000  # chat.update's `text`, and what the adapter puts in one markdown block
     error_mark = "⚠️"
 
     def __init__(self) -> None:
@@ -208,7 +231,9 @@ class SlackDriver:
                                                        user_id=SLACK_ASKER)
         ack = await self.slack.wait_for_ack(envelope, timeout=WAIT_S)
         text = (ack.get("payload") or {}).get("text")
-        return SlackHandle(channel, self.slack.sent_envelopes[envelope].response_url, [text] if text else [])
+        response_url = self.slack.sent_envelopes[envelope].response_url
+        assert response_url is not None
+        return SlackHandle(channel, response_url, [text] if text else [])
 
     def _thread(self, handle: SlackHandle) -> list[Message]:
         return [reply for parent in self.slack.channel_messages(handle.channel)
@@ -283,7 +308,7 @@ class DiscordDriver:
     """Discord: slash commands as gateway interactions, answers in the interaction's response and follow-ups."""
 
     name = "discord"
-    limit: Optional[int] = 2000  # a message's `content`
+    limit: int | None = 2000  # a message's `content`
     error_mark = "⚠️"
 
     def __init__(self) -> None:
@@ -358,7 +383,7 @@ class DiscordDriver:
 
 @dataclass
 class ConsoleHandle:
-    out: "RecordingOutput"
+    out: RecordingOutput
     image_dir: Path
 
 
@@ -390,7 +415,7 @@ class ConsoleDriver:
     """The terminal adapter, in-process, one `ConsoleAdapter` per command writing to its own output."""
 
     name = "console"
-    limit: Optional[int] = None
+    limit: int | None = None
     error_mark = "✗"
 
     def __init__(self) -> None:
@@ -437,7 +462,7 @@ class ConsoleDriver:
         assert not controls, f"control characters reached the terminal: {controls}"
 
 
-DRIVERS: tuple[type[SlackDriver] | type[DiscordDriver] | type[ConsoleDriver], ...] = (
+DRIVERS: tuple[type[SlackDriver | DiscordDriver | ConsoleDriver], ...] = (
     SlackDriver, SlackHttpDriver, DiscordDriver, ConsoleDriver)
 PLATFORM_NAMES = [driver.name for driver in DRIVERS]
 
@@ -450,8 +475,8 @@ class Outcome:
     driver: PlatformDriver
     marker: str  # in the command's prompt, so its predictions can be told apart (no marker holds another)
     handle: Any = None
-    reply: Optional[Reply] = None
-    failure: Optional[BaseException] = None
+    reply: Reply | None = None
+    failure: BaseException | None = None
 
     def final(self) -> Reply:
         if self.failure is not None:
@@ -488,7 +513,7 @@ class Contract:
                 prompt = f"contract {outcome.marker} please"
                 outcome.handle = await outcome.driver.send(scenario.command, prompt, outcome.marker)
                 outcome.reply = await outcome.driver.final_reply(outcome.handle)
-            except Exception as error:  # kept for this platform's tests; the other platforms still report
+            except Exception as error:  # noqa: BLE001 -- re-raised by this platform's tests; the others still report
                 outcome.failure = error
 
         await asyncio.gather(*(one(outcome) for outcome in outcomes.values()))
@@ -517,7 +542,7 @@ async def contract(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Co
     assert all(driver.errors() == [] for driver in started), {d.name: d.errors() for d in started}
 
 
-def cases(scenarios: list[Scenario] = SCENARIOS, known_bugs: Optional[dict[tuple[str, str], str]] = None) -> list[Any]:
+def cases(scenarios: list[Scenario] = SCENARIOS, known_bugs: dict[tuple[str, str], str] | None = None) -> list[Any]:
     """Every scenario on every platform; `known_bugs` marks (scenario, platform) pairs that fail today."""
     bugs = known_bugs or {}
     return [pytest.param(scenario, platform, id=f"{scenario.name}-{platform}",
@@ -542,7 +567,7 @@ def rejoin(messages: list[str]) -> str:
     """The messages read as one text: where a split closed a code block and the next message reopened it,
     both fence lines go (the scenarios never put two fence lines next to each other themselves)."""
     lines_of = [message.strip("\n").split("\n") for message in messages]
-    for before, after in zip(lines_of, lines_of[1:]):
+    for before, after in itertools.pairwise(lines_of):
         if before and after and FENCE.match(before[-1]) and FENCE.match(after[0]):
             before.pop()
             after.pop(0)

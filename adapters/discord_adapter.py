@@ -41,7 +41,7 @@ from bot.models import ModelKind
 from bot.options import OptionSpec, options_for
 from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
-from bot.text import split_message
+from bot.text import close_open_fence, split_message
 from config.settings import DiscordSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -391,7 +391,7 @@ class _Answer:
         """Errors are ephemeral while the interaction lives; a half-streamed answer keeps its (settled) text
         beside the private error. Past the token, both go to the channel."""
         error = f"⚠️ {failure.message}"
-        partial = self._reply.text if self._reply.text.strip() else ""
+        partial = close_open_fence(self._reply.text) if self._reply.text.strip() else ""
 
         async def private() -> None:
             if partial:

@@ -48,6 +48,7 @@ from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
+from bot.text import close_open_fence
 from config.settings import Settings, SlackSettings
 
 log = logging.getLogger(__name__)
@@ -408,7 +409,7 @@ class SlackAdapter:
                 case Failure() if partial.strip():
                     # What was written stays, settled; the error follows it in the thread.
                     failure = fmt.failure_text(event.message, thread.markup)
-                    await reply.finish(fmt.inert(partial, thread.markup) + "\n\n" + failure)
+                    await reply.finish(fmt.inert(close_open_fence(partial), thread.markup) + "\n\n" + failure)
                 case Failure():
                     await reply.replace(fmt.failure_text(event.message, thread.markup))
                 case _:

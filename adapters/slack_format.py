@@ -21,7 +21,7 @@ from typing import Any, assert_never
 
 from bot.replies import Failure, Image, Images, Status, TextDone
 from bot.requests import CommandRequest
-from bot.text import split_message
+from bot.text import close_open_fence, split_message
 
 # Limits and timings (Slack's method and block docs).
 CHAT_UPDATE_MAX_CHARS = 4000  # chat.update answers msg_too_long above this; well inside a markdown block's 12,000
@@ -150,7 +150,8 @@ def private_texts(event: TextDone | Images | Failure, partial: str = "") -> list
         case Images():
             chunks = [image_caption(event, image_links(event) or "(no link available)")]
         case Failure() if partial.strip():
-            chunks = split_message(escape(partial) + "\n\n" + failure_text(event.message), CHAT_UPDATE_MAX_CHARS)
+            text = escape(close_open_fence(partial)) + "\n\n" + failure_text(event.message)
+            chunks = split_message(text, CHAT_UPDATE_MAX_CHARS)
         case Failure():
             chunks = [failure_text(event.message)]
         case _:

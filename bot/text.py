@@ -222,3 +222,19 @@ def _best_cut(window: str, fences: _FenceStates, floor: int, minimum: int) -> in
     if entity and entity.start() >= minimum:
         cut = entity.start()
     return max(cut, minimum)
+
+
+def close_open_fence(text: str) -> str:
+    """`text` with its code block closed if it ends inside one (an answer cut short by a failure), so that what
+    is appended after it (an error, a note) is shown as text, not swallowed by the code block."""
+    open_marker: str | None = None
+    for line in text.splitlines():
+        fence = _FENCE.match(line)
+        if fence is None:
+            continue
+        marker, info = fence.group(1), fence.group(2)
+        if open_marker is None:
+            open_marker = marker
+        elif marker[0] == open_marker[0] and len(marker) >= len(open_marker) and not info:
+            open_marker = None
+    return text if open_marker is None else text.rstrip("\n") + "\n" + open_marker

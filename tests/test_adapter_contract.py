@@ -120,7 +120,7 @@ def text_model(**behaviour: Any) -> Callable[[FakeReplicate, int], None]:
 
 def rejected(replicate: FakeReplicate, commands: int) -> None:
     replicate.add_model(ASK_MODEL, TextModel(tokens=["unused"]))
-    replicate.fail_next_creates(422, times=commands, detail=REJECTED_DETAIL)
+    replicate.fail("create", 422, times=commands, detail=REJECTED_DETAIL)
 
 
 # A cold start shown first, then text while the model writes (over two edit intervals), then the whole answer.
@@ -223,7 +223,7 @@ class SlackDriver:
         await self.slack.close()
 
     def errors(self) -> list[Any]:
-        return [*self.slack.server_errors, *self.slack.socket.errors]
+        return [*self.slack.fake_errors, *self.slack.socket.client_errors]
 
     async def send(self, command: str, prompt: str, key: str) -> SlackHandle:
         channel = f"C0{key.upper()}"
@@ -257,7 +257,7 @@ class SlackDriver:
 
     def _calls(self, handle: SlackHandle) -> list[dict[str, Any]]:
         """The parameters of every Web API call about the command's channel and every response_url post."""
-        calls = [c.params for c in self.slack.calls
+        calls = [c.params for c in self.slack.requests
                  if c.params.get("channel") == handle.channel or c.params.get("channel_id") == handle.channel]
         return calls + self.slack.response_url_posts(handle.response_url)
 
@@ -330,7 +330,7 @@ class DiscordDriver:
         await self.discord.close()
 
     def errors(self) -> list[Any]:
-        return list(self.discord.server_errors)
+        return list(self.discord.fake_errors)
 
     async def send(self, command: str, prompt: str, key: str) -> SentInteraction:
         return await self.discord.send_interaction(command, {"prompt": prompt}, user_id=next(self._users))
@@ -538,7 +538,7 @@ async def contract(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Co
         for driver in reversed(started):
             await driver.close()
         await replicate.close()
-    assert replicate.errors == []
+    assert replicate.fake_errors == []
     assert all(driver.errors() == [] for driver in started), {d.name: d.errors() for d in started}
 
 
@@ -549,15 +549,6 @@ def cases(scenarios: list[Scenario] = SCENARIOS, known_bugs: dict[tuple[str, str
                          marks=[pytest.mark.xfail(strict=True, reason=bugs[scenario.name, platform])]
                          if (scenario.name, platform) in bugs else [])
             for scenario in scenarios for platform in PLATFORM_NAMES]
-
-
-# An answer cut off inside a code block is finished as it stood, block still open: the error (Slack) or the
-# "(answer incomplete)" note (Discord) is appended inside the block, shown as code, and the fence never closes.
-OPEN_BLOCK_AFTER_FAILURE = {
-    ("failure_in_code_block", "slack"): "Slack appends the error inside the unclosed code block",
-    ("failure_in_code_block", "slack-http"): "Slack appends the error inside the unclosed code block",
-    ("failure_in_code_block", "discord"): "Discord appends '(answer incomplete)' inside the unclosed code block",
-}
 
 
 # --- text helpers ------------------------------------------------------------------------------------
@@ -605,7 +596,7 @@ async def test_exactly_one_final_reply(contract: Contract, scenario: Scenario, p
         assert reply.images == []
 
 
-@pytest.mark.parametrize(("scenario", "platform"), cases(known_bugs=OPEN_BLOCK_AFTER_FAILURE))
+@pytest.mark.parametrize(("scenario", "platform"), cases())
 async def test_every_message_fits_and_keeps_its_code_blocks_closed(
     contract: Contract, scenario: Scenario, platform: str
 ) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.text import split_message
+from bot.text import close_open_fence, split_message
 
 _FENCE_LINE = re.compile(r"^\s*(```+|~~~+)")
 
@@ -300,3 +300,10 @@ def test_limit_too_small_for_a_fence_is_refused() -> None:
 
 def test_empty_text_is_one_empty_chunk() -> None:
     assert split_message("", 100) == [""]
+
+
+def test_an_answer_cut_short_inside_a_code_block_is_closed_before_anything_is_appended() -> None:
+    assert close_open_fence("Here:\n```python\nprint(1)\n") == "Here:\n```python\nprint(1)\n```"
+    assert close_open_fence("````\na ```b``` c") == "````\na ```b``` c\n````"  # closed with its own marker
+    assert close_open_fence("Done:\n```\nx\n```\n") == "Done:\n```\nx\n```\n"  # balanced: untouched
+    assert close_open_fence("no code at all") == "no code at all"

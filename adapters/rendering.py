@@ -11,7 +11,6 @@ posted as new messages that take the old ones' place (which are then removed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -97,10 +96,6 @@ class EditBudget:
 class RenderLimits:
     max_chars: int
     edit_interval_s: float
-    # A status ("Starting the model…") waits this long for the first text before it is shown: each edit
-    # delays the next by `edit_interval_s`, so a status edit made just before fast text arrives would hold
-    # that text (and, in the end, the final answer) back by up to an interval. Still inside the first second.
-    status_delay_s: float = 0.9
 
 
 class StreamingReply:
@@ -134,8 +129,6 @@ class StreamingReply:
         self._settled_at: SplitPoint | None = None
         self._settled_source = ""  # the prepared text the settled chunks were cut from
         self._dirty = asyncio.Event()
-        self._text_arrived = asyncio.Event()
-        self._status_shown_by = clock() + limits.status_delay_s
         self._next_edit_at = 0.0
         self._lock = asyncio.Lock()  # one platform call at a time per reply keeps edits in order
         self._pump = asyncio.create_task(self._pump_edits(), name="streaming-reply")
@@ -159,7 +152,6 @@ class StreamingReply:
     def append(self, delta: str) -> None:
         if delta:
             self._text += delta
-            self._text_arrived.set()
             self._dirty.set()
 
     async def finish(self, final_text: str) -> None:
@@ -214,14 +206,6 @@ class StreamingReply:
     async def _pump_edits(self) -> None:
         while True:
             await self._dirty.wait()
-            status_wait = self._status_shown_by - self._clock()
-            if not self._text and status_wait > 0:
-                # Text that comes first is shown at once, the status never. (`asyncio.timeout`, not `wait_for`:
-                # on Python 3.11 `wait_for` can swallow a cancel that meets the wait's end, and `finish()`
-                # cancels this task.)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(status_wait):
-                        await self._text_arrived.wait()
             delay = self._next_edit_at - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)  # coalesce: everything that arrives meanwhile goes in one edit

@@ -105,9 +105,12 @@ class PredictionRunner:
         `on_created` gets the prediction id as soon as it exists, so whoever cancels the run can still name it.
         """
         async with self._prediction(model, model_input) as run:
-            yield Status(Phase.STARTING)  # at once: the create itself can take seconds
+            # A streamed create answers at once (no `Prefer: wait`), so "starting" follows it: the adapters edit at
+            # most once a second per message, and that cadence then starts with the prediction, which a final
+            # edit never waits behind for long. (Image creates wait for the picture: their status goes first.)
             prediction = await self._create(run, stream=True, wait=None)
             on_created(prediction.id)
+            yield Status(Phase.STARTING)
             parts: list[str] = []
             async for piece in self._text_pieces(run.client, prediction, run.tracker):
                 parts.append(piece)

@@ -136,8 +136,7 @@ async def test_interaction_is_deferred_before_any_call_to_replicate(bot: Discord
 
 async def test_ask_streams_coalesced_edits_into_the_original_and_ends_with_exactly_the_text(bot: DiscordBot) -> None:
     tokens = [f"word{i} " for i in range(35)] + ["end."]
-    # ~1.8 s of streaming after a boot long enough for the "starting" status to be shown first
-    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=tokens, token_interval_s=0.05, boot_s=1.5))
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=tokens, token_interval_s=0.05))  # ~1.8 s of streaming
     sent = await bot.interact("ask", {"prompt": "count for me"})
     original = await bot.answered(sent)
 

@@ -705,27 +705,6 @@ async def test_prepaid_final_edit_goes_through_an_overdrawn_budget_without_being
     assert not budget.exhausted
 
 
-async def test_text_that_comes_soon_is_shown_at_once_and_the_status_never(
-    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
-) -> None:
-    reply = make_reply()
-    reply.set_status("Starting the model…")  # would cost an edit, and push the text's edit an interval back
-    reply.append("Hello")
-
-    await target.wait_for_first("Hello" + CURSOR)
-    assert [call.text for call in target.edits] == ["Hello" + CURSOR]
-
-
-async def test_a_status_with_no_text_behind_it_is_shown_within_its_delay(
-    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
-) -> None:
-    reply = make_reply()
-    reply.set_status("Starting the model…")
-
-    await target.wait_for_first("Starting the model…")
-    assert [call.text for call in target.edits] == ["Starting the model…"]
-
-
 async def test_prepaid_final_edit_is_posted_instead_while_the_platform_says_slow_down(
     target: RecordingTarget, make_reply: Callable[..., StreamingReply]
 ) -> None:

@@ -13,17 +13,17 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
 from pathlib import Path
+from typing import Any
 
 import discord
 from discord.gateway import DiscordWebSocket
 
 from adapters.rendering import CURSOR
-from service.bot_service import BotService
 from bot.runner import RunPolicy
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings
+from service.bot_service import BotService
 from tests.fakes.discord_gateway import StoredMessage
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest, SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
@@ -52,7 +52,7 @@ class DiscordBot:
     service: BotService
     settings: Settings
 
-    async def interact(self, name: str, options: Optional[dict[str, Any]] = None, **where: Any) -> SentInteraction:
+    async def interact(self, name: str, options: dict[str, Any] | None = None, **where: Any) -> SentInteraction:
         return await self.discord.send_interaction(name, options, **where)
 
     async def until(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
@@ -177,7 +177,7 @@ class SlowFollowUpDiscord(FakeDiscord):
 
 @asynccontextmanager
 async def fakes(
-    guilds: Optional[dict[int, list[int]]] = None, discord_class: type[FakeDiscord] = FakeDiscord
+    guilds: dict[int, list[int]] | None = None, discord_class: type[FakeDiscord] = FakeDiscord
 ) -> AsyncIterator[tuple[FakeDiscord, FakeReplicate]]:
     replicate = FakeReplicate(api_token=REPLICATE_TOKEN, max_wait_s=5.0)
     await replicate.start()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,6 +20,8 @@ from service.bot_service import BotService
 from tests.discord_harness import (
     ASK_MODEL,
     CHANNEL,
+    FAST_POLICY,
+    FENCE_LINE,
     GUILD,
     IMAGINE_MODEL,
     NO_MENTIONS,
@@ -27,8 +29,6 @@ from tests.discord_harness import (
     SECOND_CHANNEL,
     USER,
     DiscordBot,
-    FAST_POLICY,
-    FENCE_LINE,
     SlowFollowUpDiscord,
     bodies_with_content,
     discord_bot,
@@ -411,7 +411,7 @@ async def test_a_redelivered_interaction_creates_one_prediction(bot: DiscordBot)
 
 async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in_the_channel(bot: DiscordBot) -> None:
     # An interaction created 14.5 minutes ago (its id says so): the token has under a minute left when it ends.
-    created = datetime.now(timezone.utc) - INTERACTION_TOKEN_LIFETIME + timedelta(seconds=30)
+    created = datetime.now(UTC) - INTERACTION_TOKEN_LIFETIME + timedelta(seconds=30)
     interaction_id = (int(created.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22
     token = "aW50ZXJhY3Rpb246" + "old" * 30
     [ask] = [c for c in bot.discord.commands(GUILD) if c["name"] == "ask"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pytest
 
@@ -72,7 +71,7 @@ class Fault:
     mid_answer: Callable[[Bots], Awaitable[None]] = no_action  # once every prediction exists
     platforms: tuple[str, ...] = ("slack", "discord")
     command: str = "ask"
-    expect: Optional[str] = None  # None: the answer; else words of the one error
+    expect: str | None = None  # None: the answer; else words of the one error
     answer: str = ANSWER
     creates_per_command: int = 1
     cancelled: bool = False  # the bot had to cancel the prediction itself
@@ -230,7 +229,7 @@ async def test_every_command_gets_one_final_reply_one_prediction_and_nothing_lef
     ) as bots:
         fault.chat(bots)
         commands = len(fault.platforms)
-        sent: Optional[SentInteraction] = None
+        sent: SentInteraction | None = None
         if "slack" in fault.platforms:
             assert bots.slack is not None
             envelope = await bots.slack.send_slash_command(command=f"/{fault.command}", text="hello",

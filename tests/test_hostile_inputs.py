@@ -19,18 +19,26 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from adapters.console import HELP_TEXT
-from service.bot_service import BotService
 from bot.text import split_message
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings
-from tests.discord_harness import (FAST_POLICY, NO_MENTIONS, PNG, DiscordBot, bodies_with_content, fakes, running_bot,
-                                   settings_for)
+from service.bot_service import BotService
+from tests.discord_harness import (
+    FAST_POLICY,
+    NO_MENTIONS,
+    PNG,
+    DiscordBot,
+    bodies_with_content,
+    fakes,
+    running_bot,
+    settings_for,
+)
 from tests.fakes.discord_server import SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack, Message
@@ -64,10 +72,10 @@ class Command:
     text: str
     expect: Expect
     names: str = ""
-    output: Optional[HostileOutput] = None
+    output: HostileOutput | None = None
 
 
-def input_command(case: HostileInput, text: Optional[str] = None) -> Command:
+def input_command(case: HostileInput, text: str | None = None) -> Command:
     return Command(f"input:{case.id}", case.command, case.text if text is None else text, case.expect, case.names)
 
 
@@ -140,7 +148,7 @@ class SlackRun:
     errors: list[str]
     settled: bool
 
-    def ack(self, key: str) -> Optional[dict[str, Any]]:
+    def ack(self, key: str) -> dict[str, Any] | None:
         return self.slack.sent_envelopes[self.envelopes[key]].ack
 
     def parents(self, key: str) -> list[Message]:

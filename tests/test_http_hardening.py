@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from service.http_server import BODY_READ_TIMEOUT_S, IDLE_TIMEOUT_S, LINGERING_S, MAX_BODY_BYTES, MAX_CONNECTIONS
-from service.bot_service import BotService
 from config.settings import SettingsError, load_settings
+from service.bot_service import BotService
+from service.http_server import BODY_READ_TIMEOUT_S, IDLE_TIMEOUT_S, LINGERING_S, MAX_BODY_BYTES, MAX_CONNECTIONS
 from tests.bot_harness import FAST_POLICY, bot_settings, running_bots, started_fakes
 from tests.fakes.slack_server import FakeSlack, signed_headers, slash_command_form
 

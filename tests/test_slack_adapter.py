@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 
 from adapters import slack as slack_adapter
-from service.bot_service import BotService
 from adapters.slack import TRANSIENT_RETRIES, WORKING_TEXT, RetryBackoff
 from adapters.slack_format import PRIVATE_FALLBACK_TEXT
 from bot.runner import RunPolicy
 from bot.text import split_message
 from config.settings import Settings
+from service.bot_service import BotService
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack, Message, signed_headers, slash_command_form
 

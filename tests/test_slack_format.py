@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from adapters.slack_format import (CHAT_UPDATE_MAX_CHARS, Markup, escape, escape_markdown, failure_text,
-                                   fallback_text, image_caption, image_links, message_content, missing_images_note,
-                                   private_texts)
+from adapters.slack_format import (
+    CHAT_UPDATE_MAX_CHARS,
+    Markup,
+    escape,
+    escape_markdown,
+    failure_text,
+    fallback_text,
+    image_caption,
+    image_links,
+    message_content,
+    missing_images_note,
+    private_texts,
+)
 from bot.errors import FailureKind
 from bot.replies import Failure, Image, Images, RunInfo, TextDone
 

@@ -22,9 +22,10 @@ import re
 import secrets
 import time
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -65,7 +66,7 @@ USER_MENTION, ROLE_MENTION, EVERYONE_MENTION = re.compile(r"<@!?(\d+)>"), re.com
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 @dataclass
@@ -74,7 +75,7 @@ class Attachment:
     filename: str
     data: bytes
     content_type: str  # as sent in the multipart part (discord.py always says application/octet-stream)
-    description: Optional[str] = None
+    description: str | None = None
 
 
 @dataclass
@@ -94,25 +95,25 @@ class StoredMessage:
 
     id: int
     channel_id: int
-    guild_id: Optional[int]
-    token: Optional[str] = None  # interaction token for responses and follow-ups
-    interaction_id: Optional[int] = None
+    guild_id: int | None
+    token: str | None = None  # interaction token for responses and follow-ups
+    interaction_id: int | None = None
     is_original: bool = False
-    interaction_metadata: Optional[dict[str, Any]] = None  # for interaction responses and follow-ups
+    interaction_metadata: dict[str, Any] | None = None  # for interaction responses and follow-ups
     content: str = ""
     embeds: list[dict[str, Any]] = field(default_factory=list)
     components: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     flags: int = 0
-    allowed_mentions: Optional[dict[str, Any]] = None  # from the latest send/edit; None = not sent
+    allowed_mentions: dict[str, Any] | None = None  # from the latest send/edit; None = not sent
     mention_user_ids: list[int] = field(default_factory=list)
     mention_role_ids: list[int] = field(default_factory=list)
     mention_everyone: bool = False
-    message_reference: Optional[dict[str, Any]] = None
+    message_reference: dict[str, Any] | None = None
     tts: bool = False
-    thread_id: Optional[int] = None
+    thread_id: int | None = None
     created_at: float = field(default_factory=time.time)
-    edited_at: Optional[float] = None
+    edited_at: float | None = None
     deleted: bool = False
     history: list[MessageOp] = field(default_factory=list)
 
@@ -152,7 +153,7 @@ def resolve_mentions(message: StoredMessage) -> None:
 class ApiError(Exception):
     """An error answered the way Discord answers it: status + `{"message", "code", "errors"?}`."""
 
-    def __init__(self, status: int, code: int, message: str, errors: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code} {message}")
         self.status, self.body = status, {"message": message, "code": code, **({"errors": errors} if errors else {})}
 
@@ -295,7 +296,7 @@ class DiscordObjects:
         code = self.denied.get(channel_id) or self.denied.get(int(channel.get("parent_id") or 0))
         return BOT_PERMS & ~(POSTING_PERMS if code else 0) & ~(VIEW if code == 50001 else 0)
 
-    def ready(self, session: "GatewaySession", gateway_url: str) -> dict[str, Any]:
+    def ready(self, session: GatewaySession, gateway_url: str) -> dict[str, Any]:
         ready: dict[str, Any] = {
             "v": 10, "user": self.user(self.bot_user_id, full=True), "user_settings": {},
             "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds], "presences": [],
@@ -332,7 +333,7 @@ class DiscordObjects:
             "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
             "application_id": None, "incidents_data": None}
 
-    def interaction(self, *, interaction_id: int, token: str, data: dict[str, Any], guild_id: Optional[int],
+    def interaction(self, *, interaction_id: int, token: str, data: dict[str, Any], guild_id: int | None,
                     channel_id: int, user_id: int, app_permissions: str, locale: str) -> dict[str, Any]:
         """INTERACTION_CREATE data for an application command, as Discord sends it (guild or bot DM)."""
         channel = dict(self.channels[channel_id])
@@ -393,7 +394,7 @@ class DiscordObjects:
 class _Encoder:
     """Turns one gateway payload into one WebSocket frame, keeping the per-connection compression context."""
 
-    def __init__(self, compress: Optional[str]) -> None:
+    def __init__(self, compress: str | None) -> None:
         self.compress = compress
         self._zlib = zlib.compressobj() if compress == "zlib-stream" else None
         self._zstd: Any = None
@@ -407,7 +408,7 @@ class _Encoder:
         elif compress not in (None, "", "zlib-stream"):
             raise ValueError(f"unknown compress={compress!r}")
 
-    def encode(self, payload: dict[str, Any]) -> Union[str, bytes]:
+    def encode(self, payload: dict[str, Any]) -> str | bytes:
         text = json.dumps(payload, separators=(",", ":"))
         if self._zlib is not None:
             return self._zlib.compress(text.encode()) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
@@ -424,11 +425,11 @@ class GatewayConnection:
 
     query: dict[str, str]
     opened_at: float
-    session_id: Optional[str] = None
+    session_id: str | None = None
     identified: bool = False
     resumed: bool = False
-    closed_at: Optional[float] = None
-    close_code: Optional[int] = None  # the code the fake closed with, or the client's
+    closed_at: float | None = None
+    close_code: int | None = None  # the code the fake closed with, or the client's
 
 
 @dataclass
@@ -438,11 +439,11 @@ class GatewaySession:
     id: str
     token: str
     intents: int
-    shard: Optional[list[int]]
+    shard: list[int] | None
     seq: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)  # every dispatch, in order, for replay
     valid: bool = True
-    conn: Optional["_Conn"] = None
+    conn: _Conn | None = None
 
 
 class _Conn:
@@ -452,8 +453,8 @@ class _Conn:
         self.ws = ws
         self.encoder = encoder
         self.record = record
-        self.session: Optional[GatewaySession] = None
-        self.queue: asyncio.Queue[Union[dict[str, Any], Callable[[], None]]] = asyncio.Queue()
+        self.session: GatewaySession | None = None
+        self.queue: asyncio.Queue[dict[str, Any] | Callable[[], None]] = asyncio.Queue()
         self.writer = asyncio.create_task(self._write(), name="fake-discord-gateway-writer")
 
     def send(self, payload: dict[str, Any]) -> None:
@@ -492,7 +493,7 @@ class FakeGateway:
         self._privileged = privileged_intents
         self._changed = changed
         self.sessions: dict[str, GatewaySession] = {}
-        self.current: Optional[GatewaySession] = None  # the session new dispatches go to
+        self.current: GatewaySession | None = None  # the session new dispatches go to
         self.conns: set[_Conn] = set()
         self.log: list[GatewayConnection] = []
         self.identify_count = 0

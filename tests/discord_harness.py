@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import discord
+from aiohttp import web
 from discord.gateway import DiscordWebSocket
 
 from adapters.rendering import CURSOR
@@ -38,8 +39,9 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c63f8cfc0f01f0005fe02fe0dd7c5e70000000049454e44ae426082"
 )
-NO_MENTIONS = {"parse": []}
-FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1, cancel_timeout_s=2.0)
+NO_MENTIONS: dict[str, list[str]] = {"parse": []}
+FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1,
+                        cancel_timeout_s=2.0)
 WAIT_S = 10.0  # generous: a wait that times out is a failure, never a pass
 
 
@@ -142,8 +144,8 @@ async def running_bot(
 async def stop_service(service: BotService) -> None:
     """`BotService.shutdown()`, with discord.py closed first: the tests using this end with no command in
     flight, so nothing is left that would still want to reply through the closed client."""
-    if service.adapter("discord") is not None:
-        await service.adapter("discord").close()
+    if (adapter := service.adapter("discord")) is not None:
+        await adapter.close()
     await service.shutdown()
 
 
@@ -161,10 +163,11 @@ class SlowFollowUpDiscord(FakeDiscord):
         self.on_hold: Callable[[], None] = lambda: None
         self.held: list[int] = []  # ids of the messages whose responses were held
 
-    async def _execute_webhook(self, request: Any) -> Any:
+    async def _execute_webhook(self, request: web.Request) -> web.Response:
         response = await super()._execute_webhook(request)
         if self.holding and request.query.get("wait", "").lower() in ("1", "true"):
             self.holding = False
+            assert isinstance(response.body, bytes)  # a JSON response
             self.held.append(int(json.loads(response.body)["id"]))
             seen = len(self.requests)
             self.on_hold()

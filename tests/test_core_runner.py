@@ -73,7 +73,9 @@ async def test_ask_streams_tokens_and_ends_with_the_exact_text_in_two_requests(
     assert len(replicate.requests) == 2  # the create and the stream: nothing else per text prediction
 
 
-async def test_imagine_downloads_the_image_bytes_with_seed_and_model(replicate: FakeReplicate, core: CoreResources) -> None:
+async def test_imagine_downloads_the_image_bytes_with_seed_and_model(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
     events = await run(core, "imagine", "a lighthouse --ar 16:9 --seed 7")
 
     final = events[-1]
@@ -182,7 +184,8 @@ async def test_api_errors_map_to_one_clear_reply(
 
 
 async def test_the_safety_filter_is_named_as_such(replicate: FakeReplicate, core: CoreResources) -> None:
-    replicate.add_model(IMAGINE, ImageModel(fail_with="NSFW content detected. Try running it again, or try a different prompt."))
+    nsfw = "NSFW content detected. Try running it again, or try a different prompt."
+    replicate.add_model(IMAGINE, ImageModel(fail_with=nsfw))
 
     events = await run(core, "imagine", "something")
 

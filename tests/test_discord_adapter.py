@@ -7,6 +7,7 @@ Discord and the fake Replicate received (callbacks, webhook edits and follow-ups
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -77,7 +78,7 @@ async def test_commands_are_registered_in_the_configured_guild_at_start(bot: Dis
     commands = {command["name"]: command for command in put.body}
     assert sorted(commands) == ["ask", "imagine"]
     ask_options = {o["name"]: o for o in commands["ask"]["options"]}
-    assert list(ask_options)[0] == "prompt" and ask_options["prompt"]["required"] is True
+    assert next(iter(ask_options)) == "prompt" and ask_options["prompt"]["required"] is True
     assert ask_options["prompt"]["type"] == 3
     assert {"max_tokens", "temperature"} <= set(ask_options)
     imagine_options = {o["name"]: o for o in commands["imagine"]["options"]}
@@ -150,7 +151,7 @@ async def test_ask_streams_coalesced_edits_into_the_original_and_ends_with_exact
     assert interim and all(c.endswith(CURSOR) and "".join(tokens).startswith(c[: -len(CURSOR)]) for c in interim)
     patches = original_patches(bot, sent)
     assert 3 <= len(patches) <= 6 < len(tokens)  # status, interim, final: coalesced, far fewer than tokens
-    interim_gaps = [later.at - earlier.at for earlier, later in zip(patches[:-2], patches[1:-1])]
+    interim_gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(patches[:-1])]
     assert all(gap >= 0.9 for gap in interim_gaps)  # progress edits at most once per second
     assert bot.requests_for(sent)[-1].json["content"] == "".join(tokens)
 
@@ -424,7 +425,8 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
                                                        time.monotonic())
     bot.discord.dispatch("INTERACTION_CREATE", payload)
     # Past the token, a "still running" notice says where the answer will come; the answer takes its place.
-    await bot.until(lambda: [m.content.endswith("Hello, world") for m in bot.discord.channel_messages(CHANNEL)] == [True]
+    await bot.until(lambda: [m.content.endswith("Hello, world")
+                             for m in bot.discord.channel_messages(CHANNEL)] == [True]
                     and bool(bot.discord.requests_to("DELETE", f"/channels/{CHANNEL}/messages/")), "the channel post")
 
     [posted] = bot.discord.channel_messages(CHANNEL)
@@ -438,7 +440,8 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
 
 
 async def test_failure_after_text_started_leaves_no_status_or_cursor_behind(bot: DiscordBot) -> None:
-    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["Partial"], token_interval_s=0.2, fail_with="CUDA out of memory"))
+    bot.replicate.add_model(ASK_MODEL,
+                            TextModel(tokens=["Partial"], token_interval_s=0.2, fail_with="CUDA out of memory"))
     sent = await bot.interact("ask", {"prompt": "fail half way"})
     await bot.until(lambda: any(m.ephemeral for m in bot.visible(sent)), "the private error")
 

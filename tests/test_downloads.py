@@ -219,7 +219,7 @@ async def test_a_download_that_never_ends_is_cut_at_the_time_limit(elsewhere: El
     elsewhere.stall = asyncio.Event()
     fetcher = fetcher_for(elsewhere, timeout_s=0.5)
     try:
-        with pytest.raises(OutputRefused, match="longer than 0.5 seconds") as refused:
+        with pytest.raises(OutputRefused, match=r"longer than 0\.5 seconds") as refused:
             await fetcher.fetch(elsewhere.url())
     finally:
         await fetcher.aclose()

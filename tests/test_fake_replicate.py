@@ -112,7 +112,8 @@ async def test_image_model_wait_and_file_output(fake: FakeReplicate, client: rep
     download = fake.requests[-1]
     assert download.path.startswith("/files/") and download.headers["Authorization"] == f"Bearer {TOKEN}"
 
-    async with httpx.AsyncClient(verify=fake.client_ssl_context()) as bare:  # output files are served to anyone with the link, like replicate.delivery
+    # output files are served to anyone with the link, like replicate.delivery
+    async with httpx.AsyncClient(verify=fake.client_ssl_context()) as bare:
         ok = await bare.get(str(files[0]))
         assert ok.content == WEBP and ok.headers["content-type"] == "image/webp"
 
@@ -481,7 +482,9 @@ async def test_wait_until_times_out_with_context(fake: FakeReplicate) -> None:
     assert "creates=0" in str(timed_out.value)
 
 
-async def test_list_shows_our_predictions_newest_first_without_logs(fake: FakeReplicate, client: replicate.Client) -> None:
+async def test_list_shows_our_predictions_newest_first_without_logs(
+    fake: FakeReplicate, client: replicate.Client
+) -> None:
     older = await client.models.predictions.async_create(model=FLUX, input={"prompt": "one"})
     newer = await client.models.predictions.async_create(model=FLUX, input={"prompt": "two"})
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -432,6 +432,13 @@ async def test_bolt_200_concurrent_commands(fake: FakeSlack) -> None:
 
 # --- bolt in HTTP mode ---------------------------------------------------------------------------------
 
+def signed_request(body: str, signing_secret: str, timestamp: int | None = None) -> AsyncBoltRequest:
+    """`body` as bolt's HTTP adapters hand it over, signed with `signing_secret` (their header values may be
+    lists, hence the copy into bolt's own header type)."""
+    headers: dict[str, str | Sequence[str]] = {**signed_headers(signing_secret, body, timestamp)}
+    return AsyncBoltRequest(body=body, headers=headers)
+
+
 async def test_http_mode_signature(fake: FakeSlack) -> None:
     app = AsyncApp(client=AsyncWebClient(token=fake.bot_token, base_url=fake.api_url), signing_secret="shh")
     done = asyncio.Event()
@@ -445,12 +452,11 @@ async def test_http_mode_signature(fake: FakeSlack) -> None:
     url = fake.new_response_url()
     body = slash_command_form(text="hi", response_url=url)
     assert "command=%2Fask" in body and "is_enterprise_install=false" in body
-    response = await app.async_dispatch(AsyncBoltRequest(body=body, headers=signed_headers("shh", body)))
+    response = await app.async_dispatch(signed_request(body, "shh"))
     assert response.status == 200 and response.body == "on it"  # ack(text) answers plain text in HTTP mode
     await asyncio.wait_for(done.wait(), 5)
     assert fake.response_url_posts(url) == [{"text": "answer"}]
 
-    forged = await app.async_dispatch(AsyncBoltRequest(body=body, headers=signed_headers("wrong", body)))
-    stale = await app.async_dispatch(AsyncBoltRequest(
-        body=body, headers=signed_headers("shh", body, timestamp=int(time.time()) - 301)))
+    forged = await app.async_dispatch(signed_request(body, "wrong"))
+    stale = await app.async_dispatch(signed_request(body, "shh", timestamp=int(time.time()) - 301))
     assert forged.status == 401 and stale.status == 401

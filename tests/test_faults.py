@@ -116,7 +116,8 @@ FAULTS = {
     "replicate-500-on-create-after-creating": Fault(
         # Not retried (a second create could pay twice): the prediction the create made is found and followed.
         arrange=lambda r: r.fail("create", 500, times=2, created=True),
-        happened=lambda b: replicate_answered(b, 500) == 2 and len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2,
+        happened=lambda b: (replicate_answered(b, 500) == 2
+                            and len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2),
     ),
     "replicate-slow-model-500-on-create-after-creating": Fault(
         arrange=lambda r: (slow_model(r), r.fail("create", 500, times=2, created=True)),

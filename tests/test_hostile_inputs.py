@@ -363,8 +363,8 @@ def check_discord_sends(run: DiscordRun, sent: SentInteraction) -> None:
     requests = run.bot.requests_for(sent)
     assert [(r.method, r.path[-30:], r.status) for r in requests if r.status >= 400] == []
     sends = bodies_with_content(requests)
-    assert [(r.method, body.get("allowed_mentions")) for r, body in sends if body.get("allowed_mentions") != NO_MENTIONS] \
-        == []
+    assert [(r.method, body.get("allowed_mentions"))
+            for r, body in sends if body.get("allowed_mentions") != NO_MENTIONS] == []
     assert [len(body["content"]) for _, body in sends if len(body["content"]) > DISCORD_MAX_CHARS] == []
     assert [m.content[:100] for m in run.bot.messages(sent) if m.pings] == []
 
@@ -422,7 +422,8 @@ async def test_discord_took_every_command_and_crashed_nowhere(discord_run: Disco
 async def test_discord_creates_one_prediction_per_deferred_command_and_none_for_refused_ones(
     discord_run: DiscordRun,
 ) -> None:
-    deferred = [key for key, sent in discord_run.sent.items() if [c.type for c in discord_run.bot.callbacks(sent)] == [5]]
+    deferred = [key for key, sent in discord_run.sent.items()
+                if [c.type for c in discord_run.bot.callbacks(sent)] == [5]]
     assert len(discord_run.bot.replicate.creates) == len(deferred)
     check_prompts_sent(discord_run.bot.replicate)
 
@@ -476,7 +477,8 @@ async def console_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         pieces = stdout.split(HELP_TEXT + "\n")
         assert len(pieces) == len(commands) + 1, f"{len(pieces) - 1} blocks for {len(commands)} commands"
         yield ConsoleRun(process.returncode or 0, err.decode(errors="replace"),
-                         {command.key: piece for command, piece in zip(commands, pieces)}, len(replicate.creates))
+                         {command.key: piece for command, piece in zip(commands, pieces[:-1], strict=True)},
+                         len(replicate.creates))
 
 
 @pytest.mark.parametrize("case", with_known_bugs("console", CONSOLE_INPUTS))

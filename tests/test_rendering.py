@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections import deque
@@ -36,7 +37,8 @@ class RecordingTarget:
         self.calls: list[Call] = []
         self._edit_failures: deque[BaseException] = deque()
         self._delete_failures: deque[BaseException] = deque()
-        self.post_gate: asyncio.Event | None = None  # when set to an Event, a post is created but answered only once it is set
+        # when set to an Event, a post is created but answered only once it is set
+        self.post_gate: asyncio.Event | None = None
         self._changed = asyncio.Event()
 
     def fail_next_edits(self, error: BaseException, times: int = 1) -> None:
@@ -169,13 +171,16 @@ async def test_edits_are_spaced_by_the_edit_interval(
 ) -> None:
     reply = make_reply()
 
+    def shows(word: str) -> Callable[[], bool]:
+        return lambda: target.messages[FIRST].endswith(word + CURSOR)
+
     for word in ("one", " two", " three"):
         reply.append(word)
-        await target.wait_until(lambda: target.messages[FIRST].endswith(word + CURSOR))
+        await target.wait_until(shows(word))
 
     times = [call.at for call in target.edits]
     assert len(times) == 3
-    assert all(later - earlier >= FAST.edit_interval_s * 0.9 for earlier, later in zip(times, times[1:]))
+    assert all(later - earlier >= FAST.edit_interval_s * 0.9 for earlier, later in itertools.pairwise(times))
 
 
 async def test_status_is_shown_before_any_text_then_replaced_by_the_text(

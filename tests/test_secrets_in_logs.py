@@ -85,7 +85,8 @@ async def test_no_credential_the_platforms_issue_reaches_the_debug_log() -> None
             await bots.slack_final("C0CHAN", timeout=20)
             await bots.slack.wait_until(lambda: len(bots.slack.response_url_posts(private_url)) >= 2, 20,
                                         what="the private answer")
-            await bots.discord.wait_until(lambda: bots.discord_settled(sent) and len(bots.discord.followups(sent.token)) >= 1,
+            await bots.discord.wait_until(lambda: bots.discord_settled(sent)
+                                          and len(bots.discord.followups(sent.token)) >= 1,
                                           20, what="the original response and a follow-up")
 
             urls = [bots.slack.sent_envelopes[e].response_url for e in (in_channel, private)]
@@ -108,8 +109,8 @@ async def test_no_credential_the_platforms_issue_reaches_the_debug_log() -> None
             assert (await post_events(service.http_port, replay, stale))[0] == 401
             await slack.wait_until(lambda: len(slack.response_url_posts(answered_url)) >= 2, 20,
                                    what="the private answer in HTTP mode")
-            issued.update({f"HTTP mode {k}": v for k, v in response_url_credentials(slack,
-                                                                                     [answered_url, replayed_url]).items()})
+            http_mode = response_url_credentials(slack, [answered_url, replayed_url])
+            issued.update({f"HTTP mode {k}": v for k, v in http_mode.items()})
 
     text = log.getvalue()
     assert "WebSocket Event" in text and "webhooks/" in text  # the DEBUG lines that carry them were logged

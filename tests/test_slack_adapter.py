@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -103,13 +104,15 @@ async def test_ask_posts_a_parent_and_answers_in_its_thread_with_escaped_text(bo
 
     def answered() -> bool:
         parents = [m for m in slack.channel_messages("C0CHAN") if not m.is_reply]
-        return bool(parents) and any("done" in m.text and "▍" not in m.text for m in slack.thread("C0CHAN", parents[0].ts))
+        return bool(parents) and any("done" in m.text and "▍" not in m.text
+                                     for m in slack.thread("C0CHAN", parents[0].ts))
 
     await slack.wait_until(answered, timeout=10, what="threaded answer")
-    parent = [m for m in slack.channel_messages("C0CHAN") if not m.is_reply][0]
+    parent = next(m for m in slack.channel_messages("C0CHAN") if not m.is_reply)
     assert "say hi" in parent.text and "meta/meta-llama-3-8b-instruct" in parent.text
     reply = slack.thread("C0CHAN", parent.ts)[-1]
-    assert reply.text == "Hello &lt;!channel&gt; &lt;!here&gt; &lt;@U999&gt; &lt;https://evil.example|click&gt; &amp; done"
+    assert reply.text == ("Hello &lt;!channel&gt; &lt;!here&gt; &lt;@U999&gt; &lt;https://evil.example|click&gt; "
+                          "&amp; done")
     assert auth_tests_before_first_ack(slack) == 1
 
 
@@ -134,7 +137,8 @@ async def test_imagine_uploads_image_bytes_into_the_thread(bot: SlackBot) -> Non
     await slack.wait_until(lambda: any(u.completed for u in slack.uploads.values()), timeout=10, what="upload")
     upload = next(u for u in slack.uploads.values() if u.completed)
     assert upload.bytes == PNG and upload.channel_id == "C0CHAN" and upload.thread_ts
-    await slack.wait_until(lambda: any("seed:* 9" in m.text for m in slack.thread("C0CHAN", upload.thread_ts)), timeout=5)
+    thread_ts = upload.thread_ts
+    await slack.wait_until(lambda: any("seed:* 9" in m.text for m in slack.thread("C0CHAN", thread_ts)), timeout=5)
 
 
 async def test_not_in_channel_tells_the_user_privately_and_answers_through_response_url(bot: SlackBot) -> None:
@@ -253,7 +257,7 @@ async def test_streamed_answer_edits_one_reply_coalesced_to_at_most_one_edit_a_s
     drafts = [text for text in reply.history if text.endswith(CURSOR)]
     assert len(drafts) >= 2, reply.history  # it streamed …
     assert len(reply.history) < len(tokens) // 4  # … in coalesced edits, not one per token
-    gaps = [later - earlier for earlier, later in zip(reply.edit_times, reply.edit_times[1:-1])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(reply.edit_times[:-1])]
     assert all(gap >= 0.9 for gap in gaps), gaps  # interim edits at most once a second (the final may follow sooner)
     assert all(len(text) <= 4000 for text in reply.history)
 
@@ -384,7 +388,8 @@ async def test_an_answer_in_flight_survives_a_socket_drop_and_the_next_command_w
 
 async def test_several_images_go_up_in_one_upload_with_prompt_model_and_seed_beside_them(bot: SlackBot) -> None:
     second = b"\x89PNG\r\n\x1a\n" + b"second"
-    bot.replicate.add_model("black-forest-labs/flux-schnell", ImageModel(images=[(PNG, "image/png"), (second, "image/png")]))
+    bot.replicate.add_model("black-forest-labs/flux-schnell",
+                            ImageModel(images=[(PNG, "image/png"), (second, "image/png")]))
     await bot.slack.send_slash_command(command="/imagine", text="two foxes --seed 5")
 
     await bot.slack.wait_until(lambda: any("seed:* 5" in m.text for m in bot.replies()), timeout=10, what="caption")

@@ -22,7 +22,8 @@ PNG = Image(data=b"png", content_type="image/png", filename="image-1.png", url="
 
 
 def images(prompt: str, *pictures: Image) -> Images:
-    return Images(images=pictures or (PNG,), prompt=prompt, seed=42, run=RunInfo(model="black-forest-labs/flux-schnell"))
+    return Images(images=pictures or (PNG,), prompt=prompt, seed=42,
+                  run=RunInfo(model="black-forest-labs/flux-schnell"))
 
 
 def test_escape_makes_mentions_and_links_literal() -> None:

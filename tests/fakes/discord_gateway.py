@@ -16,6 +16,7 @@ installed; `zstd-stream` when a zstd module is importable), so discord.py's deco
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import mimetypes
 import re
@@ -29,14 +30,18 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-try:  # discord.py uses zstd when either module exists; mirror it so the fake always speaks what is asked.
-    import zstandard as _zstandard  # type: ignore
-except ImportError:  # pragma: no cover - depends on the environment
-    _zstandard = None
-try:
-    from compression import zstd as _stdlib_zstd  # type: ignore  # Python 3.14+
-except ImportError:
-    _stdlib_zstd = None
+
+def _optional_module(name: str) -> Any:
+    """The module `name` if it is installed, else None (untyped: neither is in the dev lock)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
+# discord.py uses zstd when either module exists; mirror it so the fake always speaks what is asked.
+_zstandard = _optional_module("zstandard")
+_stdlib_zstd = _optional_module("compression.zstd")  # Python 3.14+
 
 # Opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes#gateway-gateway-opcodes).
 DISPATCH, HEARTBEAT, IDENTIFY, PRESENCE, VOICE_STATE, RESUME, RECONNECT = 0, 1, 2, 3, 4, 6, 7
@@ -194,7 +199,8 @@ def apply_message(message: StoredMessage, payload: dict[str, Any], uploads: list
         raise ApiError(400, 50006, "Cannot send an empty message")
     new: list[Attachment] = []
     for upload in uploads:
-        meta = next((a for a in payload.get("attachments") or [] if str(a.get("id")) == str(upload.id)), {})
+        meta: dict[str, Any] = next(
+            (a for a in payload.get("attachments") or [] if str(a.get("id")) == str(upload.id)), {})
         attachment = Attachment(new_id(), meta.get("filename") or upload.filename, upload.data,
                                 upload.content_type, meta.get("description"))
         new.append(attachment)
@@ -413,9 +419,12 @@ class _Encoder:
         if self._zlib is not None:
             return self._zlib.compress(text.encode()) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
         if self._zstd is not None:
+            frame: bytes
             if _zstandard is not None:
-                return self._zstd.compress(text.encode()) + self._zstd.flush(_zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-            return self._zstd.compress(text.encode(), mode=_stdlib_zstd.ZstdCompressor.FLUSH_BLOCK)
+                frame = self._zstd.compress(text.encode()) + self._zstd.flush(_zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            else:
+                frame = self._zstd.compress(text.encode(), mode=_stdlib_zstd.ZstdCompressor.FLUSH_BLOCK)
+            return frame
         return text
 
 
@@ -550,7 +559,7 @@ class FakeGateway:
         try:
             encoder = _Encoder(request.query.get("compress"))
         except ValueError as error:
-            raise web.HTTPBadRequest(text=str(error))
+            raise web.HTTPBadRequest(text=str(error)) from error
         ws = web.WebSocketResponse(timeout=5.0, max_msg_size=0, autoping=True)
         await ws.prepare(request)
         conn = _Conn(ws, encoder, record)

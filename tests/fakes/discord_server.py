@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from .base import LocalServer
 from .discord_gateway import (
@@ -439,13 +439,14 @@ class FakeDiscord(LocalServer):
             uploads: list[Attachment] = []
             reader = await request.multipart()
             async for part in reader:
+                assert isinstance(part, BodyPartReader)  # Discord's form has no nested multipart
                 if part.name == "payload_json":
-                    payload = self._parse_json(await part.text())  # type: ignore[union-attr]
-                elif part.filename is not None:  # type: ignore[union-attr]
+                    payload = self._parse_json(await part.text())
+                elif part.filename is not None:
                     match = re.fullmatch(r"files\[(\d+)\]", part.name or "")
                     index = int(match.group(1)) if match else len(uploads)
-                    uploads.append(Attachment(index, part.filename,  # type: ignore[union-attr]
-                                              bytes(await part.read(decode=False)),  # type: ignore[union-attr]
+                    uploads.append(Attachment(index, part.filename,
+                                              bytes(await part.read(decode=False)),
                                               part.headers.get("Content-Type", "application/octet-stream")))
             return payload, uploads
         text = await request.text()
@@ -499,7 +500,7 @@ class FakeDiscord(LocalServer):
         body = request[JSON_KEY] or {}
         recipient = str(body.get("recipient_id", ""))
         if not recipient.isdigit():
-            raise form_error("recipient_id", "Value \"%s\" is not snowflake." % recipient)
+            raise form_error("recipient_id", f'Value "{recipient}" is not snowflake.')
         return json_response(self.objects.channels[self.objects.dm_channel(int(recipient))])
 
     async def _gateway_info(self, request: web.Request) -> web.Response:

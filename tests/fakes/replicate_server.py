@@ -6,8 +6,9 @@ the unmodified `replicate.Client(api_token=..., base_url=fake.base_url)` at this
 
 Wire formats follow the real API: prediction JSON with every field, RFC 7807 errors
 (`application/problem+json`), `Prefer: wait[=N]` holding the create, SSE streams (`output`/`logs`/`error`/
-`done`), output files served without a token (as replicate.delivery serves them). Each prediction is driven by one task (no polling loops),
-so hundreds run at once. Everything received is recorded (`requests`, `creates`, `cancels`) for assertions.
+`done`), output files served without a token (as replicate.delivery serves them). Each prediction is driven by
+one task (no polling loops), so hundreds run at once. Everything received is recorded (`requests`, `creates`,
+`cancels`) for assertions.
 Faults are scripted per endpoint ("create", "get", "model"): `fail`, `rate_limit`, and `hold` for answers that
 never come (the vocabulary shared by every fake is in `base.py`).
 
@@ -41,7 +42,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from http import HTTPStatus
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, get_args
 
 import certifi
 from aiohttp import web
@@ -96,7 +97,7 @@ class ImageModel(_Behaviour):
     url_suffix: str = ""  # appended to each file URL (e.g. a long signed query, as CDNs add); ignored when served
 
 
-ModelBehaviour = Union[TextModel, ImageModel]
+ModelBehaviour = TextModel | ImageModel
 
 
 @dataclass
@@ -456,7 +457,7 @@ class FakeReplicate(LocalServer):
             steps.sort(key=lambda step: step[0])
             loop = asyncio.get_running_loop()
             start = loop.time()
-            for offset, action in steps + [(duration, lambda: None)]:
+            for offset, action in [*steps, (duration, lambda: None)]:
                 if (delay := start + offset - loop.time()) > 0:
                     await asyncio.sleep(delay)
                 action()

@@ -205,7 +205,9 @@ def _check_blocks(blocks: Any) -> list[dict[str, Any]] | None:
         if not isinstance(block, dict) or "type" not in block:
             errors.append(f"missing required field: type [json-pointer:/blocks/{i}]")
             continue
-        text = block.get("text") if isinstance(block.get("text"), dict) else {}
+        text = block.get("text")
+        if not isinstance(text, dict):
+            text = {}
         if block["type"] == "section":
             if len(str(text.get("text", ""))) > 3000:
                 errors.append(f"must be less than 3001 characters [json-pointer:/blocks/{i}/text/text]")
@@ -409,13 +411,13 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
                 try:
                     body = json.loads(await request.text())
                 except ValueError:
-                    raise ApiError("invalid_json")
+                    raise ApiError("invalid_json") from None
                 if not isinstance(body, dict):
                     raise ApiError("json_not_object")
                 params.update(body)
             elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
                 for key, value in (await request.post()).items():
-                    params[key] = value if isinstance(value, str) else value.file.read()
+                    params[key] = value.file.read() if isinstance(value, web.FileField) else value
             else:
                 await request.read()
         for key in JSON_FIELDS:
@@ -518,13 +520,13 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         """A reply to a reply lands in the same thread, as in Slack; the parent is marked as a thread."""
         if not thread_ts:
             return None
-        thread_ts = str(thread_ts)
-        parent = self.messages.get((channel, thread_ts))
+        root = str(thread_ts)
+        parent = self.messages.get((channel, root))
         if parent is not None:
             if parent.is_reply:
                 return parent.thread_ts
             parent.thread_ts = parent.ts
-        return thread_ts
+        return root
 
     def _message_content(self, params: dict[str, Any], limit: int) -> tuple[str | None, list[Any] | None]:
         text = params.get("text")
@@ -634,7 +636,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             message_ts = message.ts
         now = time.monotonic()
         result = []
-        for spec, upload in zip(files, uploads):
+        for spec, upload in zip(files, uploads, strict=True):
             assert upload is not None
             upload.title = str(spec.get("title") or upload.filename)
             upload.completed, upload.completed_at = True, now
@@ -671,7 +673,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         upload = self.uploads.get(file_id)
         if request.content_type == "multipart/form-data":
             form = await request.post()
-            part = next((v for v in form.values() if not isinstance(v, str)), None)
+            part = next((v for v in form.values() if isinstance(v, web.FileField)), None)
             data = part.file.read() if part is not None else b""
         else:
             data = await request.read()

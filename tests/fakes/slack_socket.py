@@ -94,7 +94,7 @@ class SocketConnection:
     ticket: str
     opened_at: float  # time.monotonic()
     ws: web.WebSocketResponse = field(repr=False)
-    transport: asyncio.BaseTransport | None = field(default=None, repr=False)
+    transport: asyncio.Transport | None = field(default=None, repr=False)
     ready_at: float | None = None
     closed_at: float | None = None
     close_code: int | None = None

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME
+from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, DiscordAdapter
 from adapters.rendering import CURSOR
 from service.bot_service import BotService
 from tests.discord_harness import (
@@ -105,7 +105,8 @@ async def test_an_unchanged_command_set_is_not_registered_again_and_a_changed_on
         discord_fake.set_commands(first.body, guild_id=GUILD)  # as an earlier run left them
         async with running_bot(discord_fake, replicate) as service:
             assert discord_fake.command_puts == []
-            assert service.adapter("discord") is not None and service.adapter("discord").registrations_skipped == 1
+            discord_adapter = service.adapter("discord")
+            assert isinstance(discord_adapter, DiscordAdapter) and discord_adapter.registrations_skipped == 1
             assert [r.method for r in discord_fake.requests if "/commands" in r.path] == ["GET"]
             # ... and the commands registered earlier still work.
             sent = await discord_fake.send_interaction("ask", {"prompt": "still there?"})
@@ -144,7 +145,7 @@ async def test_ask_streams_coalesced_edits_into_the_original_and_ends_with_exact
 
     assert original.content == "".join(tokens)
     assert not original.ephemeral and bot.visible(sent) == [original]
-    contents = [op.payload.get("content") for op in original.history if op.kind == "edit"]
+    contents = [op.payload.get("content", "") for op in original.history if op.kind == "edit"]
     assert contents[0].startswith("⏳ ")  # status first ...
     assert "Starting" in contents[0]
     interim = [c for c in contents[1:-1] if not c.startswith("⏳")]

@@ -365,9 +365,10 @@ async def run_ask(fake: FakeSlack, bot: BoltBot, text: str) -> None:
     assert ack["envelope_id"] == envelope_id and "payload" not in ack  # ack() with no message
     assert fake.sent_envelopes[envelope_id].ack_latency is not None
     url = fake.sent_envelopes[envelope_id].response_url
+    assert url is not None
     await fake.wait_until(lambda: any(m.text == f"answer to {text}" for m in fake.messages.values()),
                           what="say() landed")
-    assert fake.response_url_posts(url) == [{"text": f"working on {text}"}]  # type: ignore[arg-type]
+    assert fake.response_url_posts(url) == [{"text": f"working on {text}"}]
 
 
 async def test_bolt_socket_mode_slash_command_and_disconnect(fake: FakeSlack) -> None:

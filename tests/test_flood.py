@@ -342,8 +342,8 @@ def hung(replicate: FakeReplicate) -> None:
     replicate.add_model(HUNG_MODEL, TextModel(tokens=[], hang=True))
 
 
-FLOOD = {"arrange": hung, "allowed_models": frozenset({HUNG_MODEL}), "ask_model": HUNG_MODEL,
-         "max_concurrent_predictions": 1, "max_queued": 2}
+FLOOD: dict[str, Any] = {"arrange": hung, "allowed_models": frozenset({HUNG_MODEL}), "ask_model": HUNG_MODEL,
+                         "max_concurrent_predictions": 1, "max_queued": 2}
 
 
 async def test_slack_commands_beyond_the_queue_are_refused_in_their_ack_and_post_nothing() -> None:
@@ -378,8 +378,9 @@ async def test_discord_commands_beyond_the_queue_are_refused_ephemerally_without
         await discord.wait_until(lambda: len(discord.callbacks) == 5, WAIT_S, what="five answers to Discord")
         await bots.replicate.wait_until(lambda: len(bots.replicate.creates) == 1, WAIT_S, what="one prediction")
         await discord.wait_until(
-            lambda: sum("Queued" in (discord.interactions[s.token].original.content or "") for s in sent
-                        if discord.interactions[s.token].original is not None) == 2, WAIT_S, what="two queued")
+            lambda: sum("Queued" in (original.content or "") for s in sent
+                        if (original := discord.interactions[s.token].original) is not None) == 2,
+            WAIT_S, what="two queued")
 
         by_token = {callback.token: callback for callback in discord.callbacks}
         refusals = [by_token[s.token] for s in sent if by_token[s.token].type == 4]

@@ -172,8 +172,8 @@ async def reachable_at(host: str, port: int) -> bool:
 
 
 async def test_healthz_listens_on_loopback_only_in_socket_mode_and_discord_only_mode() -> None:
-    for platforms in ({"slack": True, "discord": False}, {"slack": False, "discord": True}):
-        async with running_bots(**platforms) as bots:
+    for slack, discord in ((True, False), (False, True)):
+        async with running_bots(slack=slack, discord=discord) as bots:
             port = bots.service.http_port
             assert port is not None and await healthz_status(port) == 200
             assert not await reachable_at(OTHER_ADDRESS, port)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +146,7 @@ async def test_not_in_channel_tells_the_user_privately_and_answers_through_respo
     slack.set_not_member("C0PRIVATE")
     envelope = await slack.send_slash_command(command="/ask", text="hi", channel_id="C0PRIVATE")
     url = slack.sent_envelopes[envelope].response_url
+    assert url is not None
 
     await slack.wait_until(lambda: len(slack.response_url_posts(url)) >= 2, timeout=10, what="private answer")
     bodies = slack.response_url_posts(url)
@@ -230,7 +231,9 @@ async def test_http_mode_answers_bad_input_in_the_http_response_privately() -> N
         pytest.param(lambda body: signed_headers(SIGNING_SECRET, body + "&text=tampered"), id="tampered-body"),
     ],
 )
-async def test_http_mode_refuses_unverified_requests_with_401_and_runs_nothing(forge) -> None:  # type: ignore[no-untyped-def]
+async def test_http_mode_refuses_unverified_requests_with_401_and_runs_nothing(
+    forge: Callable[[str], dict[str, str]]
+) -> None:
     async with slack_bot(http_mode=True) as bot:
         body = slash_command_form(command="/ask", text="say hi", response_url=bot.slack.new_response_url())
         headers = forge(body)
@@ -398,9 +401,10 @@ async def test_several_images_go_up_in_one_upload_with_prompt_model_and_seed_bes
     assert sorted(upload.bytes for upload in bot.slack.uploads.values() if upload.completed) == sorted([PNG, second])
     caption, files_message = bot.replies()
     assert len(files_message.files) == 2 and files_message.thread_ts == bot.parents()[0].ts
-    caption = caption.text
-    assert "two foxes" in caption and "black-forest-labs/flux-schnell" in caption and "2 images" in caption
-    assert "http" not in caption  # no links when the bytes went up
+    caption_text = caption.text
+    assert "two foxes" in caption_text and "black-forest-labs/flux-schnell" in caption_text
+    assert "2 images" in caption_text
+    assert "http" not in caption_text  # no links when the bytes went up
 
 
 async def test_failed_upload_posts_the_image_link_once_instead(bot: SlackBot) -> None:
@@ -513,7 +517,7 @@ async def test_long_markdown_answer_is_split_into_replies_each_a_markdown_block(
     await bot.slack.wait_until(lambda: [m.markdown for m in bot.replies()] == expected, timeout=15,
                                what="split answer")
     replies = bot.replies()
-    assert len(replies) >= 3 and all(m.markdown.count("```") % 2 == 0 for m in replies)  # type: ignore[union-attr]
+    assert len(replies) >= 3 and all(m.markdown is not None and m.markdown.count("```") % 2 == 0 for m in replies)
     assert all(len(m.text) <= 4000 for m in replies)
     assert [call.error for call in bot.slack.requests if call.error] == []
 

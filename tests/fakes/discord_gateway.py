@@ -532,12 +532,11 @@ class FakeGateway:
     async def drop(self, code: int = 4000) -> None:
         """Close the current session's socket with `code` (4007/4009 also end the session, as on Discord)."""
         session = self.current
-        conn = session.conn if session else None
-        if conn is None:
+        if session is None or session.conn is None:
             raise RuntimeError("no connected gateway session to drop")
         if code in SESSION_ENDING_CODES:
-            session.valid = False  # type: ignore[union-attr]
-        await conn.close(code)
+            session.valid = False
+        await session.conn.close(code)
 
     def send_op(self, op: int, data: Any = None) -> None:
         """Send a raw non-dispatch opcode (7 RECONNECT, 9 INVALID_SESSION, 1 HEARTBEAT request)."""

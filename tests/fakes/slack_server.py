@@ -600,9 +600,10 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         return {"message_ts": message_ts}
 
     def _get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
-        filename, length = params.get("filename"), params.get("length")
+        filename = params.get("filename")
+        length: Any = params.get("length")  # as the client sent it: what `int()` refuses, Slack refuses
         try:
-            size = int(length)  # type: ignore[arg-type]
+            size = int(length)
         except (TypeError, ValueError):
             size = 0
         if not filename or size <= 0:
@@ -696,8 +697,12 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         """A response_url: JSON in, `ok` out (text/html); 5 uses, then 404 `used_url`."""
         raw = await request.text()
         try:
-            body = json.loads(raw) if request.content_type != "application/x-www-form-urlencoded" \
-                else json.loads((await request.post()).get("payload", ""))  # type: ignore[arg-type]
+            if request.content_type == "application/x-www-form-urlencoded":
+                payload = (await request.post()).get("payload", "")
+                assert isinstance(payload, str)  # a url-encoded form holds only text
+                body = json.loads(payload)
+            else:
+                body = json.loads(raw)
         except ValueError:
             body = None
         call = self._record("response_url", request, body if isinstance(body, dict) else {"raw": raw})

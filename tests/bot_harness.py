@@ -11,14 +11,14 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
 from pathlib import Path
+from typing import Any
 
 from adapters.rendering import CURSOR
-from service.bot_service import BotService
 from bot.runner import RunPolicy
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings
+from service.bot_service import BotService
 from tests.discord_harness import redirect_snapshot, restore_redirect
 from tests.fakes.discord_gateway import StoredMessage
 from tests.fakes.discord_server import FakeDiscord, SentInteraction
@@ -37,7 +37,8 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c63f8cfc0f01f0005fe02fe0dd7c5e70000000049454e44ae426082"
 )
-FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1, cancel_timeout_s=2.0)
+FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1,
+                        cancel_timeout_s=2.0)
 WAIT_S = 10.0  # generous: a wait that times out is a failure, never a pass
 SLACK_DRAFT_PREFIX = "_⏳"
 
@@ -47,8 +48,8 @@ class Bots:
     """A started `BotService` and the fakes it talks to (a platform the test did not ask for is None)."""
 
     replicate: FakeReplicate
-    slack: Optional[FakeSlack]
-    discord: Optional[FakeDiscord]
+    slack: FakeSlack | None
+    discord: FakeDiscord | None
     service: BotService
 
     # --- Slack ---------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def default_models(replicate: FakeReplicate) -> None:
     replicate.add_model(IMAGINE_MODEL, ImageModel(images=[(PNG, "image/png")]))
 
 
-def bot_settings(replicate: FakeReplicate, slack: Optional[FakeSlack], discord: Optional[FakeDiscord],
+def bot_settings(replicate: FakeReplicate, slack: FakeSlack | None, discord: FakeDiscord | None,
                  **overrides: Any) -> Settings:
     settings = Settings(
         replicate_api_token=replicate.api_token,
@@ -130,7 +131,7 @@ def bot_settings(replicate: FakeReplicate, slack: Optional[FakeSlack], discord: 
 
 @asynccontextmanager
 async def started_fakes(*, slack: bool = True, discord: bool = True) -> AsyncIterator[
-    tuple[FakeReplicate, Optional[FakeSlack], Optional[FakeDiscord]]
+    tuple[FakeReplicate, FakeSlack | None, FakeDiscord | None]
 ]:
     """Fake Replicate (with the default models), and the chat fakes asked for; each checked for its own errors."""
     async with AsyncExitStack() as stack:
@@ -155,7 +156,7 @@ async def running_bots(
     discord: bool = True,
     policy: RunPolicy = FAST_POLICY,
     arrange: Callable[[FakeReplicate], None] = lambda _: None,
-    service_options: Optional[dict[str, Any]] = None,
+    service_options: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Bots]:
     """A started `BotService` with the chat platforms asked for, connected; shut down (and discord.py

@@ -62,16 +62,17 @@ def forget_blocked() -> None:
     _blocked.clear()
 
 
-def _guarded_connect(self: socket.socket, address: Any) -> None:
+def _guarded_connect(self: socket.SocketType, address: Any) -> None:
     check_address(self.family, address)
     _real_connect(self, address)
 
 
-def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+def _guarded_connect_ex(self: socket.SocketType, address: Any) -> int:
     check_address(self.family, address)
     return _real_connect_ex(self, address)
 
 
+# Patched on the class on purpose (mypy forbids assigning to a method): every socket of the run is guarded.
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 

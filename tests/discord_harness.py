@@ -13,17 +13,18 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
 from pathlib import Path
+from typing import Any
 
 import discord
+from aiohttp import web
 from discord.gateway import DiscordWebSocket
 
 from adapters.rendering import CURSOR
-from service.bot_service import BotService
 from bot.runner import RunPolicy
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings
+from service.bot_service import BotService
 from tests.fakes.discord_gateway import StoredMessage
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest, SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
@@ -38,8 +39,9 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c63f8cfc0f01f0005fe02fe0dd7c5e70000000049454e44ae426082"
 )
-NO_MENTIONS = {"parse": []}
-FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1, cancel_timeout_s=2.0)
+NO_MENTIONS: dict[str, list[str]] = {"parse": []}
+FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1,
+                        cancel_timeout_s=2.0)
 WAIT_S = 10.0  # generous: a wait that times out is a failure, never a pass
 
 
@@ -52,7 +54,7 @@ class DiscordBot:
     service: BotService
     settings: Settings
 
-    async def interact(self, name: str, options: Optional[dict[str, Any]] = None, **where: Any) -> SentInteraction:
+    async def interact(self, name: str, options: dict[str, Any] | None = None, **where: Any) -> SentInteraction:
         return await self.discord.send_interaction(name, options, **where)
 
     async def until(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
@@ -142,8 +144,8 @@ async def running_bot(
 async def stop_service(service: BotService) -> None:
     """`BotService.shutdown()`, with discord.py closed first: the tests using this end with no command in
     flight, so nothing is left that would still want to reply through the closed client."""
-    if service.adapter("discord") is not None:
-        await service.adapter("discord").close()
+    if (adapter := service.adapter("discord")) is not None:
+        await adapter.close()
     await service.shutdown()
 
 
@@ -161,10 +163,11 @@ class SlowFollowUpDiscord(FakeDiscord):
         self.on_hold: Callable[[], None] = lambda: None
         self.held: list[int] = []  # ids of the messages whose responses were held
 
-    async def _execute_webhook(self, request: Any) -> Any:
+    async def _execute_webhook(self, request: web.Request) -> web.Response:
         response = await super()._execute_webhook(request)
         if self.holding and request.query.get("wait", "").lower() in ("1", "true"):
             self.holding = False
+            assert isinstance(response.body, bytes)  # a JSON response
             self.held.append(int(json.loads(response.body)["id"]))
             seen = len(self.requests)
             self.on_hold()
@@ -177,7 +180,7 @@ class SlowFollowUpDiscord(FakeDiscord):
 
 @asynccontextmanager
 async def fakes(
-    guilds: Optional[dict[int, list[int]]] = None, discord_class: type[FakeDiscord] = FakeDiscord
+    guilds: dict[int, list[int]] | None = None, discord_class: type[FakeDiscord] = FakeDiscord
 ) -> AsyncIterator[tuple[FakeDiscord, FakeReplicate]]:
     replicate = FakeReplicate(api_token=REPLICATE_TOKEN, max_wait_s=5.0)
     await replicate.start()

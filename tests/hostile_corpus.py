@@ -77,7 +77,7 @@ INPUTS: tuple[HostileInput, ...] = (
     HostileInput("vertical-tab-form-feed", "ask", "one\x0btwo\x0cthree", A),
     # --- zero-width and right-to-left -------------------------------------------------------------------
     HostileInput("rtl-override", "ask", "\u202eexe.txt\u202c is it safe?", A),
-    HostileInput("bidi-isolates", "imagine", "\u2067שלום\u2069 a cat", A),
+    HostileInput("bidi-isolates", "imagine", "\u2067שלום\u2069 a cat", A),  # noqa: RUF001 (Hebrew "shalom": right-to-left text, meant)
     HostileInput("zero-width-in-mention", "ask", "@\u200beveryone hi", A),
     HostileInput("zero-width-before-option", "imagine", "a cat\u200b--ar 16:9", A),
     HostileInput("byte-order-mark", "ask", "\ufeffhello", A),

@@ -97,7 +97,8 @@ def test_core_module_imports_no_platform_sdk_or_adapter(path: Path) -> None:
     assert offending == []
 
 
-@pytest.mark.parametrize("path", modules_under("bot") + modules_under("adapters") + modules_under("service"), ids=relative)
+@pytest.mark.parametrize("path", modules_under("bot") + modules_under("adapters") + modules_under("service"),
+                         ids=relative)
 def test_no_module_outside_config_reads_the_environment(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 

@@ -55,7 +55,7 @@ async def test_console_answers_ask_and_saves_imagine_images(replicate: FakeRepli
 
 
 async def test_console_without_a_token_says_what_to_set_and_exits_non_zero(tmp_path: Path) -> None:
-    code, out, err = await run_console("/ask hi\n", {}, tmp_path)
+    code, _out, err = await run_console("/ask hi\n", {}, tmp_path)
 
     assert code != 0
     assert "REPLICATE_API_TOKEN" in err and "replicate.com/account/api-tokens" in err

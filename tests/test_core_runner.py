@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,14 +37,15 @@ async def replicate() -> AsyncIterator[FakeReplicate]:
         assert fake.fake_errors == []
 
 
-def make_core(fake: FakeReplicate, policy: RunPolicy = FAST, **overrides: object) -> CoreResources:
+def make_core(fake: FakeReplicate, policy: RunPolicy = FAST, token: str = "r8_test_token",
+              **overrides: Any) -> CoreResources:
     settings = Settings(
-        replicate_api_token=overrides.pop("token", "r8_test_token"),  # type: ignore[arg-type]
+        replicate_api_token=token,
         replicate_base_url=fake.base_url,
         replicate_output_hosts=(fake.output_host,),
         ca_bundle=Path(fake.ca_bundle),
         allowed_models=frozenset({ASK, IMAGINE, f"{SDXL}:{SDXL_VERSION}"}),
-        **overrides,  # type: ignore[arg-type]
+        **overrides,
     )
     return create_core(settings, policy)
 
@@ -73,7 +76,9 @@ async def test_ask_streams_tokens_and_ends_with_the_exact_text_in_two_requests(
     assert len(replicate.requests) == 2  # the create and the stream: nothing else per text prediction
 
 
-async def test_imagine_downloads_the_image_bytes_with_seed_and_model(replicate: FakeReplicate, core: CoreResources) -> None:
+async def test_imagine_downloads_the_image_bytes_with_seed_and_model(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
     events = await run(core, "imagine", "a lighthouse --ar 16:9 --seed 7")
 
     final = events[-1]
@@ -113,7 +118,8 @@ async def test_a_429_that_persists_gives_one_busy_reply(replicate: FakeReplicate
     events = await run(core, "ask", "hi")
 
     assert [type(event) for event in events] == [Failure]  # a text model's "starting" follows its create
-    assert events[-1].kind is FailureKind.REPLICATE_BUSY and replicate.creates == []
+    assert isinstance(events[-1], Failure) and events[-1].kind is FailureKind.REPLICATE_BUSY
+    assert replicate.creates == []
 
 
 async def test_a_5xx_after_the_create_reached_replicate_is_not_retried_and_the_made_prediction_is_followed(
@@ -161,7 +167,7 @@ async def test_two_failed_creates_of_the_same_input_each_follow_their_own_predic
     both = await asyncio.gather(run(core, "ask", "twin"), run(core, "ask", "twin"))
 
     followed = [events[-1].run.prediction_id for events in both if isinstance(events[-1], TextDone)]
-    assert sorted(followed) == sorted(p.id for p in replicate.creates) and len(replicate.creates) == 2
+    assert Counter(followed) == Counter(p.id for p in replicate.creates) and len(replicate.creates) == 2
 
 
 @pytest.mark.parametrize(
@@ -175,14 +181,17 @@ async def test_api_errors_map_to_one_clear_reply(
 
     events = await run(core, "imagine", "a cat")
 
-    assert [type(event) for event in events] == [Status, Failure] and events[-1].kind is kind
-    assert "Traceback" not in events[-1].message
+    assert [type(event) for event in events] == [Status, Failure]
+    failure = events[-1]
+    assert isinstance(failure, Failure) and failure.kind is kind
+    assert "Traceback" not in failure.message
     if status == 422:
-        assert "Must be less than 1440" in events[-1].message
+        assert "Must be less than 1440" in failure.message
 
 
 async def test_the_safety_filter_is_named_as_such(replicate: FakeReplicate, core: CoreResources) -> None:
-    replicate.add_model(IMAGINE, ImageModel(fail_with="NSFW content detected. Try running it again, or try a different prompt."))
+    nsfw = "NSFW content detected. Try running it again, or try a different prompt."
+    replicate.add_model(IMAGINE, ImageModel(fail_with=nsfw))
 
     events = await run(core, "imagine", "something")
 

@@ -7,19 +7,22 @@ Discord and the fake Replicate received (callbacks, webhook edits and follow-ups
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME
+from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, DiscordAdapter
 from adapters.rendering import CURSOR
 from service.bot_service import BotService
 from tests.discord_harness import (
     ASK_MODEL,
     CHANNEL,
+    FAST_POLICY,
+    FENCE_LINE,
     GUILD,
     IMAGINE_MODEL,
     NO_MENTIONS,
@@ -27,8 +30,6 @@ from tests.discord_harness import (
     SECOND_CHANNEL,
     USER,
     DiscordBot,
-    FAST_POLICY,
-    FENCE_LINE,
     SlowFollowUpDiscord,
     bodies_with_content,
     discord_bot,
@@ -77,7 +78,7 @@ async def test_commands_are_registered_in_the_configured_guild_at_start(bot: Dis
     commands = {command["name"]: command for command in put.body}
     assert sorted(commands) == ["ask", "imagine"]
     ask_options = {o["name"]: o for o in commands["ask"]["options"]}
-    assert list(ask_options)[0] == "prompt" and ask_options["prompt"]["required"] is True
+    assert next(iter(ask_options)) == "prompt" and ask_options["prompt"]["required"] is True
     assert ask_options["prompt"]["type"] == 3
     assert {"max_tokens", "temperature"} <= set(ask_options)
     imagine_options = {o["name"]: o for o in commands["imagine"]["options"]}
@@ -104,7 +105,8 @@ async def test_an_unchanged_command_set_is_not_registered_again_and_a_changed_on
         discord_fake.set_commands(first.body, guild_id=GUILD)  # as an earlier run left them
         async with running_bot(discord_fake, replicate) as service:
             assert discord_fake.command_puts == []
-            assert service.adapter("discord") is not None and service.adapter("discord").registrations_skipped == 1
+            discord_adapter = service.adapter("discord")
+            assert isinstance(discord_adapter, DiscordAdapter) and discord_adapter.registrations_skipped == 1
             assert [r.method for r in discord_fake.requests if "/commands" in r.path] == ["GET"]
             # ... and the commands registered earlier still work.
             sent = await discord_fake.send_interaction("ask", {"prompt": "still there?"})
@@ -142,14 +144,14 @@ async def test_ask_streams_coalesced_edits_into_the_original_and_ends_with_exact
 
     assert original.content == "".join(tokens)
     assert not original.ephemeral and bot.visible(sent) == [original]
-    contents = [op.payload.get("content") for op in original.history if op.kind == "edit"]
+    contents = [op.payload.get("content", "") for op in original.history if op.kind == "edit"]
     assert contents[0].startswith("⏳ ")  # status first ...
     assert "Starting" in contents[0]
     interim = [c for c in contents[1:-1] if not c.startswith("⏳")]
     assert interim and all(c.endswith(CURSOR) and "".join(tokens).startswith(c[: -len(CURSOR)]) for c in interim)
     patches = original_patches(bot, sent)
     assert 3 <= len(patches) <= 6 < len(tokens)  # status, interim, final: coalesced, far fewer than tokens
-    interim_gaps = [later.at - earlier.at for earlier, later in zip(patches[:-2], patches[1:-1])]
+    interim_gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(patches[:-1])]
     assert all(gap >= 0.9 for gap in interim_gaps)  # progress edits at most once per second
     assert bot.requests_for(sent)[-1].json["content"] == "".join(tokens)
 
@@ -410,7 +412,7 @@ async def test_a_redelivered_interaction_creates_one_prediction(bot: DiscordBot)
 
 async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in_the_channel(bot: DiscordBot) -> None:
     # An interaction created 14.5 minutes ago (its id says so): the token has under a minute left when it ends.
-    created = datetime.now(timezone.utc) - INTERACTION_TOKEN_LIFETIME + timedelta(seconds=30)
+    created = datetime.now(UTC) - INTERACTION_TOKEN_LIFETIME + timedelta(seconds=30)
     interaction_id = (int(created.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22
     token = "aW50ZXJhY3Rpb246" + "old" * 30
     [ask] = [c for c in bot.discord.commands(GUILD) if c["name"] == "ask"]
@@ -423,7 +425,8 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
                                                        time.monotonic())
     bot.discord.dispatch("INTERACTION_CREATE", payload)
     # Past the token, a "still running" notice says where the answer will come; the answer takes its place.
-    await bot.until(lambda: [m.content.endswith("Hello, world") for m in bot.discord.channel_messages(CHANNEL)] == [True]
+    await bot.until(lambda: [m.content.endswith("Hello, world")
+                             for m in bot.discord.channel_messages(CHANNEL)] == [True]
                     and bool(bot.discord.requests_to("DELETE", f"/channels/{CHANNEL}/messages/")), "the channel post")
 
     [posted] = bot.discord.channel_messages(CHANNEL)
@@ -437,7 +440,8 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
 
 
 async def test_failure_after_text_started_leaves_no_status_or_cursor_behind(bot: DiscordBot) -> None:
-    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["Partial"], token_interval_s=0.2, fail_with="CUDA out of memory"))
+    bot.replicate.add_model(ASK_MODEL,
+                            TextModel(tokens=["Partial"], token_interval_s=0.2, fail_with="CUDA out of memory"))
     sent = await bot.interact("ask", {"prompt": "fail half way"})
     await bot.until(lambda: any(m.ephemeral for m in bot.visible(sent)), "the private error")
 

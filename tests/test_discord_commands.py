@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -19,7 +20,7 @@ async def _ignore(*_: object) -> None:
     pass
 
 
-def command_json(command: app_commands.Command) -> dict[str, object]:
+def command_json(command: app_commands.Command[Any, ..., None]) -> dict[str, Any]:
     tree = app_commands.CommandTree(discord.Client(intents=discord.Intents.none()))
     return command.to_dict(tree)
 
@@ -28,13 +29,13 @@ def test_each_command_offers_its_table_options_typed_bounded_and_described() -> 
     ask = command_json(build_command(CommandName.ASK, _ignore, options_for(CommandName.ASK),
                                      upper_bounds={"max_tokens": 2048}, choices={"model": ["a/b", "c/d"]}))
 
-    options = {option["name"]: option for option in ask["options"]}  # type: ignore[union-attr]
+    options = {option["name"]: option for option in ask["options"]}
     assert list(options) == ["prompt", "max_tokens", "temperature", "model"]
     assert options["prompt"]["required"] and options["prompt"]["type"] == STRING
     assert (options["max_tokens"]["type"], options["max_tokens"]["min_value"], options["max_tokens"]["max_value"]) == (
         INTEGER, 1, 2048)
-    assert (options["temperature"]["type"], options["temperature"]["min_value"], options["temperature"]["max_value"]) == (
-        NUMBER, 0.0, 2.0)
+    temperature = options["temperature"]
+    assert (temperature["type"], temperature["min_value"], temperature["max_value"]) == (NUMBER, 0.0, 2.0)
     assert [choice["value"] for choice in options["model"]["choices"]] == ["a/b", "c/d"]
     assert options["temperature"]["description"] == "0 = focused, 2 = adventurous"
 
@@ -45,7 +46,7 @@ def test_a_new_table_entry_becomes_a_typed_discord_option_and_a_usage_line() -> 
 
     imagine = command_json(build_command(CommandName.IMAGINE, _ignore, [*options_for(CommandName.IMAGINE), steps]))
 
-    [option] = [option for option in imagine["options"] if option["name"] == "steps"]  # type: ignore[union-attr]
+    [option] = [option for option in imagine["options"] if option["name"] == "steps"]
     assert (option["type"], option["min_value"], option["max_value"], option["description"]) == (
         INTEGER, 1, 50, "Denoising steps")
 

@@ -14,26 +14,23 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, _image_caption
 from adapters.discord_format import MAX_MESSAGE_CHARS
 from bot.replies import Image, Images, RunInfo
-from bot.replies import Image, Images, RunInfo
 from bot.runner import MAX_OUTPUT_FILES, RunPolicy
 from tests.discord_harness import (
     APPLICATION_ID,
+    ASK_MODEL,
     CHANNEL,
     GUILD,
     IMAGINE_MODEL,
-    ASK_MODEL,
     NO_MENTIONS,
     PNG,
     USER,
@@ -77,7 +74,7 @@ def send_interaction(
     """INTERACTION_CREATE for `name` in CHANNEL, created `age` ago (its id's snowflake says when, as Discord's do),
     optionally with a smaller `attachment_size_limit`. The fake takes the acknowledgement as a fresh one."""
     if age:
-        created = datetime.now(timezone.utc) - age
+        created = datetime.now(UTC) - age
         interaction_id = (int(created.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22
     else:
         interaction_id = bot.discord.objects.snowflake()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 from aiohttp import web
@@ -179,9 +180,17 @@ async def test_outputs_are_capped_in_number(replicate: FakeReplicate) -> None:
 # --- the fetcher itself, against a listed server ---------------------------------------------------------
 
 
-def fetcher_for(server: Elsewhere, **limits: float) -> OutputFetcher:
+class FetchLimits(TypedDict, total=False):
+    """`OutputFetcher`'s limits, as keyword arguments."""
+
+    max_bytes: int
+    timeout_s: float
+    max_parallel: int
+
+
+def fetcher_for(server: Elsewhere, **limits: Unpack[FetchLimits]) -> OutputFetcher:
     context = ssl.create_default_context(cafile=tls_files()["bundle"])
-    return OutputFetcher(OutputHosts([server.host]), ssl_context=context, **limits)  # type: ignore[arg-type]
+    return OutputFetcher(OutputHosts([server.host]), ssl_context=context, **limits)
 
 
 async def test_a_redirect_is_not_followed(elsewhere: Elsewhere) -> None:
@@ -219,7 +228,7 @@ async def test_a_download_that_never_ends_is_cut_at_the_time_limit(elsewhere: El
     elsewhere.stall = asyncio.Event()
     fetcher = fetcher_for(elsewhere, timeout_s=0.5)
     try:
-        with pytest.raises(OutputRefused, match="longer than 0.5 seconds") as refused:
+        with pytest.raises(OutputRefused, match=r"longer than 0\.5 seconds") as refused:
             await fetcher.fetch(elsewhere.url())
     finally:
         await fetcher.aclose()

@@ -78,7 +78,8 @@ def build_bot() -> AskBot:
         await tree.sync(guild=guild)  # guild commands appear at once
         await tree.sync()  # global ones are what DMs use
 
-    tree.on_error = on_error  # type: ignore[method-assign]
+    tree.error(on_error)
+    # discord.py awaits `client.setup_hook()` once at login; setting it on the instance spares a Client subclass.
     client.setup_hook = setup_hook  # type: ignore[method-assign]
     return bot
 
@@ -178,7 +179,8 @@ async def test_dropped_gateway_resumes_and_replays_missed_events(fake: FakeDisco
 
     after = await fake.send_interaction(name="ask", options={"prompt": "after"})
     await answered(fake, after.token)
-    assert fake.original_message(after.token).content == "You asked: after"  # type: ignore[union-attr]
+    original = fake.original_message(after.token)
+    assert original is not None and original.content == "You asked: after"
 
 
 async def test_ended_session_makes_discord_py_identify_again(fake: FakeDiscord, bot: AskBot) -> None:
@@ -204,7 +206,7 @@ async def test_dm_interaction(fake: FakeDiscord, bot: AskBot) -> None:
 
 async def test_first_followup_after_defer_replaces_the_thinking_message(fake: FakeDiscord, bot: AskBot) -> None:
     sent = await fake.send_interaction(name="think")
-    await fake.wait_until(lambda: not fake.original_message(sent.token).loading)  # type: ignore[union-attr]
+    await fake.wait_until(lambda: (shown := fake.original_message(sent.token)) is not None and not shown.loading)
     original = fake.original_message(sent.token)
     assert original is not None and original.content == "done thinking" and not original.ephemeral
     assert fake.followups(sent.token) == []

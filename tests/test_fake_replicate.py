@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -41,11 +42,21 @@ async def fake() -> AsyncIterator[FakeReplicate]:
         assert server.fake_errors == []
 
 
-def make_client(fake: FakeReplicate, token: str = TOKEN, **kwargs: object) -> replicate.Client:
-    kwargs.setdefault("transport", httpx.AsyncHTTPTransport(verify=fake.client_ssl_context()))
-    client = replicate.Client(api_token=token, base_url=fake.base_url, **kwargs)
+def make_client(fake: FakeReplicate, token: str = TOKEN, transport: httpx.AsyncBaseTransport | None = None
+                ) -> replicate.Client:
+    if transport is None:
+        transport = httpx.AsyncHTTPTransport(verify=fake.client_ssl_context())
+    client = replicate.Client(api_token=token, base_url=fake.base_url, transport=transport)
     client.poll_interval = 0.02  # the client polls GET /v1/predictions/{id} when a wait ends in `starting`
     return client
+
+
+async def run_listed(client: replicate.Client, ref: str, **options: Any) -> list[Any]:
+    """`client.async_run` of a model whose output is a list (the client types its result `Any | AsyncIterator`:
+    the iterator is for streamed runs)."""
+    output = await client.async_run(ref, **options)
+    assert isinstance(output, list), output
+    return output
 
 
 @pytest.fixture
@@ -106,19 +117,21 @@ async def test_image_model_wait_and_file_output(fake: FakeReplicate, client: rep
     assert prediction.status == "succeeded" and prediction.metrics is not None
     assert prediction.output == [f"{fake.files_url}/files/{prediction.id}/out-0.webp"]
 
-    files = await client.async_run(FLUX, input={"prompt": "a cat"})
+    files = await run_listed(client, FLUX, input={"prompt": "a cat"})
     assert len(files) == 1 and isinstance(files[0], FileOutput)
     assert await files[0].aread() == WEBP
     download = fake.requests[-1]
     assert download.path.startswith("/files/") and download.headers["Authorization"] == f"Bearer {TOKEN}"
 
-    async with httpx.AsyncClient(verify=fake.client_ssl_context()) as bare:  # output files are served to anyone with the link, like replicate.delivery
+    # output files are served to anyone with the link, like replicate.delivery
+    async with httpx.AsyncClient(verify=fake.client_ssl_context()) as bare:
         ok = await bare.get(str(files[0]))
         assert ok.content == WEBP and ok.headers["content-type"] == "image/webp"
 
     # By version (POST /v1/predictions); SDXL serves two PNGs.
     sdxl = await client.predictions.async_create(version=SDXL_VERSION, input={"prompt": "x"}, wait=True)
-    assert sdxl.model == SDXL and sdxl.version == SDXL_VERSION and len(sdxl.output) == 2
+    assert sdxl.model == SDXL and sdxl.version == SDXL_VERSION
+    assert isinstance(sdxl.output, list) and len(sdxl.output) == 2
     assert sdxl.output[1].endswith("/out-1.png")
     with pytest.raises(ReplicateError) as unknown:
         await client.predictions.async_create(version="0" * 64, input={"prompt": "x"})
@@ -133,14 +146,14 @@ async def test_clients_trust_the_file_server_explicitly_and_the_environment_is_l
         assert "SSL_CERT_FILE" not in os.environ
         fake.add_model(FLUX, ImageModel(images=[(WEBP, "image/webp")]))
         trusting = make_client(fake, transport=httpx.AsyncHTTPTransport(verify=fake.client_ssl_context()))
-        [image] = await trusting.async_run(FLUX, input={})
+        [image] = await run_listed(trusting, FLUX, input={})
         assert image.url.startswith(fake.files_url) and await image.aread() == WEBP
         await trusting._async_client.aclose()
 
 
 async def test_data_urls_and_empty_outputs(fake: FakeReplicate, client: replicate.Client) -> None:
     fake.add_model("acme/data", ImageModel(images=[(PNG, "image/png")], as_data_urls=True))
-    [item] = await client.async_run("acme/data", input={})
+    [item] = await run_listed(client, "acme/data", input={})
     assert isinstance(item, FileOutput) and item.url.startswith("data:image/png;base64,")
     assert await item.aread() == PNG
 
@@ -152,7 +165,7 @@ async def test_data_urls_and_empty_outputs(fake: FakeReplicate, client: replicat
 async def test_text_token_starting_with_https_becomes_file_output(fake: FakeReplicate,
                                                                    client: replicate.Client) -> None:
     fake.add_model("acme/links", TextModel(tokens=["See ", "https://example.com", " now"]))
-    output = await client.async_run("acme/links", input={})
+    output = await run_listed(client, "acme/links", input={})
     assert isinstance(output[1], FileOutput) and "".join(str(t) for t in output) == "See https://example.com now"
     plain = await client.async_run("acme/links", input={}, use_file_output=False)
     assert plain == ["See ", "https://example.com", " now"]
@@ -161,7 +174,8 @@ async def test_text_token_starting_with_https_becomes_file_output(fake: FakeRepl
     # `data` becomes a FileOutput and `str(event)` raises. Join `str(event.data)` of output events instead.
     prediction = await client.models.predictions.async_create(model="acme/links", input={}, stream=True)
     events = [e async for e in prediction.async_stream(use_file_output=False)]
-    assert isinstance(events[1].data, FileOutput)
+    data: object = events[1].data  # typed `str` by replicate, which is what this shows it is not
+    assert isinstance(data, FileOutput)
     with pytest.raises(TypeError):
         str(events[1])
     assert "".join(str(e.data) for e in events if e.event == OUTPUT) == "See https://example.com now"
@@ -181,7 +195,7 @@ async def test_progress_parses_logs(fake: FakeReplicate, client: replicate.Clien
             "  50%|█████     | 2/4 [00:01<00:01,  1.9it/s]"]
     fake.add_model("acme/slow", ImageModel(logs=logs, run_s=0.05, hang=True))
     prediction = await client.models.predictions.async_create(model="acme/slow", input={})
-    assert prediction.status == "starting" and prediction.progress is None
+    assert (prediction.status, prediction.progress) == ("starting", None)  # (a tuple: not narrowed past the reload)
     await fake.wait_until(lambda: fake.creates[0].logs.count("\n") == 3)
     await prediction.async_reload()
     assert prediction.status == "processing" and prediction.logs == "\n".join(logs) + "\n"
@@ -277,7 +291,7 @@ async def test_wait_ending_in_processing_returns_partial_output(fake: FakeReplic
     async with FakeReplicate(api_token=TOKEN, max_wait_s=0.15) as short:
         c = make_client(short)
         short.add_model("acme/long", TextModel(tokens=["a"] * 20, token_interval_s=0.05))
-        output = await c.async_run("acme/long", input={})
+        output = await run_listed(c, "acme/long", input={})
         assert 0 < len(output) < 20 and short.creates[0].status == "processing"
         await c._async_client.aclose()
 
@@ -427,7 +441,8 @@ async def test_fake_holds_300_open_streams_and_cancels_them(fake: FakeReplicate)
         async def create() -> str:
             async with session.post(f"{fake.base_url}/v1/models/acme/hang/predictions",
                                     json={"input": {}, "stream": True}) as answer:
-                return (await answer.json())["urls"]["stream"]
+                stream_url: str = (await answer.json())["urls"]["stream"]
+                return stream_url
 
         async def read(url: str) -> bytes:
             async with session.get(url) as answer:
@@ -481,7 +496,9 @@ async def test_wait_until_times_out_with_context(fake: FakeReplicate) -> None:
     assert "creates=0" in str(timed_out.value)
 
 
-async def test_list_shows_our_predictions_newest_first_without_logs(fake: FakeReplicate, client: replicate.Client) -> None:
+async def test_list_shows_our_predictions_newest_first_without_logs(
+    fake: FakeReplicate, client: replicate.Client
+) -> None:
     older = await client.models.predictions.async_create(model=FLUX, input={"prompt": "one"})
     newer = await client.models.predictions.async_create(model=FLUX, input={"prompt": "two"})
 

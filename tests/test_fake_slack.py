@@ -7,19 +7,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiohttp import ServerDisconnectedError
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from aiohttp import ServerDisconnectedError
-from slack_sdk.http_retry.builtin_async_handlers import (AsyncConnectionErrorRetryHandler,
-                                                         AsyncRateLimitErrorRetryHandler,
-                                                         AsyncServerErrorRetryHandler)
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -363,9 +365,10 @@ async def run_ask(fake: FakeSlack, bot: BoltBot, text: str) -> None:
     assert ack["envelope_id"] == envelope_id and "payload" not in ack  # ack() with no message
     assert fake.sent_envelopes[envelope_id].ack_latency is not None
     url = fake.sent_envelopes[envelope_id].response_url
+    assert url is not None
     await fake.wait_until(lambda: any(m.text == f"answer to {text}" for m in fake.messages.values()),
                           what="say() landed")
-    assert fake.response_url_posts(url) == [{"text": f"working on {text}"}]  # type: ignore[arg-type]
+    assert fake.response_url_posts(url) == [{"text": f"working on {text}"}]
 
 
 async def test_bolt_socket_mode_slash_command_and_disconnect(fake: FakeSlack) -> None:
@@ -430,6 +433,13 @@ async def test_bolt_200_concurrent_commands(fake: FakeSlack) -> None:
 
 # --- bolt in HTTP mode ---------------------------------------------------------------------------------
 
+def signed_request(body: str, signing_secret: str, timestamp: int | None = None) -> AsyncBoltRequest:
+    """`body` as bolt's HTTP adapters hand it over, signed with `signing_secret` (their header values may be
+    lists, hence the copy into bolt's own header type)."""
+    headers: dict[str, str | Sequence[str]] = {**signed_headers(signing_secret, body, timestamp)}
+    return AsyncBoltRequest(body=body, headers=headers)
+
+
 async def test_http_mode_signature(fake: FakeSlack) -> None:
     app = AsyncApp(client=AsyncWebClient(token=fake.bot_token, base_url=fake.api_url), signing_secret="shh")
     done = asyncio.Event()
@@ -443,12 +453,11 @@ async def test_http_mode_signature(fake: FakeSlack) -> None:
     url = fake.new_response_url()
     body = slash_command_form(text="hi", response_url=url)
     assert "command=%2Fask" in body and "is_enterprise_install=false" in body
-    response = await app.async_dispatch(AsyncBoltRequest(body=body, headers=signed_headers("shh", body)))
+    response = await app.async_dispatch(signed_request(body, "shh"))
     assert response.status == 200 and response.body == "on it"  # ack(text) answers plain text in HTTP mode
     await asyncio.wait_for(done.wait(), 5)
     assert fake.response_url_posts(url) == [{"text": "answer"}]
 
-    forged = await app.async_dispatch(AsyncBoltRequest(body=body, headers=signed_headers("wrong", body)))
-    stale = await app.async_dispatch(AsyncBoltRequest(
-        body=body, headers=signed_headers("shh", body, timestamp=int(time.time()) - 301)))
+    forged = await app.async_dispatch(signed_request(body, "wrong"))
+    stale = await app.async_dispatch(signed_request(body, "shh", timestamp=int(time.time()) - 301))
     assert forged.status == 401 and stale.status == 401

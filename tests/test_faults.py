@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pytest
 
 from bot.runner import RunPolicy
 from tests.bot_harness import ANSWER, ASK_MODEL, CHANNEL, FAST_POLICY, IMAGINE_MODEL, Bots, running_bots
-from tests.fakes.discord_server import SentInteraction
+from tests.fakes.discord_server import FakeDiscord, SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, RecordedRequest, TextModel
+from tests.fakes.slack_server import FakeSlack
 
 SLOW_TOKENS = ["one ", "two ", "three ", "four"]  # streams for ~1.2 s: long enough to break something mid-answer
 SLOW_ANSWER = "".join(SLOW_TOKENS)
@@ -63,6 +63,22 @@ async def no_action(_: Bots) -> None:
     pass
 
 
+def on_slack(act: Callable[[FakeSlack], None]) -> Callable[[Bots], None]:
+    """A `chat` step on the fake Slack (the fault's platforms include Slack)."""
+    def chat(bots: Bots) -> None:
+        assert bots.slack is not None
+        act(bots.slack)
+    return chat
+
+
+def on_discord(act: Callable[[FakeDiscord], None]) -> Callable[[Bots], None]:
+    """A `chat` step on the fake Discord (the fault's platforms include Discord)."""
+    def chat(bots: Bots) -> None:
+        assert bots.discord is not None
+        act(bots.discord)
+    return chat
+
+
 @dataclass(frozen=True)
 class Fault:
     """One row: how to break things, which platforms carry a command, and what each user must end up with."""
@@ -72,7 +88,7 @@ class Fault:
     mid_answer: Callable[[Bots], Awaitable[None]] = no_action  # once every prediction exists
     platforms: tuple[str, ...] = ("slack", "discord")
     command: str = "ask"
-    expect: Optional[str] = None  # None: the answer; else words of the one error
+    expect: str | None = None  # None: the answer; else words of the one error
     answer: str = ANSWER
     creates_per_command: int = 1
     cancelled: bool = False  # the bot had to cancel the prediction itself
@@ -82,6 +98,18 @@ class Fault:
 
 def slow_model(replicate: FakeReplicate) -> None:
     replicate.add_model(ASK_MODEL, TextModel(tokens=SLOW_TOKENS, token_interval_s=0.3))
+
+
+def slow_model_failing_create(replicate: FakeReplicate) -> None:
+    """The slow model; the create makes its prediction, then answers 500, twice."""
+    slow_model(replicate)
+    replicate.fail("create", 500, times=2, created=True)
+
+
+def hung_image_model_held_create(replicate: FakeReplicate) -> None:
+    """An image model that never finishes; the create makes its prediction but is never answered, twice."""
+    replicate.add_model(IMAGINE_MODEL, ImageModel(hang=True))
+    replicate.hold("create", 2)
 
 
 async def drop_slack_socket(bots: Bots) -> None:
@@ -117,10 +145,11 @@ FAULTS = {
     "replicate-500-on-create-after-creating": Fault(
         # Not retried (a second create could pay twice): the prediction the create made is found and followed.
         arrange=lambda r: r.fail("create", 500, times=2, created=True),
-        happened=lambda b: replicate_answered(b, 500) == 2 and len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2,
+        happened=lambda b: (replicate_answered(b, 500) == 2
+                            and len(b.replicate.requests_to("GET", "/v1/predictions")) >= 2),
     ),
     "replicate-slow-model-500-on-create-after-creating": Fault(
-        arrange=lambda r: (slow_model(r), r.fail("create", 500, times=2, created=True)),
+        arrange=slow_model_failing_create,
         answer=SLOW_ANSWER,
         happened=lambda b: replicate_answered(b, 500) == 2,
     ),
@@ -170,7 +199,7 @@ FAULTS = {
     "image-create-never-answered": Fault(
         # The create reached Replicate, which made the prediction but never answered: at the deadline the bot
         # finds the prediction among its newest and cancels it, and the user hears it timed out.
-        arrange=lambda r: (r.add_model(IMAGINE_MODEL, ImageModel(hang=True)), r.hold("create", 2)),
+        arrange=hung_image_model_held_create,
         command="imagine",
         expect=TIMED_OUT,
         cancelled=True,
@@ -189,13 +218,13 @@ FAULTS = {
         expect=EMPTY,
     ),
     "slack-429-on-post-message": Fault(
-        chat=lambda b: b.slack.rate_limit("chat.postMessage", times=1, retry_after=1),  # type: ignore[union-attr]
+        chat=on_slack(lambda slack: slack.rate_limit("chat.postMessage", times=1, retry_after=1)),
         platforms=("slack",),
         happened=lambda b: slack_answered(b, "chat.postMessage", 429) == 1,
     ),
     "slack-429-on-every-update": Fault(
         arrange=slow_model,
-        chat=lambda b: b.slack.rate_limit("chat.update", times=20, retry_after=1),  # type: ignore[union-attr]
+        chat=on_slack(lambda slack: slack.rate_limit("chat.update", times=20, retry_after=1)),
         platforms=("slack",),
         answer=SLOW_ANSWER,
         happened=lambda b: slack_answered(b, "chat.update", 429) >= 1,
@@ -210,7 +239,7 @@ FAULTS = {
     ),
     "discord-429-on-edit": Fault(
         arrange=slow_model,
-        chat=lambda b: b.discord.rate_limit("PATCH", r"/webhooks/\d+/[^/]+/messages/", times=2),  # type: ignore[union-attr]
+        chat=on_discord(lambda discord: discord.rate_limit("PATCH", r"/webhooks/\d+/[^/]+/messages/", times=2)),
         platforms=("discord",),
         answer=SLOW_ANSWER,
         happened=lambda b: b.discord is not None and any(r.status == 429 for r in b.discord.requests),
@@ -230,7 +259,7 @@ async def test_every_command_gets_one_final_reply_one_prediction_and_nothing_lef
     ) as bots:
         fault.chat(bots)
         commands = len(fault.platforms)
-        sent: Optional[SentInteraction] = None
+        sent: SentInteraction | None = None
         if "slack" in fault.platforms:
             assert bots.slack is not None
             envelope = await bots.slack.send_slash_command(command=f"/{fault.command}", text="hello",

@@ -5,6 +5,7 @@ commands told "restarting" the moment shutdown begins."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import sys
 from collections.abc import Callable
@@ -202,7 +203,7 @@ async def test_a_place_far_back_is_shown_again_only_when_it_moved_a_tenth_closer
 
     places = [place for place, _ in last.reports]
     assert places[0] == 200 and len(places) <= 5, places  # not 61 reports for 60 releases
-    assert all(before - after >= before // 10 for before, after in zip(places, places[1:])), places
+    assert all(before - after >= before // 10 for before, after in itertools.pairwise(places)), places
     await stop(waiters)
 
 
@@ -311,8 +312,8 @@ async def test_stop_accepting_tells_every_queued_command_it_is_restarting_and_cr
         replicate.cancel(replicate.running()[0])  # the running one ends during the grace: its slot is free
         await core.drain(5.0)
 
-        assert all(isinstance(event, Failure) and event.kind is FailureKind.SHUTTING_DOWN and event.message == RESTARTING
-                   for (event,) in told)
+        assert all(isinstance(event, Failure) and event.kind is FailureKind.SHUTTING_DOWN
+                   and event.message == RESTARTING for (event,) in told)
         assert len(replicate.creates) == 1
         for stream in streams:
             await stream.aclose()
@@ -341,8 +342,8 @@ def hung(replicate: FakeReplicate) -> None:
     replicate.add_model(HUNG_MODEL, TextModel(tokens=[], hang=True))
 
 
-FLOOD = {"arrange": hung, "allowed_models": frozenset({HUNG_MODEL}), "ask_model": HUNG_MODEL,
-         "max_concurrent_predictions": 1, "max_queued": 2}
+FLOOD: dict[str, Any] = {"arrange": hung, "allowed_models": frozenset({HUNG_MODEL}), "ask_model": HUNG_MODEL,
+                         "max_concurrent_predictions": 1, "max_queued": 2}
 
 
 async def test_slack_commands_beyond_the_queue_are_refused_in_their_ack_and_post_nothing() -> None:
@@ -353,9 +354,11 @@ async def test_slack_commands_beyond_the_queue_are_refused_in_their_ack_and_post
         envelopes = await asyncio.gather(*(slack.send_slash_command(command="/ask", text="wait", channel_id=channel)
                                            for channel in channels))
         acks = [await slack.wait_for_ack(envelope, WAIT_S) for envelope in envelopes]
-        refused = [channel for channel, ack in zip(channels, acks) if (ack.get("payload") or {}).get("text")]
+        refused = [channel for channel, ack in zip(channels, acks, strict=True)
+                   if (ack.get("payload") or {}).get("text")]
         accepted = [channel for channel in channels if channel not in refused]
-        await slack.wait_until(lambda: sum(any("Queued" in m.text for m in bots.slack_replies(c)) for c in accepted) == 2,
+        await slack.wait_until(lambda: sum(any("Queued" in m.text for m in bots.slack_replies(c))
+                                           for c in accepted) == 2,
                                WAIT_S, what="two queued commands")
 
         assert len(refused) == 2
@@ -375,8 +378,9 @@ async def test_discord_commands_beyond_the_queue_are_refused_ephemerally_without
         await discord.wait_until(lambda: len(discord.callbacks) == 5, WAIT_S, what="five answers to Discord")
         await bots.replicate.wait_until(lambda: len(bots.replicate.creates) == 1, WAIT_S, what="one prediction")
         await discord.wait_until(
-            lambda: sum("Queued" in (discord.interactions[s.token].original.content or "") for s in sent
-                        if discord.interactions[s.token].original is not None) == 2, WAIT_S, what="two queued")
+            lambda: sum("Queued" in (original.content or "") for s in sent
+                        if (original := discord.interactions[s.token].original) is not None) == 2,
+            WAIT_S, what="two queued")
 
         by_token = {callback.token: callback for callback in discord.callbacks}
         refusals = [by_token[s.token] for s in sent if by_token[s.token].type == 4]
@@ -385,7 +389,7 @@ async def test_discord_commands_beyond_the_queue_are_refused_ephemerally_without
             original = discord.interactions[refusal.token].original
             assert original is not None and original.ephemeral and original.content == BUSY
         assert len(bots.replicate.creates) == 1
-        status, health = await get_health(bots)
+        _status, health = await get_health(bots)
         assert (health["running"], health["queued"]) == (1, 2)
 
 
@@ -414,7 +418,8 @@ async def test_sigterm_tells_queued_commands_at_once_and_creates_nothing_after_t
         replicate.add_model(ASK_MODEL, TextModel(tokens=["Thinking"], hang=True))
         port = free_port()
         # A long grace: what is queued must hear "restarting" now, not when the grace runs out.
-        env = {**process_env(replicate, slack, discord, port), "MAX_CONCURRENT_PREDICTIONS": "1", "SHUTDOWN_GRACE": "60"}
+        env = {**process_env(replicate, slack, discord, port),
+               "MAX_CONCURRENT_PREDICTIONS": "1", "SHUTDOWN_GRACE": "60"}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", env=env, cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from service.health import HealthMonitor
 from bot.core import CommandCore
 from bot.factory import create_core
+from service.health import HealthMonitor
 from tests.bot_harness import bot_settings, started_fakes
 
 WINDOW_S = 30.0

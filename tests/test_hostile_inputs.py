@@ -19,18 +19,26 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from adapters.console import HELP_TEXT
-from service.bot_service import BotService
 from bot.text import split_message
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings
-from tests.discord_harness import (FAST_POLICY, NO_MENTIONS, PNG, DiscordBot, bodies_with_content, fakes, running_bot,
-                                   settings_for)
+from service.bot_service import BotService
+from tests.discord_harness import (
+    FAST_POLICY,
+    NO_MENTIONS,
+    PNG,
+    DiscordBot,
+    bodies_with_content,
+    fakes,
+    running_bot,
+    settings_for,
+)
 from tests.fakes.discord_server import SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack, Message
@@ -64,10 +72,10 @@ class Command:
     text: str
     expect: Expect
     names: str = ""
-    output: Optional[HostileOutput] = None
+    output: HostileOutput | None = None
 
 
-def input_command(case: HostileInput, text: Optional[str] = None) -> Command:
+def input_command(case: HostileInput, text: str | None = None) -> Command:
     return Command(f"input:{case.id}", case.command, case.text if text is None else text, case.expect, case.names)
 
 
@@ -140,7 +148,7 @@ class SlackRun:
     errors: list[str]
     settled: bool
 
-    def ack(self, key: str) -> Optional[dict[str, Any]]:
+    def ack(self, key: str) -> dict[str, Any] | None:
         return self.slack.sent_envelopes[self.envelopes[key]].ack
 
     def parents(self, key: str) -> list[Message]:
@@ -355,8 +363,8 @@ def check_discord_sends(run: DiscordRun, sent: SentInteraction) -> None:
     requests = run.bot.requests_for(sent)
     assert [(r.method, r.path[-30:], r.status) for r in requests if r.status >= 400] == []
     sends = bodies_with_content(requests)
-    assert [(r.method, body.get("allowed_mentions")) for r, body in sends if body.get("allowed_mentions") != NO_MENTIONS] \
-        == []
+    assert [(r.method, body.get("allowed_mentions"))
+            for r, body in sends if body.get("allowed_mentions") != NO_MENTIONS] == []
     assert [len(body["content"]) for _, body in sends if len(body["content"]) > DISCORD_MAX_CHARS] == []
     assert [m.content[:100] for m in run.bot.messages(sent) if m.pings] == []
 
@@ -414,7 +422,8 @@ async def test_discord_took_every_command_and_crashed_nowhere(discord_run: Disco
 async def test_discord_creates_one_prediction_per_deferred_command_and_none_for_refused_ones(
     discord_run: DiscordRun,
 ) -> None:
-    deferred = [key for key, sent in discord_run.sent.items() if [c.type for c in discord_run.bot.callbacks(sent)] == [5]]
+    deferred = [key for key, sent in discord_run.sent.items()
+                if [c.type for c in discord_run.bot.callbacks(sent)] == [5]]
     assert len(discord_run.bot.replicate.creates) == len(deferred)
     check_prompts_sent(discord_run.bot.replicate)
 
@@ -468,7 +477,8 @@ async def console_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         pieces = stdout.split(HELP_TEXT + "\n")
         assert len(pieces) == len(commands) + 1, f"{len(pieces) - 1} blocks for {len(commands)} commands"
         yield ConsoleRun(process.returncode or 0, err.decode(errors="replace"),
-                         {command.key: piece for command, piece in zip(commands, pieces)}, len(replicate.creates))
+                         {command.key: piece for command, piece in zip(commands, pieces[:-1], strict=True)},
+                         len(replicate.creates))
 
 
 @pytest.mark.parametrize("case", with_known_bugs("console", CONSOLE_INPUTS))

@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from service.http_server import BODY_READ_TIMEOUT_S, IDLE_TIMEOUT_S, LINGERING_S, MAX_BODY_BYTES, MAX_CONNECTIONS
-from service.bot_service import BotService
 from config.settings import SettingsError, load_settings
+from service.bot_service import BotService
+from service.http_server import BODY_READ_TIMEOUT_S, IDLE_TIMEOUT_S, LINGERING_S, MAX_BODY_BYTES, MAX_CONNECTIONS
 from tests.bot_harness import FAST_POLICY, bot_settings, running_bots, started_fakes
 from tests.fakes.slack_server import FakeSlack, signed_headers, slash_command_form
 
@@ -172,8 +172,8 @@ async def reachable_at(host: str, port: int) -> bool:
 
 
 async def test_healthz_listens_on_loopback_only_in_socket_mode_and_discord_only_mode() -> None:
-    for platforms in ({"slack": True, "discord": False}, {"slack": False, "discord": True}):
-        async with running_bots(**platforms) as bots:
+    for slack, discord in ((True, False), (False, True)):
+        async with running_bots(slack=slack, discord=discord) as bots:
             port = bots.service.http_port
             assert port is not None and await healthz_status(port) == 200
             assert not await reachable_at(OTHER_ADDRESS, port)

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.discord_adapter import DiscordAdapter
 from tests.bot_harness import (
     ANSWER,
     ASK_MODEL,
@@ -337,15 +338,19 @@ async def get_health(bots: Bots) -> tuple[int, dict[str, Any]]:
 
 async def test_healthz_reports_connections_and_commands_and_turns_503_past_the_reconnect_window() -> None:
     clock = ManualClock()
-    hung = lambda replicate: replicate.add_model(HUNG_MODEL, TextModel(tokens=[], hang=True))  # noqa: E731
+
+    def hung(replicate: FakeReplicate) -> None:
+        replicate.add_model(HUNG_MODEL, TextModel(tokens=[], hang=True))
+
     async with running_bots(
         arrange=hung, service_options={"reconnect_window_s": 30.0, "clock": clock},
         allowed_models=frozenset({ASK_MODEL, IMAGINE_MODEL, HUNG_MODEL}), max_concurrent_predictions=1,
         shutdown_grace_s=0.1,
     ) as bots:
-        assert bots.slack is not None and bots.service.adapter("discord") is not None
+        discord_adapter = bots.service.adapter("discord")
+        assert bots.slack is not None and isinstance(discord_adapter, DiscordAdapter)
         # discord.py is ready once the guilds have streamed in (it waits a moment for more after READY).
-        await asyncio.wait_for(bots.service.adapter("discord").wait_until_ready(), WAIT_S)
+        await asyncio.wait_for(discord_adapter.wait_until_ready(), WAIT_S)
         status, idle = await get_health(bots)
         assert status == 200
         assert idle == {"status": "ok", "accepting": True, "running": 0, "queued": 0,
@@ -437,8 +442,9 @@ async def test_our_own_retry_after_a_429_on_create_creates_one_prediction_and_on
 async def test_healthz_turns_503_when_the_discord_gateway_stays_down_past_the_window() -> None:
     clock = ManualClock()
     async with running_bots(slack=False, service_options={"reconnect_window_s": 30.0, "clock": clock}) as bots:
-        assert bots.discord is not None and bots.service.adapter("discord") is not None
-        await asyncio.wait_for(bots.service.adapter("discord").wait_until_ready(), WAIT_S)
+        discord_adapter = bots.service.adapter("discord")
+        assert bots.discord is not None and isinstance(discord_adapter, DiscordAdapter)
+        await asyncio.wait_for(discord_adapter.wait_until_ready(), WAIT_S)
         assert (await get_health(bots))[1]["adapters"]["discord"] == {"connected": True}
 
         await bots.discord.close()  # Discord goes away: the socket closes (1001) and reconnects are refused

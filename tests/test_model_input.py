@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, TypedDict, Unpack
 
 import pytest
 
@@ -29,19 +30,30 @@ def info_of(model: str) -> ModelInfo:
     return describe_schema(model, None, schema)
 
 
-def request(command: CommandName, model: str, prompt: str = "a prompt", **options: object) -> CommandRequest:
+class OptionValues(TypedDict, total=False):
+    """`Options`' fields as keyword arguments (but `model`: the helpers take the model as their own argument)."""
+
+    aspect_ratio: str | None
+    seed: int | None
+    negative_prompt: str | None
+    max_tokens: int | None
+    temperature: float | None
+
+
+def request(command: CommandName, model: str, prompt: str = "a prompt",
+            **options: Unpack[OptionValues]) -> CommandRequest:
     return CommandRequest(command=command, prompt=prompt, options=Options(**options), origin=ORIGIN, model=model)
 
 
-def built(command: CommandName, model: str, **options: object) -> ModelInput:
+def built(command: CommandName, model: str, **options: Unpack[OptionValues]) -> ModelInput:
     return build_model_input(request(command, model, **options), info_of(model))
 
 
-def ask_input(model: str = DEFAULT_ASK_MODEL, **options: object) -> dict:
+def ask_input(model: str = DEFAULT_ASK_MODEL, **options: Unpack[OptionValues]) -> dict[str, Any]:
     return built(CommandName.ASK, model, **options).values
 
 
-def imagine_input(model: str = DEFAULT_IMAGINE_MODEL, **options: object) -> dict:
+def imagine_input(model: str = DEFAULT_IMAGINE_MODEL, **options: Unpack[OptionValues]) -> dict[str, Any]:
     return built(CommandName.IMAGINE, model, **options).values
 
 
@@ -86,7 +98,8 @@ def test_a_text_model_without_a_system_prompt_gets_none() -> None:
 
     info = describe_schema("acme/plain", None, schema)
 
-    assert build_model_input(request(CommandName.ASK, "acme/plain", max_tokens=5), info).values == {"prompt": "a prompt"}
+    built = build_model_input(request(CommandName.ASK, "acme/plain", max_tokens=5), info)
+    assert built.values == {"prompt": "a prompt"}
 
 
 def test_unknown_text_model_gets_the_generic_text_conventions() -> None:

@@ -140,9 +140,8 @@ async def test_a_missing_model_and_a_wrong_kind_model_are_named_in_one_line_and_
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.model_catalog")
     painter = "acme/painter"
-    with_painter = {"ask_model": painter, "allowed_models": frozenset({LLAMA, FLUX, painter, "acme/missing"})}
     async with discord_bot(arrange=lambda replicate: replicate.add_model(painter, ImageModel()),
-                           **with_painter) as bot:
+                           ask_model=painter, allowed_models=frozenset({LLAMA, FLUX, painter, "acme/missing"})) as bot:
         [line] = left_out_lines(caplog)
         assert "acme/missing" in line and "not found" in line
         assert painter in line and "ASK_MODEL" in line
@@ -205,9 +204,8 @@ async def test_discord_aspect_ratios_and_token_bounds_come_from_the_schemas() ->
         replicate.add_model("acme/wide", ImageModel(), schema=wide)
         replicate.add_model("acme/short", TextModel(), schema=short)
 
-    chosen = {"ask_model": "acme/short", "imagine_model": "acme/wide",
-              "allowed_models": frozenset({"acme/short", "acme/wide"})}
-    async with discord_bot(arrange=arrange, **chosen) as bot:
+    async with discord_bot(arrange=arrange, ask_model="acme/short", imagine_model="acme/wide",
+                           allowed_models=frozenset({"acme/short", "acme/wide"})) as bot:
         options = registered_options(bot)
 
         assert choice_values(options["imagine"]["aspect_ratio"]) == ["1:1", "5:2", "2:5"]

@@ -14,7 +14,7 @@ DOCUMENTATION_ADDRESS = "192.0.2.1"  # TEST-NET-1 (RFC 5737): the guard raises b
 
 
 def test_a_connection_beyond_the_loopback_is_refused_before_it_is_made() -> None:
-    with socket.socket() as sock, pytest.raises(NetworkBlocked, match="192.0.2.1"):
+    with socket.socket() as sock, pytest.raises(NetworkBlocked, match=r"192\.0\.2\.1"):
         sock.connect((DOCUMENTATION_ADDRESS, 443))
     forget_blocked()
 

@@ -28,11 +28,11 @@ VERSION_B = "b" * 64
 LIMITS = InputLimits(allowed_models=frozenset({LLAMA, FLUX}))
 
 
-def parse(command: CommandName, text: str, limits: InputLimits = LIMITS, **typed: object) -> ParsedCommand:
+def parse(command: CommandName, text: str, limits: InputLimits = LIMITS, /, **typed: object) -> ParsedCommand:
     return parse_command(command, text, limits, typed_options=typed or None)
 
 
-def rejection(command: CommandName, text: str, limits: InputLimits = LIMITS, **typed: object) -> InvalidCommand:
+def rejection(command: CommandName, text: str, limits: InputLimits = LIMITS, /, **typed: object) -> InvalidCommand:
     with pytest.raises(InvalidCommand) as caught:
         parse(command, text, limits, **typed)
     return caught.value
@@ -159,7 +159,9 @@ def test_malformed_typed_value_is_rejected_like_an_inline_one() -> None:
         (ASK, "why? --temperature 0.1", {"temperature": 0.2}, "--temperature"),
     ],
 )
-def test_option_given_twice_is_rejected_by_name(command: CommandName, text: str, typed: dict, flag: str) -> None:
+def test_option_given_twice_is_rejected_by_name(
+    command: CommandName, text: str, typed: dict[str, object], flag: str
+) -> None:
     error = rejection(command, text, **typed)
 
     assert isinstance(error, BadOptionValue)
@@ -573,7 +575,8 @@ def test_plain_prompt_without_dashes_round_trips_stripped(prompt: str) -> None:
         assert parsed is None
 
 
-@pytest.mark.parametrize("invisible", ["\u200b", "\u200b\u200c\u200d\u2060\ufeff", " \u200e\u200f ", "\u202e\u202c", "\xad"])
+@pytest.mark.parametrize("invisible",
+                         ["\u200b", "\u200b\u200c\u200d\u2060\ufeff", " \u200e\u200f ", "\u202e\u202c", "\xad"])
 def test_prompt_of_only_zero_width_or_direction_marks_is_empty(invisible: str) -> None:
     assert isinstance(rejection(ASK, invisible), EmptyPrompt)
 

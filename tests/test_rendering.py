@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -36,7 +38,8 @@ class RecordingTarget:
         self.calls: list[Call] = []
         self._edit_failures: deque[BaseException] = deque()
         self._delete_failures: deque[BaseException] = deque()
-        self.post_gate: asyncio.Event | None = None  # when set to an Event, a post is created but answered only once it is set
+        # when set to an Event, a post is created but answered only once it is set
+        self.post_gate: asyncio.Event | None = None
         self._changed = asyncio.Event()
 
     def fail_next_edits(self, error: BaseException, times: int = 1) -> None:
@@ -107,11 +110,16 @@ class FakeClock:
         self.now += seconds
 
 
+def exhausted(budget: EditBudget) -> bool:
+    """`budget.exhausted`, read afresh: mypy keeps an asserted property narrowed across `clock.advance()`."""
+    return budget.exhausted
+
+
 class WatchedBudget(EditBudget):
     """An `EditBudget` that says when it was asked for an interim edit, and when it turned one down."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, per_minute: float, burst: float, clock: Callable[[], float]) -> None:
+        super().__init__(per_minute, burst, clock)
         self.asked = asyncio.Event()
         self.refused = asyncio.Event()
 
@@ -132,8 +140,8 @@ def target() -> RecordingTarget:
 async def make_reply(target: RecordingTarget) -> AsyncIterator[Callable[..., StreamingReply]]:
     made: list[StreamingReply] = []
 
-    def make(limits: RenderLimits = FAST, **kwargs: object) -> StreamingReply:
-        reply = StreamingReply(target, FIRST, limits, **kwargs)  # type: ignore[arg-type]
+    def make(limits: RenderLimits = FAST, **kwargs: Any) -> StreamingReply:
+        reply = StreamingReply(target, FIRST, limits, **kwargs)
         made.append(reply)
         return reply
 
@@ -169,13 +177,16 @@ async def test_edits_are_spaced_by_the_edit_interval(
 ) -> None:
     reply = make_reply()
 
+    def shows(word: str) -> Callable[[], bool]:
+        return lambda: target.messages[FIRST].endswith(word + CURSOR)
+
     for word in ("one", " two", " three"):
         reply.append(word)
-        await target.wait_until(lambda: target.messages[FIRST].endswith(word + CURSOR))
+        await target.wait_until(shows(word))
 
     times = [call.at for call in target.edits]
     assert len(times) == 3
-    assert all(later - earlier >= FAST.edit_interval_s * 0.9 for earlier, later in zip(times, times[1:]))
+    assert all(later - earlier >= FAST.edit_interval_s * 0.9 for earlier, later in itertools.pairwise(times))
 
 
 async def test_status_is_shown_before_any_text_then_replaced_by_the_text(
@@ -475,9 +486,9 @@ async def test_rate_limited_final_edit_pauses_the_budget_for_its_retry_after(
 
     await reply.finish("final answer")
 
-    assert budget.exhausted and not budget.try_take()
+    assert exhausted(budget) and not budget.try_take()
     clock.advance(5)
-    assert not budget.exhausted and budget.try_take()
+    assert not exhausted(budget) and budget.try_take()
 
 
 async def test_rate_limited_interim_edit_pauses_every_reply_sharing_the_budget(
@@ -490,7 +501,7 @@ async def test_rate_limited_interim_edit_pauses_every_reply_sharing_the_budget(
     reply.append("one")
     await target.wait_until(lambda: bool(target.calls))
 
-    assert budget.paused and budget.exhausted
+    assert budget.paused and exhausted(budget)
 
 
 async def test_long_final_answer_reposted_after_a_rate_limit_keeps_its_order(
@@ -555,13 +566,13 @@ def test_budget_spend_overdraws_and_is_exhausted_until_repaid() -> None:
     budget = EditBudget(per_minute=60, burst=1, clock=clock)
 
     budget.spend()
-    assert not budget.exhausted
+    assert not exhausted(budget)
     budget.spend()
-    assert budget.exhausted
+    assert exhausted(budget)
     assert not budget.try_take()
 
     clock.advance(1)
-    assert not budget.exhausted
+    assert not exhausted(budget)
     assert not budget.try_take()
     clock.advance(1)
     assert budget.try_take()
@@ -636,9 +647,9 @@ def test_paused_budget_is_exhausted_and_refuses_edits_until_the_pause_ends() -> 
 
     budget.pause(2)
 
-    assert budget.exhausted and not budget.try_take()
+    assert exhausted(budget) and not budget.try_take()
     clock.advance(2)
-    assert not budget.exhausted and budget.try_take()
+    assert not exhausted(budget) and budget.try_take()
 
 
 def test_a_shorter_pause_does_not_cut_a_longer_one_short() -> None:
@@ -695,14 +706,14 @@ async def test_prepaid_final_edit_goes_through_an_overdrawn_budget_without_being
     budget = EditBudget(per_minute=60, burst=1, clock=clock)
     assert budget.try_take()  # the placeholder's final edit, paid when it was posted
     budget.spend()  # another answer's final edit overdraws the scope
-    assert budget.exhausted
+    assert exhausted(budget)
     reply = make_reply(budget=budget, final_edit_prepaid=True)
 
     await reply.finish("final answer")
 
     assert [call.text for call in target.edits] == ["final answer"] and target.posts == []
     clock.advance(1)  # repays exactly the other answer's overdraft
-    assert not budget.exhausted
+    assert not exhausted(budget)
 
 
 async def test_prepaid_final_edit_is_posted_instead_while_the_platform_says_slow_down(

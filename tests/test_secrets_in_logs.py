@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -61,10 +61,11 @@ def long_answers(replicate: FakeReplicate) -> None:
     replicate.add_model(ASK_MODEL, TextModel(tokens=LONG_ANSWER))
 
 
-def response_url_credentials(slack: FakeSlack, urls: list[str]) -> dict[str, str]:
+def response_url_credentials(slack: FakeSlack, urls: Sequence[str | None]) -> dict[str, str]:
     """Each response_url's path (`/commands/T…/n/secret`) and its last segment, the secret itself."""
     issued: dict[str, str] = {}
     for number, url in enumerate(urls, 1):
+        assert url is not None  # every slash command carries one
         path = urlsplit(url).path
         issued[f"response_url {number} path"] = path
         issued[f"response_url {number} secret"] = path.rsplit("/", 1)[1]
@@ -76,6 +77,7 @@ async def test_no_credential_the_platforms_issue_reaches_the_debug_log() -> None
     with process_log_at_debug() as log:
         async with running_bots(slack=True, discord=True, arrange=long_answers) as bots:
             assert bots.slack is not None and bots.discord is not None
+            slack_fake, discord_fake = bots.slack, bots.discord  # for the lambdas, where mypy forgets the assert
             bots.slack.set_not_member(NOT_MEMBER)
             in_channel = await bots.slack.send_slash_command(command="/ask", text="hello", channel_id="C0CHAN")
             private = await bots.slack.send_slash_command(command="/ask", text="hello", channel_id=NOT_MEMBER)
@@ -83,9 +85,11 @@ async def test_no_credential_the_platforms_issue_reaches_the_debug_log() -> None
             sent = await bots.discord.send_interaction("ask", {"prompt": "tell me more"}, channel_id=CHANNEL)
 
             await bots.slack_final("C0CHAN", timeout=20)
-            await bots.slack.wait_until(lambda: len(bots.slack.response_url_posts(private_url)) >= 2, 20,
+            assert private_url is not None
+            await bots.slack.wait_until(lambda: len(slack_fake.response_url_posts(private_url)) >= 2, 20,
                                         what="the private answer")
-            await bots.discord.wait_until(lambda: bots.discord_settled(sent) and len(bots.discord.followups(sent.token)) >= 1,
+            await bots.discord.wait_until(lambda: bots.discord_settled(sent)
+                                          and len(discord_fake.followups(sent.token)) >= 1,
                                           20, what="the original response and a follow-up")
 
             urls = [bots.slack.sent_envelopes[e].response_url for e in (in_channel, private)]
@@ -108,8 +112,8 @@ async def test_no_credential_the_platforms_issue_reaches_the_debug_log() -> None
             assert (await post_events(service.http_port, replay, stale))[0] == 401
             await slack.wait_until(lambda: len(slack.response_url_posts(answered_url)) >= 2, 20,
                                    what="the private answer in HTTP mode")
-            issued.update({f"HTTP mode {k}": v for k, v in response_url_credentials(slack,
-                                                                                     [answered_url, replayed_url]).items()})
+            http_mode = response_url_credentials(slack, [answered_url, replayed_url])
+            issued.update({f"HTTP mode {k}": v for k, v in http_mode.items()})
 
     text = log.getvalue()
     assert "WebSocket Event" in text and "webhooks/" in text  # the DEBUG lines that carry them were logged

@@ -15,7 +15,7 @@ VERSION = "0123456789abcdef" * 4
 SOCKET_MODE = {"SLACK_BOT_TOKEN": "xoxb-1-bot", "SLACK_APP_TOKEN": "xapp-1-app"}
 
 
-def load(env_file: Path | None = None, **environ: str) -> Settings:
+def load(env_file: Path | None = None, /, **environ: str) -> Settings:
     return load_settings(environ=environ, env_file=env_file)
 
 
@@ -296,7 +296,7 @@ def test_superscript_digit_guild_id_is_a_settings_error() -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     variable=st.sampled_from(["PORT", "MAX_PROMPT_CHARS", "MAX_CONCURRENT_PREDICTIONS", "ASK_MODEL", "ALLOWED_MODELS"]),
-    value=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20),
+    value=st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20),
 )
 def test_any_value_either_loads_or_raises_a_settings_error(variable: str, value: str) -> None:
     try:

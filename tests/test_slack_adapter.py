@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +13,12 @@ import aiohttp
 import pytest
 
 from adapters import slack as slack_adapter
-from service.bot_service import BotService
 from adapters.slack import TRANSIENT_RETRIES, WORKING_TEXT, RetryBackoff
 from adapters.slack_format import PRIVATE_FALLBACK_TEXT
 from bot.runner import RunPolicy
 from bot.text import split_message
 from config.settings import Settings
+from service.bot_service import BotService
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack, Message, signed_headers, slash_command_form
 
@@ -103,13 +104,15 @@ async def test_ask_posts_a_parent_and_answers_in_its_thread_with_escaped_text(bo
 
     def answered() -> bool:
         parents = [m for m in slack.channel_messages("C0CHAN") if not m.is_reply]
-        return bool(parents) and any("done" in m.text and "▍" not in m.text for m in slack.thread("C0CHAN", parents[0].ts))
+        return bool(parents) and any("done" in m.text and "▍" not in m.text
+                                     for m in slack.thread("C0CHAN", parents[0].ts))
 
     await slack.wait_until(answered, timeout=10, what="threaded answer")
-    parent = [m for m in slack.channel_messages("C0CHAN") if not m.is_reply][0]
+    parent = next(m for m in slack.channel_messages("C0CHAN") if not m.is_reply)
     assert "say hi" in parent.text and "meta/meta-llama-3-8b-instruct" in parent.text
     reply = slack.thread("C0CHAN", parent.ts)[-1]
-    assert reply.text == "Hello &lt;!channel&gt; &lt;!here&gt; &lt;@U999&gt; &lt;https://evil.example|click&gt; &amp; done"
+    assert reply.text == ("Hello &lt;!channel&gt; &lt;!here&gt; &lt;@U999&gt; &lt;https://evil.example|click&gt; "
+                          "&amp; done")
     assert auth_tests_before_first_ack(slack) == 1
 
 
@@ -134,7 +137,8 @@ async def test_imagine_uploads_image_bytes_into_the_thread(bot: SlackBot) -> Non
     await slack.wait_until(lambda: any(u.completed for u in slack.uploads.values()), timeout=10, what="upload")
     upload = next(u for u in slack.uploads.values() if u.completed)
     assert upload.bytes == PNG and upload.channel_id == "C0CHAN" and upload.thread_ts
-    await slack.wait_until(lambda: any("seed:* 9" in m.text for m in slack.thread("C0CHAN", upload.thread_ts)), timeout=5)
+    thread_ts = upload.thread_ts
+    await slack.wait_until(lambda: any("seed:* 9" in m.text for m in slack.thread("C0CHAN", thread_ts)), timeout=5)
 
 
 async def test_not_in_channel_tells_the_user_privately_and_answers_through_response_url(bot: SlackBot) -> None:
@@ -142,6 +146,7 @@ async def test_not_in_channel_tells_the_user_privately_and_answers_through_respo
     slack.set_not_member("C0PRIVATE")
     envelope = await slack.send_slash_command(command="/ask", text="hi", channel_id="C0PRIVATE")
     url = slack.sent_envelopes[envelope].response_url
+    assert url is not None
 
     await slack.wait_until(lambda: len(slack.response_url_posts(url)) >= 2, timeout=10, what="private answer")
     bodies = slack.response_url_posts(url)
@@ -226,7 +231,9 @@ async def test_http_mode_answers_bad_input_in_the_http_response_privately() -> N
         pytest.param(lambda body: signed_headers(SIGNING_SECRET, body + "&text=tampered"), id="tampered-body"),
     ],
 )
-async def test_http_mode_refuses_unverified_requests_with_401_and_runs_nothing(forge) -> None:  # type: ignore[no-untyped-def]
+async def test_http_mode_refuses_unverified_requests_with_401_and_runs_nothing(
+    forge: Callable[[str], dict[str, str]]
+) -> None:
     async with slack_bot(http_mode=True) as bot:
         body = slash_command_form(command="/ask", text="say hi", response_url=bot.slack.new_response_url())
         headers = forge(body)
@@ -253,7 +260,7 @@ async def test_streamed_answer_edits_one_reply_coalesced_to_at_most_one_edit_a_s
     drafts = [text for text in reply.history if text.endswith(CURSOR)]
     assert len(drafts) >= 2, reply.history  # it streamed …
     assert len(reply.history) < len(tokens) // 4  # … in coalesced edits, not one per token
-    gaps = [later - earlier for earlier, later in zip(reply.edit_times, reply.edit_times[1:-1])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(reply.edit_times[:-1])]
     assert all(gap >= 0.9 for gap in gaps), gaps  # interim edits at most once a second (the final may follow sooner)
     assert all(len(text) <= 4000 for text in reply.history)
 
@@ -384,7 +391,8 @@ async def test_an_answer_in_flight_survives_a_socket_drop_and_the_next_command_w
 
 async def test_several_images_go_up_in_one_upload_with_prompt_model_and_seed_beside_them(bot: SlackBot) -> None:
     second = b"\x89PNG\r\n\x1a\n" + b"second"
-    bot.replicate.add_model("black-forest-labs/flux-schnell", ImageModel(images=[(PNG, "image/png"), (second, "image/png")]))
+    bot.replicate.add_model("black-forest-labs/flux-schnell",
+                            ImageModel(images=[(PNG, "image/png"), (second, "image/png")]))
     await bot.slack.send_slash_command(command="/imagine", text="two foxes --seed 5")
 
     await bot.slack.wait_until(lambda: any("seed:* 5" in m.text for m in bot.replies()), timeout=10, what="caption")
@@ -393,9 +401,10 @@ async def test_several_images_go_up_in_one_upload_with_prompt_model_and_seed_bes
     assert sorted(upload.bytes for upload in bot.slack.uploads.values() if upload.completed) == sorted([PNG, second])
     caption, files_message = bot.replies()
     assert len(files_message.files) == 2 and files_message.thread_ts == bot.parents()[0].ts
-    caption = caption.text
-    assert "two foxes" in caption and "black-forest-labs/flux-schnell" in caption and "2 images" in caption
-    assert "http" not in caption  # no links when the bytes went up
+    caption_text = caption.text
+    assert "two foxes" in caption_text and "black-forest-labs/flux-schnell" in caption_text
+    assert "2 images" in caption_text
+    assert "http" not in caption_text  # no links when the bytes went up
 
 
 async def test_failed_upload_posts_the_image_link_once_instead(bot: SlackBot) -> None:
@@ -508,7 +517,7 @@ async def test_long_markdown_answer_is_split_into_replies_each_a_markdown_block(
     await bot.slack.wait_until(lambda: [m.markdown for m in bot.replies()] == expected, timeout=15,
                                what="split answer")
     replies = bot.replies()
-    assert len(replies) >= 3 and all(m.markdown.count("```") % 2 == 0 for m in replies)  # type: ignore[union-attr]
+    assert len(replies) >= 3 and all(m.markdown is not None and m.markdown.count("```") % 2 == 0 for m in replies)
     assert all(len(m.text) <= 4000 for m in replies)
     assert [call.error for call in bot.slack.requests if call.error] == []
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from adapters.slack_format import (CHAT_UPDATE_MAX_CHARS, Markup, escape, escape_markdown, failure_text,
-                                   fallback_text, image_caption, image_links, message_content, missing_images_note,
-                                   private_texts)
+from adapters.slack_format import (
+    CHAT_UPDATE_MAX_CHARS,
+    Markup,
+    escape,
+    escape_markdown,
+    failure_text,
+    fallback_text,
+    image_caption,
+    image_links,
+    message_content,
+    missing_images_note,
+    private_texts,
+)
 from bot.errors import FailureKind
 from bot.replies import Failure, Image, Images, RunInfo, TextDone
 
@@ -12,7 +22,8 @@ PNG = Image(data=b"png", content_type="image/png", filename="image-1.png", url="
 
 
 def images(prompt: str, *pictures: Image) -> Images:
-    return Images(images=pictures or (PNG,), prompt=prompt, seed=42, run=RunInfo(model="black-forest-labs/flux-schnell"))
+    return Images(images=pictures or (PNG,), prompt=prompt, seed=42,
+                  run=RunInfo(model="black-forest-labs/flux-schnell"))
 
 
 def test_escape_makes_mentions_and_links_literal() -> None:

@@ -137,11 +137,14 @@ async def test_a_streamed_answer_re_splits_only_its_unsettled_tail(monkeypatch: 
     messages = Messages()
     reply = StreamingReply(messages, "first", RenderLimits(max_chars=500, edit_interval_s=0.0))
     text = paragraphs(200)  # ~20 KB: forty messages' worth
+
+    def shows(expected: list[str]) -> Callable[[], bool]:
+        return lambda: list(messages.texts.values()) == expected
+
     try:
         for start in range(0, len(text), 250):
             reply.append(text[start:start + 250])
-            expected = split_message(reply.text + CURSOR, 500)
-            await asyncio.wait_for(_until(lambda: list(messages.texts.values()) == expected, messages), 5.0)
+            await asyncio.wait_for(_until(shows(split_message(reply.text + CURSOR, 500)), messages), 5.0)
     finally:
         await reply.aclose()
 

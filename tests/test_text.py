@@ -55,7 +55,9 @@ _BLOCK = st.one_of(
 )
 _MARKDOWN = st.lists(_BLOCK, min_size=1, max_size=10).flatmap(
     lambda blocks: st.lists(st.sampled_from(["\n", "\n\n", "\n\n\n"]), min_size=len(blocks), max_size=len(blocks)).map(
-        lambda separators: "".join(block + separator for block, separator in zip(blocks, separators)).strip("\n")
+        lambda separators: "".join(
+            block + separator for block, separator in zip(blocks, separators, strict=True)
+        ).strip("\n")
     )
 )
 # Real limits are 2,000 (Discord) and 4,000 (Slack); below ~4 fence lines' width, cuts inside the

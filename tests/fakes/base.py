@@ -41,7 +41,7 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional, Self
+from typing import Self
 
 from aiohttp import web
 
@@ -51,7 +51,7 @@ SHUTDOWN_TIMEOUT_S = 2.0
 VOCABULARY = ("fail", "rate_limit", "requests", "requests_to", "wait_until", "fake_errors", "start", "close")
 
 
-async def serve_app(app: web.Application, *, tls: Optional[ssl.SSLContext] = None) -> tuple[web.AppRunner, list[int]]:
+async def serve_app(app: web.Application, *, tls: ssl.SSLContext | None = None) -> tuple[web.AppRunner, list[int]]:
     """Serve `app` on a free port (and, with `tls`, on a second, HTTPS one); returns the runner and the ports."""
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None)
     await runner.setup()
@@ -70,7 +70,7 @@ class LocalServer:
         self.port = 0
         self.fake_errors: list[str] = []  # bugs inside the fake: every harness asserts it stays empty
         self._watch = StateWatch(type(self).__name__, self._describe_all)
-        self._runner: Optional[web.AppRunner] = None
+        self._runner: web.AppRunner | None = None
 
     # --- for each fake to fill in ------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ class LocalServer:
     def _describe(self) -> str:
         raise NotImplementedError
 
-    def _tls(self) -> Optional[ssl.SSLContext]:
+    def _tls(self) -> ssl.SSLContext | None:
         """A fake that also serves HTTPS (on a second port, `_started` gets both) returns its context here."""
         return None
 
@@ -133,7 +133,7 @@ class LocalServer:
 class _Waiter:
     predicate: Callable[[], bool]
     future: asyncio.Future[None]
-    error: Optional[Exception] = None
+    error: Exception | None = None
 
     def check(self) -> None:
         if self.future.done():

@@ -16,26 +16,32 @@ installed; `zstd-stream` when a zstd module is importable), so discord.py's deco
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import mimetypes
 import re
 import secrets
 import time
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-try:  # discord.py uses zstd when either module exists; mirror it so the fake always speaks what is asked.
-    import zstandard as _zstandard  # type: ignore
-except ImportError:  # pragma: no cover - depends on the environment
-    _zstandard = None
-try:
-    from compression import zstd as _stdlib_zstd  # type: ignore  # Python 3.14+
-except ImportError:
-    _stdlib_zstd = None
+
+def _optional_module(name: str) -> Any:
+    """The module `name` if it is installed, else None (untyped: neither is in the dev lock)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
+# discord.py uses zstd when either module exists; mirror it so the fake always speaks what is asked.
+_zstandard = _optional_module("zstandard")
+_stdlib_zstd = _optional_module("compression.zstd")  # Python 3.14+
 
 # Opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes#gateway-gateway-opcodes).
 DISPATCH, HEARTBEAT, IDENTIFY, PRESENCE, VOICE_STATE, RESUME, RECONNECT = 0, 1, 2, 3, 4, 6, 7
@@ -65,7 +71,7 @@ USER_MENTION, ROLE_MENTION, EVERYONE_MENTION = re.compile(r"<@!?(\d+)>"), re.com
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 @dataclass
@@ -74,7 +80,7 @@ class Attachment:
     filename: str
     data: bytes
     content_type: str  # as sent in the multipart part (discord.py always says application/octet-stream)
-    description: Optional[str] = None
+    description: str | None = None
 
 
 @dataclass
@@ -94,25 +100,25 @@ class StoredMessage:
 
     id: int
     channel_id: int
-    guild_id: Optional[int]
-    token: Optional[str] = None  # interaction token for responses and follow-ups
-    interaction_id: Optional[int] = None
+    guild_id: int | None
+    token: str | None = None  # interaction token for responses and follow-ups
+    interaction_id: int | None = None
     is_original: bool = False
-    interaction_metadata: Optional[dict[str, Any]] = None  # for interaction responses and follow-ups
+    interaction_metadata: dict[str, Any] | None = None  # for interaction responses and follow-ups
     content: str = ""
     embeds: list[dict[str, Any]] = field(default_factory=list)
     components: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     flags: int = 0
-    allowed_mentions: Optional[dict[str, Any]] = None  # from the latest send/edit; None = not sent
+    allowed_mentions: dict[str, Any] | None = None  # from the latest send/edit; None = not sent
     mention_user_ids: list[int] = field(default_factory=list)
     mention_role_ids: list[int] = field(default_factory=list)
     mention_everyone: bool = False
-    message_reference: Optional[dict[str, Any]] = None
+    message_reference: dict[str, Any] | None = None
     tts: bool = False
-    thread_id: Optional[int] = None
+    thread_id: int | None = None
     created_at: float = field(default_factory=time.time)
-    edited_at: Optional[float] = None
+    edited_at: float | None = None
     deleted: bool = False
     history: list[MessageOp] = field(default_factory=list)
 
@@ -152,7 +158,7 @@ def resolve_mentions(message: StoredMessage) -> None:
 class ApiError(Exception):
     """An error answered the way Discord answers it: status + `{"message", "code", "errors"?}`."""
 
-    def __init__(self, status: int, code: int, message: str, errors: Optional[dict[str, Any]] = None) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code} {message}")
         self.status, self.body = status, {"message": message, "code": code, **({"errors": errors} if errors else {})}
 
@@ -193,7 +199,8 @@ def apply_message(message: StoredMessage, payload: dict[str, Any], uploads: list
         raise ApiError(400, 50006, "Cannot send an empty message")
     new: list[Attachment] = []
     for upload in uploads:
-        meta = next((a for a in payload.get("attachments") or [] if str(a.get("id")) == str(upload.id)), {})
+        meta: dict[str, Any] = next(
+            (a for a in payload.get("attachments") or [] if str(a.get("id")) == str(upload.id)), {})
         attachment = Attachment(new_id(), meta.get("filename") or upload.filename, upload.data,
                                 upload.content_type, meta.get("description"))
         new.append(attachment)
@@ -295,7 +302,7 @@ class DiscordObjects:
         code = self.denied.get(channel_id) or self.denied.get(int(channel.get("parent_id") or 0))
         return BOT_PERMS & ~(POSTING_PERMS if code else 0) & ~(VIEW if code == 50001 else 0)
 
-    def ready(self, session: "GatewaySession", gateway_url: str) -> dict[str, Any]:
+    def ready(self, session: GatewaySession, gateway_url: str) -> dict[str, Any]:
         ready: dict[str, Any] = {
             "v": 10, "user": self.user(self.bot_user_id, full=True), "user_settings": {},
             "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds], "presences": [],
@@ -332,7 +339,7 @@ class DiscordObjects:
             "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
             "application_id": None, "incidents_data": None}
 
-    def interaction(self, *, interaction_id: int, token: str, data: dict[str, Any], guild_id: Optional[int],
+    def interaction(self, *, interaction_id: int, token: str, data: dict[str, Any], guild_id: int | None,
                     channel_id: int, user_id: int, app_permissions: str, locale: str) -> dict[str, Any]:
         """INTERACTION_CREATE data for an application command, as Discord sends it (guild or bot DM)."""
         channel = dict(self.channels[channel_id])
@@ -393,7 +400,7 @@ class DiscordObjects:
 class _Encoder:
     """Turns one gateway payload into one WebSocket frame, keeping the per-connection compression context."""
 
-    def __init__(self, compress: Optional[str]) -> None:
+    def __init__(self, compress: str | None) -> None:
         self.compress = compress
         self._zlib = zlib.compressobj() if compress == "zlib-stream" else None
         self._zstd: Any = None
@@ -407,14 +414,17 @@ class _Encoder:
         elif compress not in (None, "", "zlib-stream"):
             raise ValueError(f"unknown compress={compress!r}")
 
-    def encode(self, payload: dict[str, Any]) -> Union[str, bytes]:
+    def encode(self, payload: dict[str, Any]) -> str | bytes:
         text = json.dumps(payload, separators=(",", ":"))
         if self._zlib is not None:
             return self._zlib.compress(text.encode()) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
         if self._zstd is not None:
+            frame: bytes
             if _zstandard is not None:
-                return self._zstd.compress(text.encode()) + self._zstd.flush(_zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-            return self._zstd.compress(text.encode(), mode=_stdlib_zstd.ZstdCompressor.FLUSH_BLOCK)
+                frame = self._zstd.compress(text.encode()) + self._zstd.flush(_zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            else:
+                frame = self._zstd.compress(text.encode(), mode=_stdlib_zstd.ZstdCompressor.FLUSH_BLOCK)
+            return frame
         return text
 
 
@@ -424,11 +434,11 @@ class GatewayConnection:
 
     query: dict[str, str]
     opened_at: float
-    session_id: Optional[str] = None
+    session_id: str | None = None
     identified: bool = False
     resumed: bool = False
-    closed_at: Optional[float] = None
-    close_code: Optional[int] = None  # the code the fake closed with, or the client's
+    closed_at: float | None = None
+    close_code: int | None = None  # the code the fake closed with, or the client's
 
 
 @dataclass
@@ -438,11 +448,11 @@ class GatewaySession:
     id: str
     token: str
     intents: int
-    shard: Optional[list[int]]
+    shard: list[int] | None
     seq: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)  # every dispatch, in order, for replay
     valid: bool = True
-    conn: Optional["_Conn"] = None
+    conn: _Conn | None = None
 
 
 class _Conn:
@@ -452,8 +462,8 @@ class _Conn:
         self.ws = ws
         self.encoder = encoder
         self.record = record
-        self.session: Optional[GatewaySession] = None
-        self.queue: asyncio.Queue[Union[dict[str, Any], Callable[[], None]]] = asyncio.Queue()
+        self.session: GatewaySession | None = None
+        self.queue: asyncio.Queue[dict[str, Any] | Callable[[], None]] = asyncio.Queue()
         self.writer = asyncio.create_task(self._write(), name="fake-discord-gateway-writer")
 
     def send(self, payload: dict[str, Any]) -> None:
@@ -492,7 +502,7 @@ class FakeGateway:
         self._privileged = privileged_intents
         self._changed = changed
         self.sessions: dict[str, GatewaySession] = {}
-        self.current: Optional[GatewaySession] = None  # the session new dispatches go to
+        self.current: GatewaySession | None = None  # the session new dispatches go to
         self.conns: set[_Conn] = set()
         self.log: list[GatewayConnection] = []
         self.identify_count = 0
@@ -522,12 +532,11 @@ class FakeGateway:
     async def drop(self, code: int = 4000) -> None:
         """Close the current session's socket with `code` (4007/4009 also end the session, as on Discord)."""
         session = self.current
-        conn = session.conn if session else None
-        if conn is None:
+        if session is None or session.conn is None:
             raise RuntimeError("no connected gateway session to drop")
         if code in SESSION_ENDING_CODES:
-            session.valid = False  # type: ignore[union-attr]
-        await conn.close(code)
+            session.valid = False
+        await session.conn.close(code)
 
     def send_op(self, op: int, data: Any = None) -> None:
         """Send a raw non-dispatch opcode (7 RECONNECT, 9 INVALID_SESSION, 1 HEARTBEAT request)."""
@@ -549,7 +558,7 @@ class FakeGateway:
         try:
             encoder = _Encoder(request.query.get("compress"))
         except ValueError as error:
-            raise web.HTTPBadRequest(text=str(error))
+            raise web.HTTPBadRequest(text=str(error)) from error
         ws = web.WebSocketResponse(timeout=5.0, max_msg_size=0, autoping=True)
         await ws.prepare(request)
         conn = _Conn(ws, encoder, record)

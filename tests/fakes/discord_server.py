@@ -25,23 +25,32 @@ import mimetypes
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Mapping, Optional, Sequence
+from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from .base import LocalServer
-from .discord_gateway import (ApiError, Attachment, DiscordObjects, FakeGateway, MessageOp, StoredMessage,
-                              apply_message, form_error)
+from .discord_gateway import (
+    ApiError,
+    Attachment,
+    DiscordObjects,
+    FakeGateway,
+    MessageOp,
+    StoredMessage,
+    apply_message,
+    form_error,
+)
 
 API_PREFIX = "/api/v10"
 DENIAL_MESSAGES = {50001: "Missing Access", 50007: "Cannot send messages to this user", 50013: "Missing Permissions"}
 JSON_KEY: web.RequestKey[Any] = web.RequestKey("discord_json", object)
-UPLOADS_KEY: web.RequestKey[list["Attachment"]] = web.RequestKey("discord_uploads", list)
+UPLOADS_KEY: web.RequestKey[list[Attachment]] = web.RequestKey("discord_uploads", list)
 
 
-def json_response(data: Any, status: int = 200, headers: Optional[Mapping[str, str]] = None) -> web.Response:
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """JSON with `Content-Type: application/json` verbatim: discord.py parses nothing else (no charset!)."""
     return web.Response(status=status, body=json.dumps(data).encode(),
                         headers={"Content-Type": "application/json", "Via": "1.1 google", **(headers or {})})
@@ -77,7 +86,7 @@ class Callback:
 
 @dataclass
 class CommandPut:
-    guild_id: Optional[int]
+    guild_id: int | None
     body: list[dict[str, Any]]
     at: float
 
@@ -87,13 +96,13 @@ class InteractionState:
     id: int
     token: str
     name: str
-    guild_id: Optional[int]
+    guild_id: int | None
     channel_id: int
     user_id: int
     payload: dict[str, Any]
     created: float  # time.monotonic()
-    callback_type: Optional[int] = None
-    original: Optional[StoredMessage] = None
+    callback_type: int | None = None
+    original: StoredMessage | None = None
     followups: list[StoredMessage] = field(default_factory=list)
 
 
@@ -103,7 +112,7 @@ class SentInteraction:
 
     id: int
     token: str
-    guild_id: Optional[int]
+    guild_id: int | None
     channel_id: int
     user_id: int
     payload: dict[str, Any]
@@ -125,10 +134,10 @@ class FakeDiscord(LocalServer):
         *,
         token: str = "fake-bot-token",
         application_id: int = 111,
-        bot_user_id: Optional[int] = None,
-        guilds: Optional[Mapping[int, Sequence[int]]] = None,
+        bot_user_id: int | None = None,
+        guilds: Mapping[int, Sequence[int]] | None = None,
         bot_username: str = "fakebot",
-        ack_deadline: Optional[float] = 3.0,
+        ack_deadline: float | None = 3.0,
         token_ttl: float = 900.0,
         privileged_intents: int = 0,
         bucket_limit: int = 1000,
@@ -149,8 +158,8 @@ class FakeDiscord(LocalServer):
         self.messages: dict[int, StoredMessage] = {}
         self.message_ops: list[MessageOp] = []
         self.interactions: dict[str, InteractionState] = {}
-        self._commands: dict[Optional[int], list[dict[str, Any]]] = {}
-        self._command_ids: dict[tuple[Optional[int], str, int], int] = {}
+        self._commands: dict[int | None, list[dict[str, Any]]] = {}
+        self._command_ids: dict[tuple[int | None, str, int], int] = {}
         self._injections: list[_Injection] = []
         self._uploads_denied: set[int] = set()
         self._buckets: dict[str, tuple[float, int]] = {}
@@ -240,7 +249,7 @@ class FakeDiscord(LocalServer):
             return json_response(body, 429, headers)
         self._injections.append(_Injection(method.upper(), re.compile(path_regex), times, respond))
 
-    def fail(self, method: str, path_regex: str, status: int = 500, code: int = 0, message: Optional[str] = None,
+    def fail(self, method: str, path_regex: str, status: int = 500, code: int = 0, message: str | None = None,
              times: int = 1) -> None:
         """The next `times` matching requests answer `status` with Discord's error body `{"message", "code"}`
         (e.g. 404/10062 "Unknown interaction")."""
@@ -250,18 +259,18 @@ class FakeDiscord(LocalServer):
         self._injections.append(_Injection(method.upper(), re.compile(path_regex), times,
                                            lambda _path: json_response(body, status)))
 
-    def set_commands(self, commands: list[dict[str, Any]], guild_id: Optional[int] = None) -> list[dict[str, Any]]:
+    def set_commands(self, commands: list[dict[str, Any]], guild_id: int | None = None) -> list[dict[str, Any]]:
         """Pre-register commands (as if PUT by an earlier run) without recording a PUT."""
         self._commands[guild_id] = self._build_commands(commands, guild_id)
         return self._commands[guild_id]
 
-    def commands(self, guild_id: Optional[int] = None) -> list[dict[str, Any]]:
+    def commands(self, guild_id: int | None = None) -> list[dict[str, Any]]:
         return list(self._commands.get(guild_id, []))
 
     async def send_interaction(
-        self, name: str = "ask", options: Optional[Mapping[str, Any]] = None, *, guild_id: Optional[int] = None,
-        channel_id: Optional[int] = None, user_id: int = 444, dm: bool = False,
-        app_permissions: Optional[str] = None, locale: str = "en-US",
+        self, name: str = "ask", options: Mapping[str, Any] | None = None, *, guild_id: int | None = None,
+        channel_id: int | None = None, user_id: int = 444, dm: bool = False,
+        app_permissions: str | None = None, locale: str = "en-US",
     ) -> SentInteraction:
         """Dispatch INTERACTION_CREATE for slash command `name`, shaped exactly like Discord's.
 
@@ -322,7 +331,7 @@ class FakeDiscord(LocalServer):
 
     # --- what tests read ---------------------------------------------------------------------------
 
-    def original_message(self, token: str) -> Optional[StoredMessage]:
+    def original_message(self, token: str) -> StoredMessage | None:
         state = self.interactions.get(token)
         return state.original if state else None
 
@@ -415,7 +424,7 @@ class FakeDiscord(LocalServer):
         response.headers.update(headers)
         return response
 
-    def _injected(self, method: str, path: str) -> Optional[web.Response]:
+    def _injected(self, method: str, path: str) -> web.Response | None:
         for injection in self._injections:
             if injection.times > 0 and injection.method in (method, "*") and injection.pattern.search(path):
                 injection.times -= 1
@@ -430,13 +439,14 @@ class FakeDiscord(LocalServer):
             uploads: list[Attachment] = []
             reader = await request.multipart()
             async for part in reader:
+                assert isinstance(part, BodyPartReader)  # Discord's form has no nested multipart
                 if part.name == "payload_json":
-                    payload = self._parse_json(await part.text())  # type: ignore[union-attr]
-                elif part.filename is not None:  # type: ignore[union-attr]
+                    payload = self._parse_json(await part.text())
+                elif part.filename is not None:
                     match = re.fullmatch(r"files\[(\d+)\]", part.name or "")
                     index = int(match.group(1)) if match else len(uploads)
-                    uploads.append(Attachment(index, part.filename,  # type: ignore[union-attr]
-                                              bytes(await part.read(decode=False)),  # type: ignore[union-attr]
+                    uploads.append(Attachment(index, part.filename,
+                                              bytes(await part.read(decode=False)),
                                               part.headers.get("Content-Type", "application/octet-stream")))
             return payload, uploads
         text = await request.text()
@@ -449,7 +459,7 @@ class FakeDiscord(LocalServer):
         except ValueError:
             raise ApiError(400, 50109, "The request body contains invalid JSON.") from None
 
-    def _bucket(self, request: web.Request) -> tuple[dict[str, str], Optional[float]]:
+    def _bucket(self, request: web.Request) -> tuple[dict[str, str], float | None]:
         """Count the request in its bucket (route + major parameter) and return Discord-style X-RateLimit-*
         headers, plus the seconds until reset if this request went over `bucket_limit` in `bucket_window`."""
         if self.bucket_limit <= 0 or request.match_info.route.resource is None:
@@ -490,7 +500,7 @@ class FakeDiscord(LocalServer):
         body = request[JSON_KEY] or {}
         recipient = str(body.get("recipient_id", ""))
         if not recipient.isdigit():
-            raise form_error("recipient_id", "Value \"%s\" is not snowflake." % recipient)
+            raise form_error("recipient_id", f'Value "{recipient}" is not snowflake.')
         return json_response(self.objects.channels[self.objects.dm_channel(int(recipient))])
 
     async def _gateway_info(self, request: web.Request) -> web.Response:
@@ -515,7 +525,7 @@ class FakeDiscord(LocalServer):
         self.command_puts.append(CommandPut(guild_id, body, time.monotonic()))
         return json_response(self._commands[guild_id])
 
-    def _build_commands(self, body: list[dict[str, Any]], guild_id: Optional[int]) -> list[dict[str, Any]]:
+    def _build_commands(self, body: list[dict[str, Any]], guild_id: int | None) -> list[dict[str, Any]]:
         """Validate like Discord (names, descriptions, duplicates) and add id/application_id/version."""
         seen: set[tuple[str, int]] = set()
         built = []
@@ -547,7 +557,7 @@ class FakeDiscord(LocalServer):
             out["options"] = [cls._normalized(o) for o in out["options"]]
         return out
 
-    def _find_command(self, name: str, guild_id: Optional[int]) -> tuple[Optional[dict[str, Any]], Optional[int]]:
+    def _find_command(self, name: str, guild_id: int | None) -> tuple[dict[str, Any] | None, int | None]:
         for scope in ([guild_id] if guild_id is not None else []) + [None]:
             for command in self._commands.get(scope, []):
                 if command["name"] == name and command["type"] == 1:
@@ -555,7 +565,7 @@ class FakeDiscord(LocalServer):
         return None, None
 
     @staticmethod
-    def _option(name: str, value: Any, command: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def _option(name: str, value: Any, command: dict[str, Any] | None) -> dict[str, Any]:
         if isinstance(value, dict):
             return {"name": name, **value}
         declared = next((o for o in (command or {}).get("options", []) if o.get("name") == name), None)
@@ -742,7 +752,7 @@ class FakeDiscord(LocalServer):
 
     # --- message state -----------------------------------------------------------------------------
 
-    def _new_message(self, channel_id: int, guild_id: Optional[int], state: Optional[InteractionState],
+    def _new_message(self, channel_id: int, guild_id: int | None, state: InteractionState | None,
                      original: bool = False) -> StoredMessage:
         if state is None:
             return StoredMessage(self.objects.snowflake(), channel_id, guild_id)

@@ -6,8 +6,9 @@ the unmodified `replicate.Client(api_token=..., base_url=fake.base_url)` at this
 
 Wire formats follow the real API: prediction JSON with every field, RFC 7807 errors
 (`application/problem+json`), `Prefer: wait[=N]` holding the create, SSE streams (`output`/`logs`/`error`/
-`done`), output files served without a token (as replicate.delivery serves them). Each prediction is driven by one task (no polling loops),
-so hundreds run at once. Everything received is recorded (`requests`, `creates`, `cancels`) for assertions.
+`done`), output files served without a token (as replicate.delivery serves them). Each prediction is driven by
+one task (no polling loops), so hundreds run at once. Everything received is recorded (`requests`, `creates`,
+`cancels`) for assertions.
 Faults are scripted per endpoint ("create", "get", "model"): `fail`, `rate_limit`, and `hold` for answers that
 never come (the vocabulary shared by every fake is in `base.py`).
 
@@ -35,12 +36,13 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Literal, Optional, Union, get_args
+from typing import Any, Literal, get_args
 
 import certifi
 from aiohttp import web
@@ -72,7 +74,7 @@ MISSING = _Missing.MISSING  # "no override": distinct from None, which is a legi
 class _Behaviour:
     boot_s: float = 0.0  # time in `starting` (queue / cold boot) before `processing`
     logs: list[str] = field(default_factory=list)  # emitted evenly while processing
-    fail_with: Optional[str] = None  # ends `failed` with this `error`
+    fail_with: str | None = None  # ends `failed` with this `error`
     hang: bool = False  # stays `processing` until cancelled
     output_override: Any = MISSING  # replaces the final output (e.g. [], None, [""])
 
@@ -95,7 +97,7 @@ class ImageModel(_Behaviour):
     url_suffix: str = ""  # appended to each file URL (e.g. a long signed query, as CDNs add); ignored when served
 
 
-ModelBehaviour = Union[TextModel, ImageModel]
+ModelBehaviour = TextModel | ImageModel
 
 
 @dataclass
@@ -126,14 +128,14 @@ class FakePrediction:
     canceled: bool = False
     output: Any = None
     logs: str = ""
-    error: Optional[str] = None
-    started_at: Optional[float] = None
-    completed_at: Optional[float] = None
+    error: str | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
     events: list[tuple[str, str]] = field(default_factory=list)  # SSE (event, data); the id is the index
-    iso: dict[str, Optional[str]] = field(default_factory=dict)
+    iso: dict[str, str | None] = field(default_factory=dict)
     _change: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _task: Optional[asyncio.Task[None]] = field(default=None, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def done(self) -> bool:
@@ -153,8 +155,8 @@ class FakePrediction:
 class _Fault:
     status: int
     times: int
-    retry_after: Optional[float]
-    detail: Optional[str]
+    retry_after: float | None
+    detail: str | None
     created: bool = False
 
 
@@ -165,7 +167,7 @@ ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 
 
 def _iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _new_id() -> str:
@@ -177,8 +179,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
 
 
-def problem(status: int, title: Optional[str] = None, detail: Optional[str] = None,
-            headers: Optional[dict[str, str]] = None) -> web.Response:
+def problem(status: int, title: str | None = None, detail: str | None = None,
+            headers: dict[str, str] | None = None) -> web.Response:
     """An RFC 7807 error, as every Replicate API error is (the client reads `title`/`detail` from it)."""
     title = title or _TITLES.get(status) or HTTPStatus(status).phrase
     body = {"title": title, "detail": detail or _DETAILS.get(status) or title, "status": status}
@@ -194,7 +196,7 @@ def _fault_response(fault: _Fault) -> web.Response:
     return problem(fault.status, detail=detail, headers=headers)
 
 
-def _take(faults: list[_Fault]) -> Optional[_Fault]:
+def _take(faults: list[_Fault]) -> _Fault | None:
     if not faults:
         return None
     fault = faults[0]
@@ -209,7 +211,7 @@ def _is_file(request: web.Request) -> bool:
     return request.path.startswith("/files/")
 
 
-def _prefer_wait(header: Optional[str]) -> Optional[float]:
+def _prefer_wait(header: str | None) -> float | None:
     """`Prefer: wait` → 60 s, `Prefer: wait=N` → N s, anything else → no wait."""
     for part in (header or "").split(","):
         name, _, value = part.strip().partition("=")
@@ -237,7 +239,7 @@ def _generic_schema(behaviour: ModelBehaviour) -> dict[str, Any]:
 class _Model:
     name: str
     behaviour: ModelBehaviour
-    version: Optional[str]
+    version: str | None
     schema: dict[str, Any]
     description: str
 
@@ -351,8 +353,8 @@ class FakeReplicate(LocalServer):
 
     # --- test controls -----------------------------------------------------------------------------
 
-    def add_model(self, name: str, behaviour: ModelBehaviour, version: Optional[str] = None, *,
-                  schema: Optional[dict[str, Any]] = None, description: Optional[str] = None) -> None:
+    def add_model(self, name: str, behaviour: ModelBehaviour, version: str | None = None, *,
+                  schema: dict[str, Any] | None = None, description: str | None = None) -> None:
         """Serve `owner/name`; with `version`, also reachable as `POST /v1/predictions {"version": ...}`.
         Without one, predictions report `"version": "hidden"` (as official models do). `GET /v1/models/...`
         describes it with `schema` (an OpenAPI document), else the real-shaped schema of a well-known model
@@ -364,8 +366,8 @@ class FakeReplicate(LocalServer):
         if version is not None:
             self._versions[version] = name
 
-    def fail(self, endpoint: Endpoint, status: int, times: int = 1, *, detail: Optional[str] = None,
-             retry_after: Optional[float] = None, created: bool = False) -> None:
+    def fail(self, endpoint: Endpoint, status: int, times: int = 1, *, detail: str | None = None,
+             retry_after: float | None = None, created: bool = False) -> None:
         """The next `times` requests to `endpoint` answer `status` as an RFC 7807 problem (`detail`, else the
         status's usual one). "create": POST a prediction; `created=True` makes and runs (and bills) the
         prediction all the same, like a 5xx after the request reached Replicate. "get": GET /v1/predictions/{id}
@@ -376,7 +378,7 @@ class FakeReplicate(LocalServer):
             raise ValueError("only a create can make its prediction and still fail")
         self._faults[endpoint].append(_Fault(status, times, retry_after, detail, created))
 
-    def rate_limit(self, endpoint: Endpoint, times: int = 1, retry_after: Optional[float] = 1.0) -> None:
+    def rate_limit(self, endpoint: Endpoint, times: int = 1, retry_after: float | None = 1.0) -> None:
         """The next `times` requests to `endpoint` answer 429 "Request was throttled." (RFC 7807) with
         `Retry-After: <ceil(retry_after)>` (no header when None). The client never retries a POST."""
         self._faults[endpoint].append(_Fault(429, times, retry_after, None))
@@ -455,7 +457,7 @@ class FakeReplicate(LocalServer):
             steps.sort(key=lambda step: step[0])
             loop = asyncio.get_running_loop()
             start = loop.time()
-            for offset, action in steps + [(duration, lambda: None)]:
+            for offset, action in [*steps, (duration, lambda: None)]:
                 if (delay := start + offset - loop.time()) > 0:
                     await asyncio.sleep(delay)
                 action()

@@ -27,14 +27,22 @@ import mimetypes
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from typing import Any
 
 from aiohttp import web
 
 from .base import LocalServer
-from .slack_socket import (SentEnvelope, SocketModeControls, SocketModeHub, event_callback_payload,
-                           signed_headers, slash_command_form, slash_command_payload)
+from .slack_socket import (
+    SentEnvelope,
+    SocketModeControls,
+    SocketModeHub,
+    event_callback_payload,
+    signed_headers,
+    slash_command_form,
+    slash_command_payload,
+)
 
 __all__ = ["FakeSlack", "Message", "RecordedRequest", "SentEnvelope", "Upload", "event_callback_payload",
            "signed_headers", "slash_command_form", "slash_command_payload"]
@@ -69,7 +77,7 @@ class RecordedRequest:
         return self.status == 200 and self.response.get("ok", True) is True
 
     @property
-    def error(self) -> Optional[str]:
+    def error(self) -> str | None:
         return self.response.get("error")
 
 
@@ -81,17 +89,17 @@ class Message:
     ts: str
     text: str
     user: str
-    bot_id: Optional[str]
+    bot_id: str | None
     posted_at: float  # time.monotonic()
-    blocks: Optional[list[dict[str, Any]]] = None
-    thread_ts: Optional[str] = None  # set on replies, and on a parent once it has replies (== ts)
+    blocks: list[dict[str, Any]] | None = None
+    thread_ts: str | None = None  # set on replies, and on a parent once it has replies (== ts)
     files: list[str] = field(default_factory=list)  # file ids shared with this message
     history: list[str] = field(default_factory=list)
     edit_times: list[float] = field(default_factory=list)
-    markdown_history: list[Optional[str]] = field(default_factory=list)  # per post/edit, as `markdown` read then
+    markdown_history: list[str | None] = field(default_factory=list)  # per post/edit, as `markdown` read then
 
     @property
-    def markdown(self) -> Optional[str]:
+    def markdown(self) -> str | None:
         """The text of the message's markdown blocks (joined by blank lines), or None if it has none."""
         return markdown_text(self.blocks)
 
@@ -120,16 +128,16 @@ class Upload:
     length: int  # as declared to getUploadURLExternal
     upload_url: str
     created_at: float
-    alt_txt: Optional[str] = None
-    title: Optional[str] = None
-    uploaded_at: Optional[float] = None
-    upload_content_type: Optional[str] = None  # of the byte upload (slack_sdk: application/octet-stream)
+    alt_txt: str | None = None
+    title: str | None = None
+    uploaded_at: float | None = None
+    upload_content_type: str | None = None  # of the byte upload (slack_sdk: application/octet-stream)
     completed: bool = False
-    completed_at: Optional[float] = None
-    channel_id: Optional[str] = None
-    thread_ts: Optional[str] = None
-    initial_comment: Optional[str] = None
-    message_ts: Optional[str] = None  # the file message the share created
+    completed_at: float | None = None
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    initial_comment: str | None = None
+    message_ts: str | None = None  # the file message the share created
     bytes: builtins.bytes = b""
 
     @property
@@ -157,7 +165,7 @@ class _Fault:
     status: int = 200  # 429: rate limited; ≥ 500: a server error, answered with this HTTP status
     retry_after: int = 0  # for a 429
     drop: bool = False  # the connection is closed without an answer
-    when: Optional[Callable[[dict[str, Any]], bool]] = None  # only calls whose params match count
+    when: Callable[[dict[str, Any]], bool] | None = None  # only calls whose params match count
 
 
 class _Window:
@@ -167,7 +175,7 @@ class _Window:
         self.limit, self.window = limit, window
         self.times: deque[float] = deque()
 
-    def admit(self, now: float) -> Optional[int]:
+    def admit(self, now: float) -> int | None:
         """None if admitted (and counted), else the Retry-After seconds until a slot frees (min 1)."""
         while self.times and self.times[0] <= now - self.window:
             self.times.popleft()
@@ -177,13 +185,13 @@ class _Window:
         return None
 
 
-def markdown_text(blocks: Optional[list[dict[str, Any]]]) -> Optional[str]:
+def markdown_text(blocks: list[dict[str, Any]] | None) -> str | None:
     """The text of the `markdown` blocks among `blocks` (joined by blank lines), or None if there are none."""
     texts = [str(block.get("text")) for block in blocks or [] if block.get("type") == "markdown"]
     return "\n\n".join(texts) if texts else None
 
 
-def _check_blocks(blocks: Any) -> Optional[list[dict[str, Any]]]:
+def _check_blocks(blocks: Any) -> list[dict[str, Any]] | None:
     """Blocks as Slack validates them (the limits bots hit: 50 blocks, 3,000 characters per section text,
     12,000 for all markdown blocks of a payload together)."""
     if blocks is None:
@@ -197,7 +205,9 @@ def _check_blocks(blocks: Any) -> Optional[list[dict[str, Any]]]:
         if not isinstance(block, dict) or "type" not in block:
             errors.append(f"missing required field: type [json-pointer:/blocks/{i}]")
             continue
-        text = block.get("text") if isinstance(block.get("text"), dict) else {}
+        text = block.get("text")
+        if not isinstance(text, dict):
+            text = {}
         if block["type"] == "section":
             if len(str(text.get("text", ""))) > 3000:
                 errors.append(f"must be less than 3001 characters [json-pointer:/blocks/{i}/text/text]")
@@ -247,9 +257,9 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         self._not_member: set[str] = set()
         self._missing: set[str] = set()
         self._faults: dict[str, list[_Fault]] = {}
-        self._update_window: Optional[_Window] = None
+        self._update_window: _Window | None = None
         self._post_windows: dict[str, _Window] = {}
-        self._post_limit: Optional[tuple[int, float]] = None
+        self._post_limit: tuple[int, float] | None = None
         self._response_urls: dict[str, dict[str, Any]] = {}  # path → {"created": t, "uses": n}
         self._ts_counter = 0
         self._file_counter = 0
@@ -301,15 +311,15 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         self._missing.add(channel_id)
 
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1, *,
-                   when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+                   when: Callable[[dict[str, Any]], bool] | None = None) -> None:
         """The next `times` calls of `method` (whose params satisfy `when`, if given) answer 429 +
         `Retry-After`, body `{"ok": false, "error": "ratelimited"}`. `method` may also be "upload" (byte uploads:
         text/plain `ratelimited`) or "response_url" (text/html `rate_limited`)."""
         self._faults.setdefault(method, []).append(
             _Fault("ratelimited", times, status=429, retry_after=retry_after, when=when))
 
-    def fail(self, method: str, error: Optional[str] = None, times: int = 1, *, status: int = 200,
-             drop: bool = False, when: Optional[Callable[[dict[str, Any]], bool]] = None) -> None:
+    def fail(self, method: str, error: str | None = None, times: int = 1, *, status: int = 200,
+             drop: bool = False, when: Callable[[dict[str, Any]], bool] | None = None) -> None:
         """The next `times` calls of `method` (whose params satisfy `when`, if given) fail; nothing they asked
         for happens. Status 200: Slack's API error `{"ok": false, "error": error}`. A 5xx: an outage, with the
         same JSON (`error` defaults to Slack's name for the status, e.g. `internal_error` for 500).
@@ -401,13 +411,13 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
                 try:
                     body = json.loads(await request.text())
                 except ValueError:
-                    raise ApiError("invalid_json")
+                    raise ApiError("invalid_json") from None
                 if not isinstance(body, dict):
                     raise ApiError("json_not_object")
                 params.update(body)
             elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
                 for key, value in (await request.post()).items():
-                    params[key] = value if isinstance(value, str) else value.file.read()
+                    params[key] = value.file.read() if isinstance(value, web.FileField) else value
             else:
                 await request.read()
         for key in JSON_FIELDS:
@@ -423,7 +433,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         self.requests.append(call)
         return call
 
-    def _take_fault(self, method: str, params: Optional[dict[str, Any]] = None) -> Optional[_Fault]:
+    def _take_fault(self, method: str, params: dict[str, Any] | None = None) -> _Fault | None:
         faults = self._faults.get(method) or []
         fault = next((f for f in faults if f.when is None or f.when(params or {})), None)
         if fault is None:
@@ -434,7 +444,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         return fault
 
     def _answer(self, call: RecordedRequest, body: dict[str, Any], status: int = 200,
-                headers: Optional[Mapping[str, str]] = None) -> web.Response:
+                headers: Mapping[str, str] | None = None) -> web.Response:
         call.status, call.response = status, body
         self._changed()
         return web.json_response(body, status=status, headers={"X-OAuth-Scopes": self.scopes, **(headers or {})})
@@ -482,7 +492,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         except ApiError as error:
             return self._answer(call, {"ok": False, "error": error.error, **error.extra})
 
-    def _tier_check(self, method: str, params: dict[str, Any]) -> Optional[int]:
+    def _tier_check(self, method: str, params: dict[str, Any]) -> int | None:
         now = time.monotonic()
         if method == "chat.update" and self._update_window is not None:
             return self._update_window.admit(now)
@@ -506,19 +516,19 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             raise ApiError("not_in_channel")
         return channel
 
-    def _thread_root(self, channel: str, thread_ts: Any) -> Optional[str]:
+    def _thread_root(self, channel: str, thread_ts: Any) -> str | None:
         """A reply to a reply lands in the same thread, as in Slack; the parent is marked as a thread."""
         if not thread_ts:
             return None
-        thread_ts = str(thread_ts)
-        parent = self.messages.get((channel, thread_ts))
+        root = str(thread_ts)
+        parent = self.messages.get((channel, root))
         if parent is not None:
             if parent.is_reply:
                 return parent.thread_ts
             parent.thread_ts = parent.ts
-        return thread_ts
+        return root
 
-    def _message_content(self, params: dict[str, Any], limit: int) -> tuple[Optional[str], Optional[list[Any]]]:
+    def _message_content(self, params: dict[str, Any], limit: int) -> tuple[str | None, list[Any] | None]:
         text = params.get("text")
         text = None if text is None else str(text)
         blocks = _check_blocks(params.get("blocks"))
@@ -590,9 +600,10 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         return {"message_ts": message_ts}
 
     def _get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
-        filename, length = params.get("filename"), params.get("length")
+        filename = params.get("filename")
+        length: Any = params.get("length")  # as the client sent it: what `int()` refuses, Slack refuses
         try:
-            size = int(length)  # type: ignore[arg-type]
+            size = int(length)
         except (TypeError, ValueError):
             size = 0
         if not filename or size <= 0:
@@ -626,7 +637,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             message_ts = message.ts
         now = time.monotonic()
         result = []
-        for spec, upload in zip(files, uploads):
+        for spec, upload in zip(files, uploads, strict=True):
             assert upload is not None
             upload.title = str(spec.get("title") or upload.filename)
             upload.completed, upload.completed_at = True, now
@@ -663,7 +674,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         upload = self.uploads.get(file_id)
         if request.content_type == "multipart/form-data":
             form = await request.post()
-            part = next((v for v in form.values() if not isinstance(v, str)), None)
+            part = next((v for v in form.values() if isinstance(v, web.FileField)), None)
             data = part.file.read() if part is not None else b""
         else:
             data = await request.read()
@@ -686,8 +697,12 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         """A response_url: JSON in, `ok` out (text/html); 5 uses, then 404 `used_url`."""
         raw = await request.text()
         try:
-            body = json.loads(raw) if request.content_type != "application/x-www-form-urlencoded" \
-                else json.loads((await request.post()).get("payload", ""))  # type: ignore[arg-type]
+            if request.content_type == "application/x-www-form-urlencoded":
+                payload = (await request.post()).get("payload", "")
+                assert isinstance(payload, str)  # a url-encoded form holds only text
+                body = json.loads(payload)
+            else:
+                body = json.loads(raw)
         except ValueError:
             body = None
         call = self._record("response_url", request, body if isinstance(body, dict) else {"raw": raw})

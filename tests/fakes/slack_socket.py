@@ -24,8 +24,9 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
@@ -35,7 +36,7 @@ def slash_command_payload(
     *, command: str = "/ask", text: str = "", user_id: str = "U0USER", user_name: str = "alice",
     channel_id: str = "C0CHAN", channel_name: str = "general", team_id: str = "T0TEAM", team_domain: str = "fake",
     api_app_id: str = "A0APP", response_url: str = "https://hooks.slack.com/commands/T0TEAM/1/fake",
-    trigger_id: Optional[str] = None, token: str = "fake-verification-token", **extra: str,
+    trigger_id: str | None = None, token: str = "fake-verification-token", **extra: str,
 ) -> dict[str, str]:
     """A slash command's fields in Slack's order; every value is a string, as in the HTTP form body
     (`is_enterprise_install` is the string "false", not a boolean)."""
@@ -51,7 +52,7 @@ def slash_command_payload(
 
 def event_callback_payload(
     event: dict[str, Any], *, team_id: str = "T0TEAM", api_app_id: str = "A0APP", bot_user_id: str = "U0BOT",
-    event_id: Optional[str] = None, event_time: Optional[int] = None, token: str = "fake-verification-token",
+    event_id: str | None = None, event_time: int | None = None, token: str = "fake-verification-token",
 ) -> dict[str, Any]:
     """The Events API `event_callback` body (the same in HTTP mode and inside a Socket Mode envelope)."""
     return {
@@ -71,7 +72,7 @@ def slash_command_form(**fields: Any) -> str:
     return urlencode(slash_command_payload(**{k: str(v) for k, v in fields.items()}))
 
 
-def signed_headers(signing_secret: str, body: str, timestamp: Optional[int] = None) -> dict[str, str]:
+def signed_headers(signing_secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
     """Headers that make `body` pass bolt's request verification: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
     Content-Type is form-urlencoded, or JSON when the body is a JSON object (Events API callbacks)."""
     ts = int(time.time()) if timestamp is None else timestamp
@@ -93,13 +94,13 @@ class SocketConnection:
     ticket: str
     opened_at: float  # time.monotonic()
     ws: web.WebSocketResponse = field(repr=False)
-    transport: Optional[asyncio.BaseTransport] = field(default=None, repr=False)
-    ready_at: Optional[float] = None
-    closed_at: Optional[float] = None
-    close_code: Optional[int] = None
+    transport: asyncio.Transport | None = field(default=None, repr=False)
+    ready_at: float | None = None
+    closed_at: float | None = None
+    close_code: int | None = None
     closed_by_server: bool = False
     pings: int = 0
-    disconnect_reason: Optional[str] = None
+    disconnect_reason: str | None = None
 
     @property
     def open(self) -> bool:
@@ -116,11 +117,11 @@ class SentEnvelope:
     message: dict[str, Any]  # the whole frame as sent
     connection: int  # SocketConnection.index it went out on
     sent_at: float  # time.monotonic()
-    response_url: Optional[str] = None
-    ack: Optional[dict[str, Any]] = None
+    response_url: str | None = None
+    ack: dict[str, Any] | None = None
 
     @property
-    def ack_latency(self) -> Optional[float]:
+    def ack_latency(self) -> float | None:
         """Seconds from sending to the ack arriving (Slack gives up after 3)."""
         return None if self.ack is None else self.ack["at"] - self.sent_at
 
@@ -152,7 +153,7 @@ class SocketModeHub:
     def open_connections(self) -> list[SocketConnection]:
         return [c for c in self.connections if c.open]
 
-    def current(self) -> Optional[SocketConnection]:
+    def current(self) -> SocketConnection | None:
         """The newest open connection that has had its hello: where new envelopes go."""
         for conn in reversed(self.connections):
             if conn.open and conn.ready_at is not None and conn.disconnect_reason is None:
@@ -220,7 +221,7 @@ class SocketModeHub:
     # --- what the server side does -----------------------------------------------------------------
 
     async def send_envelope(self, conn: SocketConnection, type_: str, payload: dict[str, Any],
-                            response_url: Optional[str] = None, **extra: Any) -> SentEnvelope:
+                            response_url: str | None = None, **extra: Any) -> SentEnvelope:
         envelope_id = str(uuid.uuid4())
         message = {"envelope_id": envelope_id, "payload": payload, "type": type_, **extra}
         sent = SentEnvelope(envelope_id, type_, payload, message, conn.index, time.monotonic(), response_url)
@@ -229,7 +230,7 @@ class SocketModeHub:
         self._changed()
         return sent
 
-    async def send_disconnect(self, conn: SocketConnection, reason: str, close_after: Optional[float]) -> None:
+    async def send_disconnect(self, conn: SocketConnection, reason: str, close_after: float | None) -> None:
         conn.disconnect_reason = reason
         await conn.ws.send_str(json.dumps({"type": "disconnect", "reason": reason,
                                            "debug_info": {"host": self.host}}))
@@ -318,7 +319,7 @@ class SocketModeControls:
                                                accepts_response_payload=True)
         return sent.envelope_id
 
-    async def send_event(self, event: dict[str, Any], event_id: Optional[str] = None, retry_attempt: int = 0,
+    async def send_event(self, event: dict[str, Any], event_id: str | None = None, retry_attempt: int = 0,
                          retry_reason: str = "") -> str:
         """Deliver an `events_api` envelope (event_callback payload); returns the envelope id. A message or
         app_mention event also becomes a `Message`, so the bot can thread under it."""
@@ -332,7 +333,7 @@ class SocketModeControls:
         return sent.envelope_id
 
     def mention_event(self, text: str, user_id: str = "U0USER", channel_id: str = "C0CHAN",
-                      thread_ts: Optional[str] = None) -> dict[str, Any]:
+                      thread_ts: str | None = None) -> dict[str, Any]:
         """An `app_mention` event ("<@bot> text") with a fresh ts, for `send_event`."""
         ts = self._next_ts()
         event = {"type": "app_mention", "user": user_id, "text": f"<@{self.bot_user_id}> {text}", "ts": ts,
@@ -348,7 +349,7 @@ class SocketModeControls:
         assert sent.ack is not None
         return sent.ack
 
-    async def send_disconnect(self, reason: str = "refresh_requested", close_after: Optional[float] = 1.0) -> None:
+    async def send_disconnect(self, reason: str = "refresh_requested", close_after: float | None = 1.0) -> None:
         """Send `{"type": "disconnect", …}` on the current socket, then close it after `close_after` s if the
         client has not (slack_sdk reconnects at once and closes the old socket itself)."""
         conn = self.socket.current()

@@ -87,9 +87,12 @@ def long_answer() -> str:
     """~9,400 characters: prose (with mentions, so escaped text is split too), a 5,600-character code block
     (past both platforms' limits, so a split must close and reopen it), prose. No fence line is next to another,
     so a split's own fences are recognisable."""
-    prose = [f"Paragraph {n}, for <@U1> and <!here> and @everyone: " + "the quick brown fox jumps over the lazy dog. " * 9
+    prose = [f"Paragraph {n}, for <@U1> and <!here> and @everyone: "
+             + "the quick brown fox jumps over the lazy dog. " * 9
              for n in range(8)]
-    code = ["```python"] + [f"value_{n:03d} = compute({n}, scale=2)  # step {n} of the long listing" for n in range(90)] + ["```"]
+    code = ["```python"]
+    code += [f"value_{n:03d} = compute({n}, scale=2)  # step {n} of the long listing" for n in range(90)]
+    code += ["```"]
     return "\n\n".join(prose[:4]) + "\n\n" + "\n".join(code) + "\n\n" + "\n\n".join(prose[4:])
 
 
@@ -241,7 +244,8 @@ class SlackDriver:
 
     def _settled(self, handle: SlackHandle) -> bool:
         shown = [m for m in self._thread(handle) if m.text or m.markdown]
-        drafts = [m for m in shown if (m.markdown or m.text).startswith("_⏳") or CURSOR_TAIL.search(m.markdown or m.text)]
+        drafts = [m for m in shown
+                  if (m.markdown or m.text).startswith("_⏳") or CURSOR_TAIL.search(m.markdown or m.text)]
         return (bool(shown) and not drafts) or bool(self.slack.response_url_posts(handle.response_url))
 
     async def final_reply(self, handle: SlackHandle) -> Reply:
@@ -277,8 +281,9 @@ class SlackDriver:
         return model_text
 
     def assert_mention_safe(self, handle: SlackHandle) -> None:
-        received = handle.ack_texts + [json.dumps({key: params.get(key) for key in ("text", "blocks", "initial_comment")},
-                                                  ensure_ascii=False) for params in self._calls(handle)]
+        fields = ("text", "blocks", "initial_comment")
+        received = handle.ack_texts + [json.dumps({key: params.get(key) for key in fields}, ensure_ascii=False)
+                                       for params in self._calls(handle)]
         live = {token for text in received for token in re.findall(r"<[!@#][^>]*>", text)}
         # The parent message names who asked (`<@asker> used /ask`): the bot's own words, about the asker.
         assert live <= {f"<@{SLACK_ASKER}>"}, f"live Slack mentions reached Slack: {sorted(live)}"
@@ -458,7 +463,8 @@ class ConsoleDriver:
 
     def assert_mention_safe(self, handle: ConsoleHandle) -> None:
         output = handle.out.getvalue()
-        controls = sorted({f"U+{ord(ch):04X}" for ch in output if ch not in "\n\t" and unicodedata.category(ch) == "Cc"})
+        controls = sorted({f"U+{ord(ch):04X}" for ch in output
+                           if ch not in "\n\t" and unicodedata.category(ch) == "Cc"})
         assert not controls, f"control characters reached the terminal: {controls}"
 
 
@@ -513,7 +519,7 @@ class Contract:
                 prompt = f"contract {outcome.marker} please"
                 outcome.handle = await outcome.driver.send(scenario.command, prompt, outcome.marker)
                 outcome.reply = await outcome.driver.final_reply(outcome.handle)
-            except Exception as error:  # noqa: BLE001 -- re-raised by this platform's tests; the others still report
+            except Exception as error:  # re-raised by this platform's tests; the others still report
                 outcome.failure = error
 
         await asyncio.gather(*(one(outcome) for outcome in outcomes.values()))

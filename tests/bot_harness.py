@@ -7,39 +7,34 @@ clients; a test scripts the fakes, sends commands as the platforms would, and wa
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from adapters.rendering import CURSOR
 from bot.runner import RunPolicy
-from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
-from config.settings import Settings
 from service.bot_service import BotService
-from tests.discord_harness import redirect_snapshot, restore_redirect
 from tests.fakes.discord_gateway import StoredMessage
 from tests.fakes.discord_server import FakeDiscord, SentInteraction
-from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+from tests.fakes.replicate_server import FakeReplicate
 from tests.fakes.slack_server import FakeSlack, Message
-
-REPLICATE_TOKEN = "r8_harnessSecretToken0123456789"
-SLACK_BOT_TOKEN = "xoxb-harness-bot-secret-0123456789"
-SLACK_APP_TOKEN = "xapp-harness-app-secret-0123456789"
-DISCORD_TOKEN = "harness.discord.secret.token.0123456789"
-GUILD, CHANNEL = 222, 333
-ASK_MODEL, IMAGINE_MODEL = DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
-ANSWER_TOKENS = ["Hello", ",", " world"]
-ANSWER = "".join(ANSWER_TOKENS)
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c63f8cfc0f01f0005fe02fe0dd7c5e70000000049454e44ae426082"
+from tests.harness_common import (
+    APPLICATION_ID,
+    CHANNEL,
+    DISCORD_TOKEN,
+    FAST_POLICY,
+    GUILD,
+    REPLICATE_TOKEN,
+    SLACK_APP_TOKEN,
+    SLACK_BOT_TOKEN,
+    WAIT_S,
+    bot_settings,
+    default_models,
+    redirect_snapshot,
+    restore_redirect,
 )
-FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1,
-                        cancel_timeout_s=2.0)
-WAIT_S = 10.0  # generous: a wait that times out is a failure, never a pass
+
 SLACK_DRAFT_PREFIX = "_⏳"
 
 
@@ -104,31 +99,6 @@ def _discord_draft(message: StoredMessage) -> bool:
     return message.loading or message.content.startswith("⏳") or message.content.endswith(CURSOR)
 
 
-def default_models(replicate: FakeReplicate) -> None:
-    replicate.add_model(ASK_MODEL, TextModel(tokens=list(ANSWER_TOKENS)))
-    replicate.add_model(IMAGINE_MODEL, ImageModel(images=[(PNG, "image/png")]))
-
-
-def bot_settings(replicate: FakeReplicate, slack: FakeSlack | None, discord: FakeDiscord | None,
-                 **overrides: Any) -> Settings:
-    settings = Settings(
-        replicate_api_token=replicate.api_token,
-        replicate_base_url=replicate.base_url,
-        replicate_output_hosts=(replicate.output_host,),
-        ca_bundle=Path(replicate.ca_bundle),
-        slack_bot_token=slack.bot_token if slack else None,
-        slack_app_token=slack.app_token if slack else None,
-        slack_api_url=slack.api_url if slack else "https://slack.com/api/",
-        discord_token=discord.token if discord else None,
-        discord_api_url=discord.api_url if discord else "https://discord.com/api/v10",
-        discord_gateway_url=discord.gateway_url if discord else None,
-        discord_guild_ids=(GUILD,) if discord else (),
-        port=0,
-        shutdown_grace_s=1.0,
-    )
-    return dataclasses.replace(settings, **overrides)
-
-
 @asynccontextmanager
 async def started_fakes(*, slack: bool = True, discord: bool = True) -> AsyncIterator[
     tuple[FakeReplicate, FakeSlack | None, FakeDiscord | None]
@@ -139,8 +109,8 @@ async def started_fakes(*, slack: bool = True, discord: bool = True) -> AsyncIte
         default_models(replicate)
         slack_fake = await stack.enter_async_context(
             FakeSlack(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN)) if slack else None
-        discord_fake = await stack.enter_async_context(
-            FakeDiscord(token=DISCORD_TOKEN, application_id=111, guilds={GUILD: [CHANNEL]})) if discord else None
+        discord_fake = await stack.enter_async_context(FakeDiscord(
+            token=DISCORD_TOKEN, application_id=APPLICATION_ID, guilds={GUILD: [CHANNEL]})) if discord else None
         yield replicate, slack_fake, discord_fake
         assert replicate.fake_errors == []
         if slack_fake is not None:

@@ -7,42 +7,38 @@ interactions through the fake gateway, and assert on what the fakes received.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import discord
 from aiohttp import web
-from discord.gateway import DiscordWebSocket
 
 from adapters.rendering import CURSOR
 from bot.runner import RunPolicy
-from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import Settings
 from service.bot_service import BotService
 from tests.fakes.discord_gateway import StoredMessage
 from tests.fakes.discord_server import FakeDiscord, RecordedRequest, SentInteraction
-from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
-
-REPLICATE_TOKEN = "r8_test_token"
-DISCORD_TOKEN = "fake-bot-token"
-APPLICATION_ID = 111
-GUILD, CHANNEL, SECOND_CHANNEL, USER = 222, 333, 334, 444
-ASK_MODEL, IMAGINE_MODEL = DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
-# A real 1x1 PNG: the adapter uploads whatever bytes the model produced.
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c63f8cfc0f01f0005fe02fe0dd7c5e70000000049454e44ae426082"
+from tests.fakes.replicate_server import FakeReplicate
+from tests.harness_common import (
+    APPLICATION_ID,
+    CHANNEL,
+    DISCORD_TOKEN,
+    FAST_POLICY,
+    GUILD,
+    REPLICATE_TOKEN,
+    WAIT_S,
+    bot_settings,
+    default_models,
+    redirect_snapshot,
+    restore_redirect,
 )
+
+SECOND_CHANNEL, USER = 334, 444
 NO_MENTIONS: dict[str, list[str]] = {"parse": []}
-FAST_POLICY = RunPolicy(timeout_s=10.0, poll_interval_s=0.05, base_backoff_s=0.05, create_wait_s=1,
-                        cancel_timeout_s=2.0)
-WAIT_S = 10.0  # generous: a wait that times out is a failure, never a pass
 
 
 @dataclass
@@ -92,43 +88,13 @@ def _finished(message: StoredMessage) -> bool:
         and not message.content.startswith("⏳") and not message.content.endswith(CURSOR)
 
 
-def default_models(replicate: FakeReplicate) -> None:
-    replicate.add_model(ASK_MODEL, TextModel(tokens=["Hello", ",", " world"]))
-    replicate.add_model(IMAGINE_MODEL, ImageModel(images=[(PNG, "image/png")]))
-
-
-def redirect_snapshot() -> tuple[str, Any]:
-    return discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
-
-
-def restore_redirect(saved: tuple[str, Any]) -> None:
-    discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
-
-
-def settings_for(discord_fake: FakeDiscord, replicate: FakeReplicate, **overrides: Any) -> Settings:
-    settings = Settings(
-        replicate_api_token=replicate.api_token,
-        replicate_base_url=replicate.base_url,
-        replicate_output_hosts=(replicate.output_host,),
-        ca_bundle=Path(replicate.ca_bundle),
-        discord_token=discord_fake.token,
-        discord_api_url=discord_fake.api_url,
-        discord_gateway_url=discord_fake.gateway_url,
-        discord_guild_ids=(GUILD,),
-        port=0,
-        prediction_timeout_s=FAST_POLICY.timeout_s,
-        shutdown_grace_s=2.0,
-    )
-    return dataclasses.replace(settings, **overrides)
-
-
 @asynccontextmanager
 async def running_bot(
     discord_fake: FakeDiscord, replicate: FakeReplicate, *, policy: RunPolicy = FAST_POLICY, **overrides: Any
 ) -> AsyncIterator[BotService]:
     """A `BotService` started against the fakes, connected (READY written); shut down and un-redirected after."""
     saved = redirect_snapshot()
-    settings = settings_for(discord_fake, replicate, **overrides)
+    settings = bot_settings(replicate, discord=discord_fake, **overrides)
     service = BotService(settings, policy)  # after FakeReplicate.start(): the transport trusts its certificate now
     ready_before = discord_fake.ready_count
     try:
@@ -207,7 +173,8 @@ async def discord_bot(
     async with fakes(discord_class=discord_class) as (discord_fake, replicate):
         arrange(replicate)
         async with running_bot(discord_fake, replicate, **overrides) as service:
-            yield DiscordBot(discord_fake, replicate, service, settings_for(discord_fake, replicate, **overrides))
+            settings = bot_settings(replicate, discord=discord_fake, **overrides)
+            yield DiscordBot(discord_fake, replicate, service, settings)
 
 
 # --- reading what the fakes received ----------------------------------------------------------------

@@ -36,7 +36,18 @@ from adapters.console import ConsoleAdapter
 from bot.factory import CoreResources, create_core
 from bot.runner import RunPolicy
 from service.bot_service import BotService
-from tests.bot_harness import (
+from tests.discord_harness import NO_MENTIONS, bodies_with_content, fence_lines, stop_service
+from tests.fakes.discord_gateway import StoredMessage
+from tests.fakes.discord_server import FakeDiscord, SentInteraction
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+from tests.fakes.slack_server import (
+    FakeSlack,
+    Message,
+    signed_headers,
+    slash_command_form,
+)
+from tests.harness_common import (
+    APPLICATION_ID,
     ASK_MODEL,
     CHANNEL,
     DISCORD_TOKEN,
@@ -48,23 +59,8 @@ from tests.bot_harness import (
     SLACK_BOT_TOKEN,
     bot_settings,
     default_models,
-)
-from tests.discord_harness import (
-    NO_MENTIONS,
-    bodies_with_content,
-    fence_lines,
     redirect_snapshot,
     restore_redirect,
-    stop_service,
-)
-from tests.fakes.discord_gateway import StoredMessage
-from tests.fakes.discord_server import FakeDiscord, SentInteraction
-from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
-from tests.fakes.slack_server import (
-    FakeSlack,
-    Message,
-    signed_headers,
-    slash_command_form,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -323,7 +319,8 @@ class DiscordDriver:
         self._users = iter(range(900, 10_000))
 
     async def start(self, replicate: FakeReplicate, workdir: Path) -> None:
-        self.discord = await FakeDiscord(token=DISCORD_TOKEN, application_id=111, guilds={GUILD: [CHANNEL]}).start()
+        self.discord = await FakeDiscord(token=DISCORD_TOKEN, application_id=APPLICATION_ID,
+                                         guilds={GUILD: [CHANNEL]}).start()
         self._saved = redirect_snapshot()
         self.service = BotService(bot_settings(replicate, None, self.discord), POLICY)
         await self.service.start()

@@ -19,14 +19,8 @@ from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, DiscordAdapter
 from adapters.rendering import CURSOR
 from service.bot_service import BotService
 from tests.discord_harness import (
-    ASK_MODEL,
-    CHANNEL,
-    FAST_POLICY,
     FENCE_LINE,
-    GUILD,
-    IMAGINE_MODEL,
     NO_MENTIONS,
-    PNG,
     SECOND_CHANNEL,
     USER,
     DiscordBot,
@@ -35,15 +29,23 @@ from tests.discord_harness import (
     discord_bot,
     fakes,
     fence_lines,
-    redirect_snapshot,
-    restore_redirect,
     running_bot,
-    settings_for,
     stop_service,
 )
 from tests.fakes.discord_gateway import ATTACH, BOT_PERMS, DISCORD_EPOCH_MS
 from tests.fakes.discord_server import InteractionState, RecordedRequest, SentInteraction
 from tests.fakes.replicate_server import ImageModel, TextModel
+from tests.harness_common import (
+    ASK_MODEL,
+    CHANNEL,
+    FAST_POLICY,
+    GUILD,
+    IMAGINE_MODEL,
+    PNG,
+    bot_settings,
+    redirect_snapshot,
+    restore_redirect,
+)
 
 NSFW = "NSFW content detected. Try running it again, or try a different prompt."
 EPHEMERAL = 64
@@ -110,7 +112,7 @@ async def test_an_unchanged_command_set_is_not_registered_again_and_a_changed_on
             assert [r.method for r in discord_fake.requests if "/commands" in r.path] == ["GET"]
             # ... and the commands registered earlier still work.
             sent = await discord_fake.send_interaction("ask", {"prompt": "still there?"})
-            bot = DiscordBot(discord_fake, replicate, service, settings_for(discord_fake, replicate))
+            bot = DiscordBot(discord_fake, replicate, service, bot_settings(replicate, discord=discord_fake))
             assert (await bot.answered(sent)).content == "Hello, world"
     async with fakes() as (discord_fake, replicate):
         older = [dict(command) for command in first.body]
@@ -486,7 +488,7 @@ async def test_answer_ending_while_a_follow_up_is_being_posted_leaves_no_stray_m
 async def test_idle_shutdown_is_prompt() -> None:
     async with fakes() as (discord_fake, replicate):
         saved = redirect_snapshot()
-        service = BotService(settings_for(discord_fake, replicate), FAST_POLICY)
+        service = BotService(bot_settings(replicate, discord=discord_fake), FAST_POLICY)
         finished = False
         try:
             await service.start()

@@ -25,24 +25,11 @@ from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, _image_caption
 from adapters.discord_format import MAX_MESSAGE_CHARS
 from bot.replies import Image, Images, RunInfo
 from bot.runner import MAX_OUTPUT_FILES, RunPolicy
-from tests.discord_harness import (
-    APPLICATION_ID,
-    ASK_MODEL,
-    CHANNEL,
-    GUILD,
-    IMAGINE_MODEL,
-    NO_MENTIONS,
-    PNG,
-    USER,
-    DiscordBot,
-    discord_bot,
-    fakes,
-    running_bot,
-    settings_for,
-)
+from tests.discord_harness import NO_MENTIONS, USER, DiscordBot, discord_bot, fakes, running_bot
 from tests.fakes.discord_gateway import BOT_PERMS, DISCORD_EPOCH_MS
 from tests.fakes.discord_server import InteractionState, RecordedRequest, SentInteraction
 from tests.fakes.replicate_server import ImageModel, TextModel
+from tests.harness_common import APPLICATION_ID, ASK_MODEL, CHANNEL, GUILD, IMAGINE_MODEL, PNG, bot_settings
 
 NSFW = "NSFW content detected. Try running it again, or try a different prompt."
 LONG_PROMPT = "a lighthouse on a cliff at dawn, " * 120  # ~3,900 characters, inside MAX_PROMPT_CHARS
@@ -230,7 +217,7 @@ async def test_an_answer_that_can_go_nowhere_cancels_its_prediction(caplog: pyte
     async with fakes() as (discord_fake, replicate):
         replicate.add_model(ASK_MODEL, TextModel(tokens=["Thinking"], hang=True))
         async with running_bot(discord_fake, replicate, policy=patient) as service:
-            bot = DiscordBot(discord_fake, replicate, service, settings_for(discord_fake, replicate))
+            bot = DiscordBot(discord_fake, replicate, service, bot_settings(replicate, discord=discord_fake))
             discord_fake.deny_channel(CHANNEL, 50001)
             discord_fake.refuse_dms(USER)
             sent = send_interaction(bot, "ask", {"prompt": "a long one"}, age=EXPIRED)

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from bot.runner import RunPolicy
-from tests.bot_harness import ANSWER, ASK_MODEL, CHANNEL, FAST_POLICY, IMAGINE_MODEL, Bots, running_bots
+from tests.bot_harness import Bots, running_bots
 from tests.fakes.discord_server import FakeDiscord, SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, RecordedRequest, TextModel
 from tests.fakes.slack_server import FakeSlack
+from tests.harness_common import ANSWER, ASK_MODEL, CHANNEL, FAST_POLICY, IMAGINE_MODEL
 
 SLOW_TOKENS = ["one ", "two ", "three ", "four"]  # streams for ~1.2 s: long enough to break something mid-answer
 SLOW_ANSWER = "".join(SLOW_TOKENS)

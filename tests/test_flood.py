@@ -23,8 +23,9 @@ from bot.replies import Failure, Phase, ReplyEvent, Status
 from bot.requests import CommandRequest
 from bot.waiting_line import Place, WaitingLine
 from config.settings import SettingsError, load_settings
-from tests.bot_harness import ASK_MODEL, CHANNEL, WAIT_S, running_bots, started_fakes
+from tests.bot_harness import running_bots, started_fakes
 from tests.fakes.replicate_server import FakeReplicate, TextModel
+from tests.harness_common import ASK_MODEL, CHANNEL, WAIT_S
 from tests.test_core_runner import ASK, ORIGIN, make_core
 from tests.test_lifecycle import (
     START_TIMEOUT_S,

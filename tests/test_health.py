@@ -14,7 +14,8 @@ import pytest
 from bot.core import CommandCore
 from bot.factory import create_core
 from service.health import HealthMonitor
-from tests.bot_harness import bot_settings, started_fakes
+from tests.bot_harness import started_fakes
+from tests.harness_common import bot_settings
 
 WINDOW_S = 30.0
 

@@ -27,21 +27,12 @@ import pytest_asyncio
 from adapters.console import HELP_TEXT
 from bot.text import split_message
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
-from config.settings import Settings
 from service.bot_service import BotService
-from tests.discord_harness import (
-    FAST_POLICY,
-    NO_MENTIONS,
-    PNG,
-    DiscordBot,
-    bodies_with_content,
-    fakes,
-    running_bot,
-    settings_for,
-)
+from tests.discord_harness import NO_MENTIONS, DiscordBot, bodies_with_content, fakes, running_bot
 from tests.fakes.discord_server import SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack, Message
+from tests.harness_common import FAST_POLICY, PNG, bot_settings
 from tests.hostile_corpus import INPUTS, OUTPUTS, Expect, HostileInput, HostileOutput
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -185,19 +176,7 @@ async def slack_run() -> AsyncIterator[SlackRun]:
     with logged_errors() as errors:
         async with FakeReplicate() as replicate, FakeSlack() as slack:
             add_models(replicate)
-            settings = Settings(
-                replicate_api_token="r8_test_token",
-                replicate_base_url=replicate.base_url,
-                replicate_output_hosts=(replicate.output_host,),
-                ca_bundle=Path(replicate.ca_bundle),
-                slack_bot_token=slack.bot_token,
-                slack_app_token=slack.app_token,
-                slack_api_url=slack.api_url,
-                allowed_models=ALLOWED_MODELS,
-                prediction_timeout_s=FAST_POLICY.timeout_s,
-                port=0,
-                shutdown_grace_s=1.0,
-            )
+            settings = bot_settings(replicate, slack, allowed_models=ALLOWED_MODELS)
             service = BotService(settings, FAST_POLICY)
             await service.start()
             replicate.take_requests()  # the start-up model look-ups are not what a command costs
@@ -343,7 +322,7 @@ async def discord_run() -> AsyncIterator[DiscordRun]:
             add_models(replicate)
             async with running_bot(discord_fake, replicate, allowed_models=ALLOWED_MODELS) as service:
                 bot = DiscordBot(discord_fake, replicate, service,
-                                 settings_for(discord_fake, replicate, allowed_models=ALLOWED_MODELS))
+                                 bot_settings(replicate, discord=discord_fake, allowed_models=ALLOWED_MODELS))
                 commands = {command.key: command for command in discord_commands()}
                 sent = {key: await bot.interact(command.command, {"prompt": command.text})
                         for key, command in commands.items()}

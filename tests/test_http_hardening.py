@@ -18,8 +18,9 @@ import pytest
 from config.settings import SettingsError, load_settings
 from service.bot_service import BotService
 from service.http_server import BODY_READ_TIMEOUT_S, IDLE_TIMEOUT_S, LINGERING_S, MAX_BODY_BYTES, MAX_CONNECTIONS
-from tests.bot_harness import FAST_POLICY, bot_settings, running_bots, started_fakes
+from tests.bot_harness import running_bots, started_fakes
 from tests.fakes.slack_server import FakeSlack, signed_headers, slash_command_form
+from tests.harness_common import FAST_POLICY, bot_settings
 
 SIGNING_SECRET = "http-hardening-signing-secret"
 MARGIN_S = 3.0  # generous: the server's own timer decides; without it the wait is an hour (aiohttp's 3630 s)

@@ -21,7 +21,11 @@ import aiohttp
 import pytest
 
 from adapters.discord_adapter import DiscordAdapter
-from tests.bot_harness import (
+from tests.bot_harness import Bots, running_bots, started_fakes
+from tests.fakes.discord_server import FakeDiscord, SentInteraction
+from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
+from tests.fakes.slack_server import FakeSlack
+from tests.harness_common import (
     ANSWER,
     ASK_MODEL,
     CHANNEL,
@@ -32,13 +36,7 @@ from tests.bot_harness import (
     SLACK_APP_TOKEN,
     SLACK_BOT_TOKEN,
     WAIT_S,
-    Bots,
-    running_bots,
-    started_fakes,
 )
-from tests.fakes.discord_server import FakeDiscord, SentInteraction
-from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
-from tests.fakes.slack_server import FakeSlack
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "harness-signing-secret-0123456789"

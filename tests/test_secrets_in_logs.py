@@ -19,17 +19,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.logs import REDACTED, SecretRedactor, install_logging
-from tests.bot_harness import (
-    ASK_MODEL,
-    CHANNEL,
-    DISCORD_TOKEN,
-    REPLICATE_TOKEN,
-    SLACK_APP_TOKEN,
-    SLACK_BOT_TOKEN,
-    running_bots,
-)
+from tests.bot_harness import running_bots
 from tests.fakes.replicate_server import FakeReplicate, TextModel
 from tests.fakes.slack_server import FakeSlack, signed_headers, slash_command_form
+from tests.harness_common import ASK_MODEL, CHANNEL, DISCORD_TOKEN, REPLICATE_TOKEN, SLACK_APP_TOKEN, SLACK_BOT_TOKEN
 from tests.test_http_hardening import SIGNING_SECRET, http_mode_slack_bot, post_events
 
 CONFIGURED = {

@@ -5,9 +5,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,46 +12,19 @@ import pytest
 from adapters import slack as slack_adapter
 from adapters.slack import TRANSIENT_RETRIES, WORKING_TEXT, RetryBackoff
 from adapters.slack_format import PRIVATE_FALLBACK_TEXT
-from bot.runner import RunPolicy
 from bot.text import split_message
-from config.settings import Settings
-from service.bot_service import BotService
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
-from tests.fakes.slack_server import FakeSlack, Message, signed_headers, slash_command_form
+from tests.fakes.slack_server import FakeSlack, signed_headers, slash_command_form
+from tests.harness_common import ASK_MODEL, PNG
+from tests.slack_harness import CURSOR, SIGNING_SECRET, SlackBot, slack_bot
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"slack-png"
 HOSTILE = "<!channel> <!here> <@U999> <https://evil.example|click> & done"
-ASK_MODEL = "meta/meta-llama-3-8b-instruct"
-SIGNING_SECRET = "fake-signing-secret"
-CURSOR = "▍"
 ESCAPED_ANSWER = "Hello &lt;!channel&gt; &lt;!here&gt; &lt;@U999&gt; &lt;https://evil.example|click&gt; &amp; done"
 
 
-@dataclass
-class SlackBot:
-    slack: FakeSlack
-    replicate: FakeReplicate
-    service: BotService
-
-    def parents(self, channel: str = "C0CHAN") -> list[Message]:
-        return self.slack.channel_messages(channel)
-
-    def replies(self, channel: str = "C0CHAN") -> list[Message]:
-        """The thread replies under the channel's first parent."""
-        parents = self.parents(channel)
-        return self.slack.thread(channel, parents[0].ts) if parents else []
-
-    async def ask_in_each(self, channels: list[str], *, ending: str, timeout: float = 15) -> None:
-        """`/ask` in every channel at once, then wait until each thread holds a finished answer."""
-        for channel in channels:
-            await self.slack.send_slash_command(command="/ask", text="go", channel_id=channel)
-        await self.slack.wait_until(lambda: all(self.answered(channel, ending=ending) for channel in channels),
-                                    timeout=timeout, what="every answer")
-
-    def answered(self, channel: str = "C0CHAN", ending: str = "") -> bool:
-        replies = self.replies(channel)
-        return bool(replies) and not any(CURSOR in m.text or m.text.startswith("_⏳") for m in replies) and \
-            replies[-1].text.endswith(ending)
+def hostile_answer(replicate: FakeReplicate) -> None:
+    """/ask answers with every kind of Slack mention and a link in markup: none may reach Slack live."""
+    replicate.add_model(ASK_MODEL, TextModel(tokens=["Hello ", HOSTILE]))
 
 
 @pytest.fixture(autouse=True)
@@ -63,37 +33,9 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(slack_adapter, "RETRY_BACKOFF", RetryBackoff(first_wait_s=0.01, jitter_s=0.01))
 
 
-@asynccontextmanager
-async def slack_bot(*, http_mode: bool = False, timeout_s: float = 10) -> AsyncIterator[SlackBot]:
-    async with FakeReplicate() as replicate, FakeSlack() as slack:
-        replicate.add_model(ASK_MODEL, TextModel(tokens=["Hello ", HOSTILE]))
-        replicate.add_model("black-forest-labs/flux-schnell", ImageModel(images=[(PNG, "image/png")]))
-        settings = Settings(
-            replicate_api_token="r8_test_token",
-            replicate_base_url=replicate.base_url,
-            replicate_output_hosts=(replicate.output_host,),
-            ca_bundle=Path(replicate.ca_bundle),
-            slack_bot_token=slack.bot_token,
-            slack_app_token=None if http_mode else slack.app_token,
-            slack_signing_secret=SIGNING_SECRET if http_mode else None,
-            slack_api_url=slack.api_url,
-            port=0,
-            shutdown_grace_s=1.0,
-        )
-        service = BotService(settings, RunPolicy(timeout_s=timeout_s, poll_interval_s=0.05, create_wait_s=1))
-        await service.start()
-        replicate.take_requests()  # the start-up model look-ups are not what a command costs
-        if not http_mode:
-            await slack.wait_for_socket(1)
-        try:
-            yield SlackBot(slack, replicate, service)
-        finally:
-            await service.shutdown()
-
-
 @pytest.fixture
 async def bot() -> AsyncIterator[SlackBot]:
-    async with slack_bot() as running:
+    async with slack_bot(arrange=hostile_answer) as running:
         yield running
 
 
@@ -200,7 +142,7 @@ async def post_command(bot: SlackBot, body: str, headers: dict[str, str]) -> tup
 
 
 async def test_http_mode_answers_a_correctly_signed_command_in_a_thread() -> None:
-    async with slack_bot(http_mode=True) as bot:
+    async with slack_bot(http_mode=True, arrange=hostile_answer) as bot:
         body = slash_command_form(command="/ask", text="say hi", response_url=bot.slack.new_response_url())
 
         status, _ = await post_command(bot, body, signed_headers(SIGNING_SECRET, body))
@@ -212,7 +154,7 @@ async def test_http_mode_answers_a_correctly_signed_command_in_a_thread() -> Non
 
 
 async def test_http_mode_answers_bad_input_in_the_http_response_privately() -> None:
-    async with slack_bot(http_mode=True) as bot:
+    async with slack_bot(http_mode=True, arrange=hostile_answer) as bot:
         body = slash_command_form(command="/ask", text="   ", response_url=bot.slack.new_response_url())
 
         status, text = await post_command(bot, body, signed_headers(SIGNING_SECRET, body))
@@ -234,7 +176,7 @@ async def test_http_mode_answers_bad_input_in_the_http_response_privately() -> N
 async def test_http_mode_refuses_unverified_requests_with_401_and_runs_nothing(
     forge: Callable[[str], dict[str, str]]
 ) -> None:
-    async with slack_bot(http_mode=True) as bot:
+    async with slack_bot(http_mode=True, arrange=hostile_answer) as bot:
         body = slash_command_form(command="/ask", text="say hi", response_url=bot.slack.new_response_url())
         headers = forge(body)
         sent = body + "&text=evil" if "tampered" in str(headers) else body

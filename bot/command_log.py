@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from bot.replies import Failure, Images, ReplyEvent, TextDelta, TextDone
@@ -32,20 +33,27 @@ class CommandRecord:
     first_token_ms: float | None = None
     total_ms: float | None = None
     predict_time_s: float | None = None
-    _started: float = field(default_factory=time.monotonic, repr=False)
+    _clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _started: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._started = self._clock()
 
     @classmethod
-    def start(cls, request: CommandRequest, ack_latency_s: float | None) -> CommandRecord:
+    def start(
+        cls, request: CommandRequest, ack_latency_s: float | None, *, clock: Callable[[], float] = time.monotonic
+    ) -> CommandRecord:
         return cls(
             platform=request.origin.platform,
             command=str(request.command),
             model=request.model,
             request_id=request.request_id,
             ack_latency_ms=_ms(ack_latency_s),
+            _clock=clock,
         )
 
     def observe(self, event: ReplyEvent) -> None:
-        elapsed = time.monotonic() - self._started
+        elapsed = self._clock() - self._started
         if isinstance(event, TextDelta) and self.first_token_ms is None:
             self.first_token_ms = _ms(elapsed)
         elif isinstance(event, (TextDone, Images)):

@@ -97,7 +97,7 @@ class ConsoleAdapter:
                             self._write("\n" + printable(event.text))
                         self._write("\n")
                     case Images():
-                        for path in self._save(event):
+                        for path in await self._save(event):
                             self._write(f"🖼  saved {path}\n")
                         self._write(f"   prompt: {printable(event.prompt)} · model: {printable(event.run.model)}"
                                     f" · seed: {event.seed}\n")
@@ -108,8 +108,9 @@ class ConsoleAdapter:
                     case _:
                         assert_never(event)
 
-    def _save(self, images: Images) -> list[Path]:
-        self._image_dir.mkdir(parents=True, exist_ok=True)
+    async def _save(self, images: Images) -> list[Path]:
+        # Disk writes go to a thread: an image of megabytes would otherwise hold the event loop.
+        await asyncio.to_thread(self._image_dir.mkdir, parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         paths = []
         for index, image in enumerate(images.images, start=1):
@@ -120,7 +121,7 @@ class ConsoleAdapter:
                 continue
             extension = image.filename.rsplit(".", 1)[-1]
             path = self._image_dir / f"{stamp}-{images.run.prediction_id or 'image'}-{index}.{extension}"
-            path.write_bytes(image.data)
+            await asyncio.to_thread(path.write_bytes, image.data)
             paths.append(path)
         return paths
 

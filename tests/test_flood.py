@@ -23,19 +23,11 @@ from bot.replies import Failure, Phase, ReplyEvent, Status
 from bot.requests import CommandRequest
 from bot.waiting_line import Place, WaitingLine
 from config.settings import SettingsError, load_settings
-from tests.bot_harness import running_bots, started_fakes
+from tests.bot_harness import running_bots
 from tests.fakes.replicate_server import FakeReplicate, TextModel
 from tests.harness_common import ASK_MODEL, CHANNEL, WAIT_S
 from tests.test_core_runner import ASK, ORIGIN, make_core
-from tests.test_lifecycle import (
-    START_TIMEOUT_S,
-    BotProcess,
-    discord_contents,
-    free_port,
-    get_health,
-    process_env,
-    slack_replies,
-)
+from tests.test_lifecycle import bot_process, discord_contents, get_health, slack_replies
 
 TIMEOUT_S = 10.0
 HUNG_MODEL = "test/hung"
@@ -410,52 +402,38 @@ async def test_healthz_tells_commands_running_from_commands_queued() -> None:
 
 
 
+def hung_ask_model(replicate: FakeReplicate) -> None:
+    replicate.add_model(ASK_MODEL, TextModel(tokens=["Thinking"], hang=True))
+
+
 # --- SIGTERM, the real process -----------------------------------------------------------------------------
 
 
 async def test_sigterm_tells_queued_commands_at_once_and_creates_nothing_after_the_signal(tmp_path: Path) -> None:
-    async with started_fakes() as (replicate, slack, discord):
-        assert slack is not None and discord is not None
-        replicate.add_model(ASK_MODEL, TextModel(tokens=["Thinking"], hang=True))
-        port = free_port()
-        # A long grace: what is queued must hear "restarting" now, not when the grace runs out.
-        env = {**process_env(replicate, slack, discord, port),
-               "MAX_CONCURRENT_PREDICTIONS": "1", "SHUTDOWN_GRACE": "60"}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", env=env, cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        bot = BotProcess(process)
-        bot.read()
-        try:
-            await bot.wait_for_line("Bot running: slack, discord", START_TIMEOUT_S)
-            await slack.wait_for_socket(1, WAIT_S)
-            await discord.wait_for_ready(1, WAIT_S)
-            await slack.send_slash_command(command="/ask", text="runs", channel_id="C0RUNS")
-            await replicate.wait_until(lambda: len(replicate.running()) == 1, WAIT_S, what="the running prediction")
-            for channel in ("C0WAIT1", "C0WAIT2"):
-                await slack.send_slash_command(command="/ask", text="waits", channel_id=channel)
-            waiting = await discord.send_interaction("ask", {"prompt": "waits"}, channel_id=CHANNEL)
-            await slack.wait_until(lambda: all(any("Queued" in text for text in slack_replies(slack, channel))
-                                               for channel in ("C0WAIT1", "C0WAIT2")), WAIT_S, what="queued on Slack")
-            await discord.wait_until(lambda: any("Queued" in text for text in discord_contents(discord, waiting)),
-                                     WAIT_S, what="queued on Discord")
+    # A long grace: what is queued must hear "restarting" now, not when the grace runs out.
+    async with bot_process(tmp_path, arrange=hung_ask_model, MAX_CONCURRENT_PREDICTIONS="1",
+                           SHUTDOWN_GRACE="60") as running:
+        replicate, slack, discord = running.replicate, running.slack, running.discord
+        await slack.send_slash_command(command="/ask", text="runs", channel_id="C0RUNS")
+        await replicate.wait_until(lambda: len(replicate.running()) == 1, WAIT_S, what="the running prediction")
+        for channel in ("C0WAIT1", "C0WAIT2"):
+            await slack.send_slash_command(command="/ask", text="waits", channel_id=channel)
+        waiting = await discord.send_interaction("ask", {"prompt": "waits"}, channel_id=CHANNEL)
+        await slack.wait_until(lambda: all(any("Queued" in text for text in slack_replies(slack, channel))
+                                           for channel in ("C0WAIT1", "C0WAIT2")), WAIT_S, what="queued on Slack")
+        await discord.wait_until(lambda: any("Queued" in text for text in discord_contents(discord, waiting)),
+                                 WAIT_S, what="queued on Discord")
 
-            process.send_signal(signal.SIGTERM)
-            told_by = asyncio.get_running_loop().time() + 5.0  # "at once": far inside the 60 s grace
-            await slack.wait_until(lambda: all(slack_replies(slack, channel) == [f"⚠️ {RESTARTING}"]
-                                               for channel in ("C0WAIT1", "C0WAIT2")), 5.0, what="Slack told")
-            await discord.wait_until(lambda: f"⚠️ {RESTARTING}" in discord_contents(discord, waiting), 5.0,
-                                     what="Discord told")
-            assert asyncio.get_running_loop().time() < told_by
-            assert len(replicate.running()) == 1  # the running command still has its grace
+        running.bot.process.send_signal(signal.SIGTERM)
+        told_by = asyncio.get_running_loop().time() + 5.0  # "at once": far inside the 60 s grace
+        await slack.wait_until(lambda: all(slack_replies(slack, channel) == [f"⚠️ {RESTARTING}"]
+                                           for channel in ("C0WAIT1", "C0WAIT2")), 5.0, what="Slack told")
+        await discord.wait_until(lambda: f"⚠️ {RESTARTING}" in discord_contents(discord, waiting), 5.0,
+                                 what="Discord told")
+        assert asyncio.get_running_loop().time() < told_by
+        assert len(replicate.running()) == 1  # the running command still has its grace
 
-            replicate.cancel(replicate.running()[0])  # it ends during the grace: its slot is free, nobody takes it
-            assert await bot.exit_status(WAIT_S) == 0
-            assert len(replicate.creates) == 1
-            assert "Stopped cleanly" in bot.output
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await asyncio.gather(*bot._readers, return_exceptions=True)
+        replicate.cancel(replicate.running()[0])  # it ends during the grace: its slot is free, nobody takes it
+        assert await running.bot.exit_status(WAIT_S) == 0
+        assert len(replicate.creates) == 1
+        assert "Stopped cleanly" in running.bot.output

@@ -138,16 +138,22 @@ class Process:
 
 
 @asynccontextmanager
-async def bot_process(tmp_path: Path) -> AsyncIterator[Process]:
-    """The fakes, and the real bot process connected to all three (Socket Mode and the gateway are up)."""
+async def bot_process(
+    tmp_path: Path, *, arrange: Callable[[FakeReplicate], None] = lambda _: None, **settings: str
+) -> AsyncIterator[Process]:
+    """The fakes, and the real bot process connected to all three (Socket Mode and the gateway are up).
+
+    `arrange` scripts the fake Replicate after the default models; `settings` are extra environment variables."""
     async with started_fakes() as (replicate, slack, discord):
         assert slack is not None and discord is not None
         replicate.add_model(ASK_MODEL, TextModel(tokens=QUICK_TOKENS, token_interval_s=0.3))
         replicate.add_model(HUNG_MODEL, TextModel(tokens=["Thinking"], hang=True))
         replicate.add_model(BROKEN_MODEL, TextModel(tokens=[], fail_with="CUDA out of memory"))
+        arrange(replicate)
         port = free_port()
+        env = {**process_env(replicate, slack, discord, port), **settings}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", env=process_env(replicate, slack, discord, port), cwd=tmp_path,
+            sys.executable, "-m", "bot", env=env, cwd=tmp_path,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         bot = BotProcess(process)

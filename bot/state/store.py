@@ -1,0 +1,59 @@
+"""What the bot keeps between commands and across restarts, behind one small async interface.
+
+Two implementations (`bot.state.sqlite`, the default, nothing to install; `bot.state.redis`, for several
+processes) pass the same contract tests. Every method is atomic on its own; none blocks the event loop.
+Keys are plain strings chosen by the caller (`bot.governance` names them); times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A counter that may hold at most `limit` units; it is forgotten at `expires_at` (the end of its window)."""
+
+    key: str
+    limit: int
+    expires_at: float
+
+
+class StateStore(Protocol):
+    async def take(self, quotas: Sequence[Quota]) -> Quota | None:
+        """Add one unit to every quota if each is below its limit, all or nothing, and return None; else change
+        nothing and return the first quota that is full. A quota already stored keeps the later of its own and
+        the given `expires_at`."""
+
+    async def give_back(self, keys: Sequence[str]) -> None:
+        """Remove one unit from each counter (never below zero): a command that never reached Replicate."""
+
+    async def count(self, key: str) -> int:
+        """A counter's units now (0 when it is missing or expired)."""
+
+    async def add_ranked(self, board: str, member: str, amount: int, expires_at: float) -> None:
+        """Add `amount` to `member`'s score on `board` (and to the board's total); the board is forgotten at
+        `expires_at` (the later of the stored and the given)."""
+
+    async def top(self, board: str, limit: int) -> list[tuple[str, int]]:
+        """The `limit` highest scores on `board`, highest first (ties in member order)."""
+
+    async def score(self, board: str, member: str) -> int:
+        """One member's score on `board` (0 when absent)."""
+
+    async def total(self, board: str) -> int:
+        """The sum of every score on `board` (0 when absent)."""
+
+    async def get_settings(self, prefix: str = "") -> Mapping[str, str]:
+        """Every setting whose name starts with `prefix`."""
+
+    async def put_setting(self, name: str, value: str | None) -> None:
+        """Set a setting; `None` deletes it. Settings never expire."""
+
+    async def purge_expired(self) -> int:
+        """Delete what has expired; returns how many entries went (Redis expires keys itself: 0)."""
+
+    async def aclose(self) -> None:
+        """Release the connection (and the SQLite worker thread)."""

@@ -83,19 +83,19 @@ class CommandIntake:
             if redelivered is not None:
                 await redelivered()
             return
-        prepared = self._core.prepare(command, text, origin, typed_options)
+        prepared = await self._core.prepare(command, text, origin, typed_options)
         if isinstance(prepared, Failure):
             await refuse(prepared.message)
             return
         problem = precondition(prepared) if precondition is not None else None
         if problem is not None:
-            self._core.withdraw(prepared)
+            await self._core.withdraw(prepared)
             await refuse(problem)
             return
         try:
             await acknowledge()
         except BaseException:
-            self._core.withdraw(prepared)  # never to run: its place in the queue goes back at once
+            await self._core.withdraw(prepared)  # never to run: its place and its units go back at once
             raise
         ack_latency_s = time.monotonic() - received
         self._tasks.spawn(answer(prepared, ack_latency_s), name=f"{origin.platform}-{prepared.request_id}")

@@ -24,8 +24,10 @@ from bot.requests import CommandName, CommandRequest, Origin
 PROMPT = "> "
 HELP_TEXT = (
     "Type `/ask <question>` or `/imagine <description>` (options at the end, e.g. `--ar 16:9`). "
-    "A line without a command is an /ask. Ctrl-D quits."
+    "A line without a command is an /ask. `/replicate help` shows more. Ctrl-D quits."
 )
+ADMIN_COMMAND = "replicate"
+CONSOLE_ORIGIN = Origin(platform="console", user_id="you", channel_id="terminal")
 _COMMAND_LINE = re.compile(r"^/(\w+)\s*(.*)$", re.S)
 
 
@@ -68,10 +70,13 @@ class ConsoleAdapter:
         if command in ("help", "h"):
             self._write(HELP_TEXT + "\n")
             return
+        if command == ADMIN_COMMAND:  # the console's user is the bot's admin
+            self._write(printable(await self._core.administer(CONSOLE_ORIGIN, text)) + "\n")
+            return
         if command not in {name.value for name in CommandName}:
             self._write(f"✗ Unknown command /{command}. {HELP_TEXT}\n")
             return
-        prepared = self._core.prepare(command, text, Origin(platform="console", user_id="you", channel_id="terminal"))
+        prepared = await self._core.prepare(command, text, CONSOLE_ORIGIN)
         if isinstance(prepared, Failure):
             self._write(f"✗ {prepared.message}\n")
             return

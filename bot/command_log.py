@@ -2,9 +2,10 @@
 
 Operators grep and chart these; the fields are stable. No prompt text (it may be private) and no secret.
 
-`predict_time_s` is Replicate's billed compute time, from the finished prediction's `metrics`. Image runs and
-text runs that fell back to polling have it; a streamed text answer logs null: the SSE stream carries no
-metrics, and a GET just for them would be a third Replicate request per answer (the budget is two).
+`user_id` and `channel_id` are the platform's own ids (operators need them to find who spent what). `predict_time_s`
+is Replicate's billed compute time and `cost_usd` the estimate of what the prediction cost (`bot.pricing`), both
+from the finished prediction's `metrics`; a streamed answer's are looked up with one GET after the answer went
+out (the stream carries none). Both are null when no prediction ran.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from bot.replies import Failure, Images, ReplyEvent, TextDelta, TextDone
+from bot.pricing import MICRO_USD_PER_USD
+from bot.replies import Failure, Images, ReplyEvent, RunInfo, TextDelta, TextDone
 from bot.requests import CommandRequest
 
 log = logging.getLogger("bot.commands")
@@ -24,6 +26,8 @@ log = logging.getLogger("bot.commands")
 @dataclass
 class CommandRecord:
     platform: str
+    user_id: str
+    channel_id: str
     command: str
     model: str
     request_id: str
@@ -33,6 +37,7 @@ class CommandRecord:
     first_token_ms: float | None = None
     total_ms: float | None = None
     predict_time_s: float | None = None
+    cost_usd: float | None = None
     _clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _started: float = field(default=0.0, repr=False)
 
@@ -45,6 +50,8 @@ class CommandRecord:
     ) -> CommandRecord:
         return cls(
             platform=request.origin.platform,
+            user_id=request.origin.user_id,
+            channel_id=request.origin.channel_id,
             command=str(request.command),
             model=request.model,
             request_id=request.request_id,
@@ -65,6 +72,12 @@ class CommandRecord:
             self.prediction_id = event.prediction_id
         if isinstance(event, (TextDone, Images, Failure)):
             self.total_ms = _ms(elapsed)
+
+    def settled(self, run: RunInfo | None, cost_micro_usd: int | None) -> None:
+        """What the prediction used and probably cost, known once it has finished (after the answer)."""
+        if run is not None:
+            self.predict_time_s = run.predict_time_s
+        self.cost_usd = None if cost_micro_usd is None else cost_micro_usd / MICRO_USD_PER_USD
 
     def emit(self) -> None:
         fields = {key: value for key, value in asdict(self).items() if not key.startswith("_")}

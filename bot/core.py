@@ -15,15 +15,18 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.administration import Administration
 from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.command_log import CommandRecord
 from bot.dedupe import RecentKeys
 from bot.errors import BotError, FailureKind, InvalidCommand, ModelNotAllowed, ShuttingDown, describe_failure
+from bot.governance import Governor, Pass, Refusal
 from bot.model_catalog import A_MODEL_OF, COMMAND_OF, ModelCatalog
 from bot.model_input import build_model_input
 from bot.models import KIND_FOR_COMMAND, ModelInfo
 from bot.parsing import InputLimits, parse_command
-from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, Status
+from bot.pricing import PriceTable
+from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, RunInfo, Status, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.runner import ImagesResult, PredictionRunner
 from bot.tasks import BackgroundTasks
@@ -38,6 +41,15 @@ NO_MODEL_TEXT = "No model is set up for /{command} right now. The operator has b
 @dataclass(frozen=True)
 class CoreConfig:
     limits: InputLimits
+    prices: PriceTable
+
+
+@dataclass
+class _Admitted:
+    """A prepared command's governance pass, and the prediction Replicate made for it (once it did)."""
+
+    governance: Pass | None
+    prediction_ids: list[str] = dataclasses.field(default_factory=list)
 
 
 class CommandCore:
@@ -53,6 +65,8 @@ class CommandCore:
         self._producers = BackgroundTasks("command producer")
         self._accepting = True
         self._deliveries = RecentKeys()
+        self._governor: Governor | None = None
+        self._admitted: dict[str, _Admitted] = {}
 
     @property
     def in_flight(self) -> int:
@@ -86,20 +100,31 @@ class CommandCore:
         """Replace the fallback catalog with the one looked up on Replicate (at start-up, before any command)."""
         self._models = models
 
+    def use_governance(self, governor: Governor) -> None:
+        """Limits, budget and access from now on (the service opens the state store before any command)."""
+        self._governor = governor
+
+    async def administer(self, origin: Origin, text: str) -> str:
+        """The private answer to `/replicate <text>` (help, models, usage; admins' controls)."""
+        if self._governor is None:
+            return "The bot's state store is not open yet. Try again in a moment."
+        return await Administration(self._governor, self._models).run(origin, text)
+
     def claim_delivery(self, key: str) -> bool:
         """False when this delivery (Slack trigger, Discord interaction) was already taken: drop it."""
         return self._deliveries.claim(key)
 
-    def prepare(
+    async def prepare(
         self,
         command: CommandName | str,
         text: str,
         origin: Origin,
         typed_options: Mapping[str, object] | None = None,
     ) -> CommandRequest | Failure:
-        """Parse and validate without any I/O; a `Failure` here is private and cost nothing.
+        """Parse, validate and govern; a `Failure` here is private and cost nothing (nothing was created or posted).
 
-        A request returned holds a place in the admission queue until `execute` takes it up (or it lapses):
+        The only I/O is the state store's (limits, budget, access: `bot.governance`). A request returned holds
+        its governance units and a place in the admission queue until `execute` takes it up (or `withdraw`):
         a burst of commands sees the room left shrink with each one, and those beyond it are refused here.
         """
         name = CommandName(str(command).lstrip("/"))
@@ -124,16 +149,34 @@ class CommandCore:
             return Failure(kind=error.kind, message=error.user_message)
         if not self._accepting:
             return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
-        if not self._admission.reserve(request.request_id):
+        governance = None
+        if self._governor is not None:
+            decision = await self._governor.admit(origin, name)
+            if isinstance(decision, Refusal):
+                log.info("Refused a %s command from %s:%s in %s: %s",
+                         name, origin.platform, origin.user_id, origin.channel_id, decision.reason)
+                return Failure(decision.reason, decision.message)
+            governance = decision
+        shut = self._shut()  # it may have begun while the store answered
+        if shut or not self._admission.reserve(request.request_id):
+            if governance is not None and self._governor is not None:
+                await self._governor.release(governance, reached_replicate=False)
+            if shut:
+                return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
             waiting = self._admission.waiting_ahead_of_newcomer
             log.info("Refused a %s command from %s: the queue is full (%d waiting)", name, origin.platform, waiting)
             commands = "1 command is" if waiting == 1 else f"{waiting} commands are"
             return Failure(FailureKind.QUEUE_FULL, describe_failure(FailureKind.QUEUE_FULL, commands=commands))
+        self._admitted[request.request_id] = _Admitted(governance)
         return request
 
-    def withdraw(self, request: CommandRequest) -> None:
+    def _shut(self) -> bool:
+        return not self._accepting
+
+    async def withdraw(self, request: CommandRequest) -> None:
         """A prepared request that will never run (an adapter refused it after all): give its place back."""
         self._admission.withdraw(request.request_id)
+        await self._settle(request, None, None)
 
     def _model_for(self, command: CommandName, requested: str | None) -> ModelInfo | None:
         """The model a command runs; a `--model` of the wrong kind is refused (`ModelNotAllowed`)."""
@@ -158,28 +201,57 @@ class CommandCore:
         record = CommandRecord.start(request, ack_latency_s)
         if not self._accepting:
             self._admission.withdraw(request.request_id)
+            await self._settle(request, None, record)
             failure = Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
             record.observe(failure)
             record.emit()
             yield failure
             return
         events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        admitted = self._admitted.get(request.request_id)
+        on_created = admitted.prediction_ids.append if admitted is not None else (lambda _: None)
         producer = self._producers.spawn(
-            self._produce(request, events.put_nowait), name=f"command-{request.request_id}"
+            self._produce(request, events.put_nowait, on_created), name=f"command-{request.request_id}"
         )
+        final: ReplyEvent | None = None
         try:
             while True:
                 event = await events.get()
                 record.observe(event)
-                yield event
                 if isinstance(event, FINAL_EVENTS):
+                    final = event
+                yield event
+                if final is not None:
                     return
         finally:
             if not producer.done():
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
             self._admission.withdraw(request.request_id)  # a producer stopped before it took up its place
+            await self._settle(request, final, record)
             record.emit()
+
+    async def _settle(self, request: CommandRequest, final: ReplyEvent | None, record: CommandRecord | None) -> None:
+        """The command is over: give back its running slot (and its use, if Replicate never took it), and count
+        what the prediction probably cost, from its metrics, into today's spend and the log line."""
+        admitted = self._admitted.pop(request.request_id, None)
+        if admitted is None:
+            return
+        run = final.run if isinstance(final, (TextDone, Images)) else None
+        if run is None and admitted.prediction_ids:  # failed, timed out or cancelled after Replicate took it
+            run = RunInfo(model=request.model, prediction_id=admitted.prediction_ids[-1])
+        try:
+            if run is not None and self._accepting:
+                run = await self._runner.with_metrics(run)
+            cost = self._config.prices.estimate_micro_usd(run) if run is not None else None
+            if record is not None:
+                record.settled(run, cost)
+            if self._governor is not None and admitted.governance is not None:
+                await self._governor.release(admitted.governance, reached_replicate=bool(admitted.prediction_ids))
+                if cost is not None:
+                    await self._governor.record_spend(admitted.governance, cost)
+        except Exception:  # the store failed: the answer went out; the operator needs to know
+            log.exception("Could not record the use of command %s", request.request_id)
 
     def stop_accepting(self) -> None:
         """New commands get a polite "restarting" from now on (shutdown), and so, at once, do those still
@@ -207,10 +279,17 @@ class CommandCore:
             await asyncio.wait(still_running, timeout=left_s)
         await self._runner.aclose(left_s if cancels_by is None else max(cancels_by - loop.time(), 0.0))
 
-    async def _produce(self, request: CommandRequest, emit: Callable[[ReplyEvent], None]) -> None:
+    async def _produce(
+        self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None]
+    ) -> None:
         created: list[str] = []  # the prediction's id once Replicate made it: the log line names what was cancelled
+
+        def remember(prediction_id: str) -> None:
+            created.append(prediction_id)
+            on_created(prediction_id)
+
         try:
-            await self._run(request, emit, created.append)
+            await self._run(request, emit, remember)
         except BotError as error:
             prediction_id = getattr(error, "prediction_id", None)
             emit(Failure(error.kind, error.user_message, prediction_id=prediction_id))

@@ -20,8 +20,8 @@
         ├── PredictionCancelled   cancelled on Replicate before it finished
         └── ShuttingDown          the bot is stopping: queued commands never start
 
-A refusal that is no exception (`FailureKind.QUEUE_FULL`: the queue is full) is returned by
-`CommandCore.prepare` as a `Failure` directly.
+A refusal that is no exception (`FailureKind.QUEUE_FULL`: the queue is full; the governance refusals: paused,
+blocked, channel, budget, concurrency, limits) is returned by `CommandCore.prepare` as a `Failure` directly.
 
 Raw exception text never reaches chat: `user_message` is written here, the cause goes to the log.
 """
@@ -51,6 +51,13 @@ class FailureKind(StrEnum):
     CANCELLED = "cancelled"
     SHUTTING_DOWN = "shutting_down"
     QUEUE_FULL = "queue_full"
+    # Governance refusals (`bot.governance`): private, before anything is created or posted.
+    PAUSED = "paused"
+    BLOCKED = "blocked"
+    CHANNEL_NOT_ALLOWED = "channel_not_allowed"
+    BUDGET_REACHED = "budget_reached"
+    TOO_MANY_RUNNING = "too_many_running"
+    LIMIT_REACHED = "limit_reached"
 
 
 class BotError(Exception):

@@ -10,10 +10,14 @@ import certifi
 from bot.admission import AdmissionQueue
 from bot.core import CommandCore, CoreConfig
 from bot.downloads import OutputFetcher, OutputHosts
+from bot.governance import Governor
 from bot.model_catalog import ConfiguredModels, ModelCatalog, load_catalog
 from bot.parsing import InputLimits
+from bot.pricing import PriceTable
 from bot.replicate_client import ReplicateClients
 from bot.runner import PredictionRunner, RunPolicy
+from bot.state import open_store
+from bot.state.store import StateStore
 from config.settings import Settings
 
 # Each prediction holds at most a stream or wait plus a download or cancel at once.
@@ -27,6 +31,16 @@ class CoreResources:
     clients: ReplicateClients
     outputs: OutputFetcher
     configured_models: ConfiguredModels
+    settings: Settings
+    store: StateStore | None = None
+
+    async def open_state(self) -> None:
+        """Open the state store (`STATE_URL`) and govern every command from now on; raises `StateStoreError`."""
+        if self.store is None:
+            self.store = await open_store(self.settings.governance.state_url)
+            self.core.use_governance(
+                Governor(self.store, self.settings.governance, running_slot_s=self.settings.prediction_timeout_s)
+            )
 
     async def load_models(self) -> None:
         """Learn each configured model's kind and inputs from Replicate (bounded in time; never raises for it)."""
@@ -35,6 +49,8 @@ class CoreResources:
     async def aclose(self) -> None:
         await self.clients.aclose()
         await self.outputs.aclose()
+        if self.store is not None:
+            await self.store.aclose()
 
 
 def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreResources:
@@ -55,8 +71,9 @@ def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreReso
     runner = PredictionRunner(clients, outputs, policy)
     config = CoreConfig(
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
+        prices=PriceTable(settings.governance.model_prices, settings.governance.default_price_per_second),
     )
     configured = ConfiguredModels(settings.ask_model, settings.imagine_model, settings.allowed_models)
     admission = AdmissionQueue(settings.max_concurrent_predictions, max_queued=settings.max_queued)
     core = CommandCore(runner, admission, config, ModelCatalog.from_table(configured))
-    return CoreResources(core=core, clients=clients, outputs=outputs, configured_models=configured)
+    return CoreResources(core=core, clients=clients, outputs=outputs, configured_models=configured, settings=settings)

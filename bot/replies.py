@@ -51,7 +51,10 @@ class RunInfo:
 
     model: str
     prediction_id: str | None = None
-    predict_time_s: float | None = None
+    predict_time_s: float | None = None  # Replicate's billed compute time (`metrics.predict_time`)
+    input_tokens: int | None = None  # `metrics.input_token_count` (official language models)
+    output_tokens: int | None = None  # `metrics.output_token_count`
+    image_count: int | None = None  # output files of an image model
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class Origin:
     user_name: str | None = None
     workspace_id: str | None = None  # Slack team, Discord guild
     thread_id: str | None = None
+    platform_admin: bool = False  # the platform says this user administers the place (Discord: Manage Server)
 
 
 @dataclass(frozen=True)

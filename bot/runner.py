@@ -20,7 +20,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import replicate
@@ -55,6 +55,8 @@ CREATE_WAIT_MARGIN_S = 0.5
 MAX_OUTPUT_FILES = 10  # a Discord message takes 10 attachments; no image model we know makes more per run
 ORPHAN_SEARCHES = 2
 ORPHAN_SEARCH_INTERVAL_S = 1.0
+METRICS_LOOKUP_TIMEOUT_S = 5.0  # the spend estimate waits this long for a finished prediction's metrics
+_Number = TypeVar("_Number", int, float)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class PredictionRunner:
                 log.warning("Prediction %s returned %d outputs; keeping the first %d",
                             prediction.id, len(urls), MAX_OUTPUT_FILES)
             images = await asyncio.gather(*(self._download(url, i) for i, url in enumerate(urls[:MAX_OUTPUT_FILES])))
-            yield ImagesResult(images=tuple(images), run=_run_info(model, prediction))
+            yield ImagesResult(images=tuple(images), run=_run_info(model, prediction, image_count=len(images)))
 
     @contextlib.asynccontextmanager
     async def _prediction(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[_Run]:
@@ -155,6 +157,24 @@ class PredictionRunner:
             raise self._timed_out(tracker, model, error) from error
         finally:
             await self._cancel_if_running(tracker)
+
+    async def with_metrics(self, run: RunInfo) -> RunInfo:
+        """`run` with the finished prediction's billing metrics, looked up when the run itself did not carry them.
+
+        A streamed answer ends with the stream, which carries no metrics; one GET (after the answer went out)
+        brings them, so the spend estimate counts tokens and time as Replicate bills them. Bounded; on any
+        failure the run is returned as it was (the estimate then falls back to what is known).
+        """
+        if run.prediction_id is None or run.predict_time_s is not None:
+            return run
+        try:
+            async with asyncio.timeout(METRICS_LOOKUP_TIMEOUT_S):
+                prediction = await self._clients.any().predictions.async_get(run.prediction_id)
+        except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
+            log.debug("No metrics for prediction %s: %r", run.prediction_id, error)
+            return run
+        found = _run_info(run.model, prediction, image_count=run.image_count)
+        return found if found.predict_time_s is not None else run
 
     async def aclose(self, timeout_s: float | None = None) -> None:
         """Wait for cancels still on their way to Replicate (shutdown), up to `timeout_s`."""
@@ -426,14 +446,23 @@ def _status_of(prediction: Prediction) -> Status:
     return Status(Phase.RUNNING, progress=progress.percentage if progress else None)
 
 
-def _run_info(model: str, prediction: Prediction) -> RunInfo:
-    metrics = prediction.metrics or {}
-    predict_time = metrics.get("predict_time")
+def _run_info(model: str, prediction: Prediction, *, image_count: int | None = None) -> RunInfo:
+    metrics = prediction.metrics if isinstance(prediction.metrics, dict) else {}
     return RunInfo(
         model=model,
         prediction_id=prediction.id,
-        predict_time_s=float(predict_time) if isinstance(predict_time, (int, float)) else None,
+        predict_time_s=_metric(metrics, "predict_time", float),
+        input_tokens=_metric(metrics, "input_token_count", int),
+        output_tokens=_metric(metrics, "output_token_count", int),
+        image_count=image_count,
     )
+
+
+def _metric(metrics: dict[str, Any], name: str, kind: Callable[[float], _Number]) -> _Number | None:
+    value = metrics.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return kind(value)
 
 
 def _output_urls(output: Any) -> list[str]:

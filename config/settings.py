@@ -18,7 +18,11 @@ from typing import TypeVar
 
 from dotenv import dotenv_values
 
+from config.errors import SettingsError
+from config.governance import GovernanceSettings, governance_settings_from
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+
+__all__ = ["GovernanceSettings", "Settings", "SettingsError", "load_settings"]
 
 # Where Replicate serves prediction outputs (https://replicate.com/docs/topics/predictions/output-files).
 DEFAULT_OUTPUT_HOSTS = ("replicate.delivery", "*.replicate.delivery")
@@ -37,14 +41,6 @@ DISCORD_TOKEN_FIX = "copy the token from the Developer Portal's Bot page (Reset 
 _OUTPUT_HOST = re.compile(r"^(\*\.)?[a-z0-9][a-z0-9.-]*(:\d{1,5})?$|^\[[0-9a-f:]+\](:\d{1,5})?$")
 _MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(?::[0-9a-f]{64})?$")
 Number = TypeVar("Number", int, float)
-
-
-class SettingsError(Exception):
-    """A missing or malformed setting; `str()` is the one line the operator sees."""
-
-    def __init__(self, variable: str, problem: str, fix: str) -> None:
-        super().__init__(f"{variable} {problem}: {fix}")
-        self.variable = variable
 
 
 @dataclass(frozen=True)
@@ -94,6 +90,7 @@ class Settings:
     port: int = 3000
     http_host: str | None = None  # HTTP_HOST; None: see `http_listen_host`
     log_level: str = "INFO"
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -188,6 +185,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         port=_number(env, "PORT", 3000, int, minimum=0, maximum=65535),
         http_host=_ip_address(env, "HTTP_HOST"),
         log_level=_log_level(env),
+        governance=governance_settings_from(env),
     )
     if settings.slack_enabled and not (settings.slack_app_token or settings.slack_signing_secret):
         raise SettingsError(

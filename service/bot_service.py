@@ -15,8 +15,9 @@ from collections.abc import Callable
 from adapters.base import Adapter, CommandIntake
 from adapters.registry import PLATFORMS
 from adapters.startup import StartupError
-from bot.factory import create_core
+from bot.factory import CoreResources, create_core
 from bot.runner import RunPolicy
+from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
 from config.settings import Settings
 from service.health import RECONNECT_WINDOW_S, HealthMonitor
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TAIL_S = 4.0
 CANCELS_SHARE_S = 2.0
 CLOSE_RESERVE_S = 0.5
+
+
+async def open_state(resources: CoreResources) -> None:
+    """The state store before any command: limits and settings must hold from the first one."""
+    try:
+        await resources.open_state()
+    except StateStoreError as error:
+        raise StartupError(f"STATE_URL can't be opened ({error})", "check the path or the Redis server") from error
 
 
 class BotService:
@@ -66,7 +75,8 @@ class BotService:
         return next((adapter for adapter in self.adapters if adapter.name == name), None)
 
     async def start(self) -> None:
-        # First: the models decide which commands and options the adapters offer (Discord registers them).
+        await open_state(self._resources)
+        # Then the models: they decide which commands and options the adapters offer (Discord registers them).
         await self._resources.load_models()
         routes = self.health.routes() + [route for adapter in self.adapters for route in adapter.http_routes()]
         self._http = HttpPort(routes)

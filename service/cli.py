@@ -18,7 +18,7 @@ from adapters.startup import StartupError
 from bot.factory import create_core
 from bot.logs import install_logging
 from config.settings import Settings, SettingsError, load_settings
-from service.bot_service import BotService
+from service.bot_service import BotService, open_state
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -70,6 +70,7 @@ def print_discord_invite(settings: Settings) -> int:
 async def run_console(settings: Settings) -> int:
     resources = create_core(settings)
     try:
+        await open_state(resources)
         await resources.load_models()
         adapter = ConsoleAdapter(resources.core, sys.stdout, settings.image_dir, interactive=sys.stdin.isatty())
         await adapter.run(stdin_lines())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import redis.asyncio
 from redis.exceptions import RedisError
@@ -68,11 +68,12 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], edge[2], '+inf', 'WITHSCORES')
 
 
 def without_credentials(url: str) -> str:
-    """The URL as an operator may see it in a log: no user, password or query string."""
+    """The URL as an operator may see it in a log: no user or password, and of the query only `db`."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    database = [value for name, value in parse_qsl(parts.query) if name == "db"]
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?db={database[0]}" if database else "")
 
 
 def _redis_errors_as_store_errors(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:

@@ -76,7 +76,8 @@ class SqliteStore:
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             connection = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         except OSError as error:
-            raise StateStoreError(f"cannot create the SQLite state store {path}: {error.strerror}") from error
+            raise StateStoreError(
+                f"cannot create the SQLite state store {path}: {error.strerror}: {error.filename}") from error
         except sqlite3.Error as error:
             raise StateStoreError(f"cannot open the SQLite state store {path}: {error}") from error
         store = cls(connection, clock)

@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+# The real redis-server fixtures (`redis_server`, `redis_url`) for the Redis state store's tests.
+pytest_plugins = ["tests.redis_server"]
+
 settings.register_profile("suite", deadline=None)
 settings.load_profile("suite")
 

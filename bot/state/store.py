@@ -69,6 +69,3 @@ class StateStore(Protocol):
     async def aclose(self) -> None:
         """Release the connection (and the SQLite worker thread)."""
 
-
-class StateStoreError(Exception):
-    """The store can't be opened or used (Redis unreachable, SQLite file unwritable); `str()` is one line."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bot.errors import FailureKind
 from bot.pricing import MICRO_USD_PER_USD, format_usd
@@ -298,7 +298,7 @@ class Governor:
         return datetime.fromtimestamp(self._clock(), UTC)
 
 
-def _retrieve(read: asyncio.Future[object]) -> None:
+def _retrieve(read: asyncio.Future[Any]) -> None:
     """Every caller may have gone: the read's failure is then theirs to have seen, not an asyncio warning."""
     if not read.cancelled():
         read.exception()

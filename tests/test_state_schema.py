@@ -47,7 +47,7 @@ async def test_a_sqlite_file_from_a_newer_bot_is_refused_and_left_alone(tmp_path
         await db.execute(f"PRAGMA user_version = {newer}")
 
     with pytest.raises(StateStoreError) as refused:
-        await SqliteStore.open(path)
+        await (await SqliteStore.open(path)).aclose()  # closed if opened: its thread would outlive the test
 
     assert f"schema version {newer}, newer than this bot's {sqlite_schema.SCHEMA_VERSION}" in str(refused.value)
     assert "\n" not in str(refused.value)
@@ -69,7 +69,7 @@ async def test_a_redis_database_from_a_newer_bot_is_refused(redis_url: str) -> N
         await client.set("schema", redis_store.SCHEMA_VERSION + 1)
 
     with pytest.raises(StateStoreError, match=r"schema version 2, newer than this bot's 1"):
-        await RedisStore.open(redis_url)
+        await (await RedisStore.open(redis_url)).aclose()
 
     async with redis.asyncio.from_url(redis_url, decode_responses=True) as client:
         assert await client.keys() == ["schema"]
@@ -91,18 +91,18 @@ async def test_an_unusable_sqlite_path_is_one_line_for_the_operator(tmp_path: Pa
     (tmp_path / "garbage.db").write_bytes(b"not a database, " * 512)
 
     with pytest.raises(StateStoreError, match=r"^cannot create the SQLite state store .*a-file/bot\.db: File exists: "):
-        await open_store(f"sqlite:///{tmp_path}/a-file/bot.db")
+        await (await open_store(f"sqlite:///{tmp_path}/a-file/bot.db")).aclose()
     with pytest.raises(StateStoreError, match=r"^cannot open the SQLite state store .*garbage.db: file is not a da"):
-        await open_store(f"sqlite:///{tmp_path}/garbage.db")
+        await (await open_store(f"sqlite:///{tmp_path}/garbage.db")).aclose()
     with pytest.raises(StateStoreError, match="names no file"):
-        await open_store("sqlite:///")
+        await (await open_store("sqlite:///")).aclose()
 
 
 async def test_an_unreachable_redis_is_one_line_without_the_password(tmp_path: Path) -> None:
     with pytest.raises(StateStoreError) as unreachable:
-        await open_store(f"unix://:s3cret@{tmp_path}/nothing-here.sock?db=0")
+        await (await open_store(f"unix://:s3cret@{tmp_path}/nothing-here.sock?db=0")).aclose()
     with pytest.raises(StateStoreError) as refused:
-        await open_store("redis://user:s3cret@127.0.0.1:1/0")  # port 1: nothing listens
+        await (await open_store("redis://user:s3cret@127.0.0.1:1/0")).aclose()  # port 1: nothing listens
 
     assert str(unreachable.value).startswith(f"cannot reach the Redis state store at unix://{tmp_path}/nothing-here"
                                              ".sock?db=0: ")
@@ -113,7 +113,7 @@ async def test_an_unreachable_redis_is_one_line_without_the_password(tmp_path: P
 
 async def test_an_unknown_url_is_refused_without_echoing_it() -> None:
     with pytest.raises(StateStoreError, match=r"^unknown state store URL scheme 'postgres': use sqlite") as refused:
-        await open_store("postgres://admin:s3cret@db/bot")
+        await (await open_store("postgres://admin:s3cret@db/bot")).aclose()
     assert "s3cret" not in str(refused.value)
 
 

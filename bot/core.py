@@ -155,7 +155,7 @@ class CommandCore:
         if self._governor is not None:
             decision = await self._governor.admit(origin, name)
             if isinstance(decision, Refusal):
-                log.info("Refused a %s command from %s:%s in %s: %s",
+                log.info("Refused /%s from %s:%s in %s: %s",
                          name, origin.platform, origin.user_id, origin.channel_id, decision.reason)
                 return Failure(decision.reason, decision.message)
             governance = decision

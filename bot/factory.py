@@ -17,6 +17,7 @@ from bot.pricing import PriceTable
 from bot.replicate_client import ReplicateClients
 from bot.runner import PredictionRunner, RunPolicy
 from bot.state import open_store
+from bot.state.retention import purge_expired
 from bot.state.store import StateStore
 from config.settings import Settings
 
@@ -40,6 +41,7 @@ class CoreResources:
         """Open the state store (`STATE_URL`) and govern every command from now on; raises `StateStoreError`."""
         if self.store is None:
             self.store = await open_store(self.settings.governance.state_url)
+            await purge_expired(self.store)
             self.core.use_governance(
                 Governor(self.store, self.settings.governance, running_slot_s=self.settings.prediction_timeout_s)
             )

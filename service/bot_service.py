@@ -17,6 +17,7 @@ from adapters.registry import PLATFORMS
 from adapters.startup import StartupError
 from bot.factory import CoreResources, create_core
 from bot.runner import RunPolicy
+from bot.state.retention import purge_every
 from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
 from config.settings import Settings
@@ -56,6 +57,7 @@ class BotService:
         self._resources = create_core(settings, policy)
         self.core = self._resources.core
         self.tasks = BackgroundTasks("command")
+        self._housekeeping = BackgroundTasks("housekeeping")
         intake = CommandIntake(self.core, self.tasks)
         self.adapters: list[Adapter] = [
             adapter for build in PLATFORMS if (adapter := build(settings, self.core, intake)) is not None
@@ -92,6 +94,8 @@ class BotService:
                  self.http_port)
         for adapter in self.adapters:
             await adapter.start()
+        if self._resources.store is not None:
+            self._housekeeping.spawn(purge_every(self._resources.store), name="state-purge")
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; raises `StartupError` if a platform ends the connection for good meanwhile (Discord's
@@ -116,6 +120,7 @@ class BotService:
         replies_by = grace_ends + SHUTDOWN_TAIL_S - CLOSE_RESERVE_S
         await self.tasks.wait(max(replies_by - loop.time(), 0.0))  # the cancelled commands' last replies
         await self.tasks.cancel_all()
+        await self._housekeeping.cancel_all()
         for adapter in self.adapters:
             await adapter.close()
         if self._http is not None:

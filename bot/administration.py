@@ -79,7 +79,7 @@ class Administration:
                 info = self.models.find(ref, kind)
                 about = info.description.strip() if info and info.description else "no description on Replicate"
                 mark = " (default)" if default is not None and default.ref == ref else ""
-                lines.append(f"• `{ref}`{mark}: {_inert(_one_line(about))}")
+                lines.append(f"• `{ref}`{mark}: {inert(_one_line(about))}")
             if not self.models.refs(kind):
                 lines.append("• none available right now")
         lines.append("Pick another with `--model owner/name` at the end of a command.")
@@ -186,7 +186,7 @@ def _one_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _inert(text: str) -> str:
+def inert(text: str) -> str:
     """A model's description is written by its owner, not us: no mention or link syntax survives it
     (angle brackets become single angle quotes, and a zero-width space follows each @)."""
     return text.replace("<", "\u2039").replace(">", "\u203a").replace("@", "@\u200b")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import overload
 
 from config.errors import SettingsError
 
@@ -95,9 +96,9 @@ def governance_settings_from(env: Mapping[str, str]) -> GovernanceSettings:
         max_concurrent_per_user=_whole_number(
             env, "MAX_CONCURRENT_PER_USER", DEFAULT_MAX_CONCURRENT_PER_USER, minimum=1
         ),
-        daily_budget_usd=_money(env, "DAILY_BUDGET_USD"),
+        daily_budget_usd=_money(env, "DAILY_BUDGET_USD", None),
         model_prices=_model_prices(env),
-        default_price_per_second=_money(env, "DEFAULT_PRICE_PER_SECOND") or DEFAULT_PRICE_PER_SECOND,
+        default_price_per_second=_money(env, "DEFAULT_PRICE_PER_SECOND", DEFAULT_PRICE_PER_SECOND),
         allowed_channels=_ids(env, "ALLOWED_CHANNELS", platform_required=False),
         admin_users=_ids(env, "ADMIN_USERS", platform_required=True),
     )
@@ -160,10 +161,14 @@ def _model_prices(env: Mapping[str, str]) -> Mapping[str, Price]:
     return MappingProxyType(prices)
 
 
-def _money(env: Mapping[str, str], name: str) -> float | None:
+@overload
+def _money(env: Mapping[str, str], name: str, default: float) -> float: ...
+@overload
+def _money(env: Mapping[str, str], name: str, default: None) -> float | None: ...
+def _money(env: Mapping[str, str], name: str, default: float | None) -> float | None:
     raw = env.get(name)
     if raw is None:
-        return None
+        return default
     try:
         value = float(raw.lstrip("$"))
     except ValueError:

@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+# The real redis-server fixtures (`redis_server`, `redis_url`) for the Redis state store's tests.
+pytest_plugins = ["tests.redis_server"]
+
 settings.register_profile("suite", deadline=None)
 settings.load_profile("suite")
 
@@ -30,6 +33,8 @@ _ENVIRONMENT_PREFIXES = ("REPLICATE_", "SLACK_", "DISCORD_")
 _ENVIRONMENT_NAMES = {
     "ASK_MODEL", "IMAGINE_MODEL", "ALLOWED_MODELS", "MAX_PROMPT_CHARS", "MAX_CONCURRENT_PREDICTIONS", "MAX_QUEUED",
     "IMAGE_DIR", "PREDICTION_TIMEOUT", "SHUTDOWN_GRACE", "PORT", "LOG_LEVEL", "HTTP_HOST",
+    "STATE_URL", "RETENTION_DAYS", "LIMITS", "MAX_CONCURRENT_PER_USER", "DAILY_BUDGET_USD", "MODEL_PRICES",
+    "DEFAULT_PRICE_PER_SECOND", "ALLOWED_CHANNELS", "ADMIN_USERS", "SYSTEM_PROMPT", "CONTEXT_MAX_CHARS",
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy",
 }
 

@@ -8,6 +8,7 @@ test of one platform and a test of both see the same bot.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from discord.gateway import DiscordWebSocket
 
 from bot.runner import RunPolicy
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
-from config.settings import Settings
+from config.settings import GovernanceSettings, Settings
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack
@@ -65,6 +66,11 @@ def bot_settings(replicate: FakeReplicate, slack: FakeSlack | None = None, disco
         port=0,
         prediction_timeout_s=FAST_POLICY.timeout_s,
         shutdown_grace_s=SHUTDOWN_GRACE_S,
+        # Each bot its own state (never data/bot.db in the checkout); many tests send a burst as one user, so the
+        # per-user cap is lifted here: the governance tests set their own.
+        governance=GovernanceSettings(
+            state_url=f"sqlite:///{tempfile.mkdtemp(prefix='bot-state-')}/bot.db", max_concurrent_per_user=1000
+        ),
     )
     return dataclasses.replace(settings, **overrides)
 

@@ -51,7 +51,7 @@ def make_core(fake: FakeReplicate, policy: RunPolicy = FAST, token: str = "r8_te
 
 
 async def run(resources: CoreResources, command: str, text: str) -> list[ReplyEvent]:
-    request = resources.core.prepare(command, text, ORIGIN)
+    request = await resources.core.prepare(command, text, ORIGIN)
     assert isinstance(request, CommandRequest), request
     async with aclosing(resources.core.execute(request)) as events:
         return [event async for event in events]
@@ -231,7 +231,7 @@ async def test_a_hung_prediction_is_cancelled_on_replicate_at_the_timeout(replic
 
 async def test_abandoning_a_command_cancels_its_prediction(replicate: FakeReplicate, core: CoreResources) -> None:
     replicate.add_model(ASK, TextModel(tokens=["a"], hang=True))
-    request = core.core.prepare("ask", "hi", ORIGIN)
+    request = await core.core.prepare("ask", "hi", ORIGIN)
     assert isinstance(request, CommandRequest)
 
     async with aclosing(core.core.execute(request)) as events:
@@ -249,7 +249,7 @@ async def test_abandoning_a_command_whose_create_is_unanswered_finds_and_cancels
 ) -> None:
     replicate.add_model(IMAGINE, ImageModel(hang=True))
     replicate.hold("create", 1)  # Replicate makes the prediction but the create never answers
-    request = core.core.prepare("imagine", "a cat", ORIGIN)
+    request = await core.core.prepare("imagine", "a cat", ORIGIN)
     assert isinstance(request, CommandRequest)
 
     async with aclosing(core.core.execute(request)) as events:
@@ -288,7 +288,7 @@ async def test_three_hundred_concurrent_commands_all_finish(replicate: FakeRepli
 
 async def test_invalid_input_never_reaches_replicate(replicate: FakeReplicate, core: CoreResources) -> None:
     for text in ["", "   ", "--seed 3", "cat --ar 16x9", "cat --bogus 1", "x" * 4001, "cat --model evil/model"]:
-        prepared = core.core.prepare("imagine", text, ORIGIN)
+        prepared = await core.core.prepare("imagine", text, ORIGIN)
         assert isinstance(prepared, Failure), text
 
     assert replicate.requests == []

@@ -96,7 +96,7 @@ def core_for(replicate: FakeReplicate, *hosts: str) -> CoreResources:
 
 
 async def imagine(resources: CoreResources) -> Images:
-    request = resources.core.prepare("imagine", "a lighthouse", ORIGIN)
+    request = await resources.core.prepare("imagine", "a lighthouse", ORIGIN)
     assert isinstance(request, CommandRequest)
     async with aclosing(resources.core.execute(request)) as events:
         replies: list[ReplyEvent] = [event async for event in events]

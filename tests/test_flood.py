@@ -248,7 +248,7 @@ async def test_three_hundred_at_once_with_room_for_two_hundred_queue_exactly_two
     resources = make_core(replicate, max_concurrent_predictions=1, max_queued=200)
     core = resources.core
     try:
-        prepared = [core.prepare("ask", f"question {index}", ORIGIN) for index in range(300)]
+        prepared = [await core.prepare("ask", f"question {index}", ORIGIN) for index in range(300)]
         accepted = [request for request in prepared if isinstance(request, CommandRequest)]
         refused = [failure for failure in prepared if isinstance(failure, Failure)]
         streams = [core.execute(request) for request in accepted]
@@ -273,15 +273,15 @@ async def test_a_queued_command_that_is_abandoned_gives_its_place_back_at_once(r
     resources = make_core(replicate, max_concurrent_predictions=1, max_queued=1)
     core = resources.core
     try:
-        running, queued = (core.prepare("ask", text, ORIGIN) for text in ("runs", "waits"))
+        running, queued = [await core.prepare("ask", text, ORIGIN) for text in ("runs", "waits")]
         assert isinstance(running, CommandRequest) and isinstance(queued, CommandRequest)
-        assert isinstance(core.prepare("ask", "no room", ORIGIN), Failure)
+        assert isinstance(await core.prepare("ask", "no room", ORIGIN), Failure)
         first, second = core.execute(running), core.execute(queued)
         assert [await first_events(stream, 1) for stream in (first, second)] == [
             [Status(Phase.STARTING)], [Status(Phase.QUEUED, queue_position=1)]]
 
         await second.aclose()  # the user's command went away (say, its thread could not be opened)
-        assert isinstance(core.prepare("ask", "room again", ORIGIN), CommandRequest)
+        assert isinstance(await core.prepare("ask", "room again", ORIGIN), CommandRequest)
         await first.aclose()
     finally:
         await core.drain(0)
@@ -295,7 +295,7 @@ async def test_stop_accepting_tells_every_queued_command_it_is_restarting_and_cr
     resources = make_core(replicate, max_concurrent_predictions=1)
     core = resources.core
     try:
-        requests = [core.prepare("ask", f"question {index}", ORIGIN) for index in range(4)]
+        requests = [await core.prepare("ask", f"question {index}", ORIGIN) for index in range(4)]
         streams = [core.execute(request) for request in requests if isinstance(request, CommandRequest)]
         await asyncio.gather(*(first_events(stream, 1) for stream in streams))
         await replicate.wait_until(lambda: len(replicate.running()) == 1, what="the running prediction")

@@ -3,6 +3,10 @@
 Two implementations (`bot.state.sqlite`, the default, nothing to install; `bot.state.redis`, for several
 processes) pass the same contract tests. Every method is atomic on its own; none blocks the event loop.
 Keys are plain strings chosen by the caller (`bot.governance` names them); times are Unix seconds.
+
+Retention is the caller's policy, expressed in `expires_at`: a day's counters, for instance, are given an
+`expires_at` RETENTION_DAYS past the end of that day. Expired entries are invisible at once; SQLite deletes
+them in `purge_expired()`, Redis by itself.
 """
 
 from __future__ import annotations
@@ -10,6 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+
+class StateStoreError(Exception):
+    """The store cannot be opened or used: unreachable, unwritable, or written by a newer bot.
+
+    Its str() is one line for the operator (no credentials); the cause is kept as `__cause__`.
+    """
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,3 @@ class StateStore(Protocol):
     async def aclose(self) -> None:
         """Release the connection (and the SQLite worker thread)."""
 
-
-class StateStoreError(Exception):
-    """The store can't be opened or used (Redis unreachable, SQLite file unwritable); `str()` is one line."""

@@ -85,6 +85,7 @@ class TextModel(_Behaviour):
 
     tokens: list[str] = field(default_factory=lambda: ["Hello", ",", " world"])
     token_interval_s: float = 0.0
+    token_metrics: bool = True  # metrics carry input/output token counts, as official language models' do
 
 
 @dataclass(kw_only=True)
@@ -425,6 +426,10 @@ class FakeReplicate(LocalServer):
         if p.done and p.completed_at is not None:
             predict = p.completed_at - p.started_at if p.started_at is not None else 0.0
             data["metrics"] = {"predict_time": round(predict, 6), "total_time": round(p.completed_at - p.created_at, 6)}
+            if isinstance(p.behaviour, TextModel) and p.behaviour.token_metrics:
+                # Official language models also count tokens (cog's docs/metrics.md); here: words in, tokens out.
+                data["metrics"]["input_token_count"] = len(str(p.input.get("prompt", "")).split())
+                data["metrics"]["output_token_count"] = len(p.output) if isinstance(p.output, list) else 0
         return data
 
     def _new_prediction(self, model: _Model, body: dict[str, Any]) -> FakePrediction:

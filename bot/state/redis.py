@@ -1,0 +1,209 @@
+"""The Redis state store: what several bot processes share. Each method is one command or one Lua script, so
+it is atomic across processes (https://redis.io/docs/latest/develop/programmability/eval-intro/).
+
+Keys: `counter:<key>` (a string INCRed), `board:<board>` (a sorted set of scores) with `board-total:<board>`,
+one hash `settings`, and `schema` (the schema version). Expiry is Redis's own (PEXPIREAT, milliseconds);
+PEXPIRETIME needs Redis 7.0 or later. One Redis node, not a cluster (a script's keys may span slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from bot.state.store import Quota, StateStoreError
+
+CONNECT_TIMEOUT_S = 5.0  # an unreachable server fails `open` within this, not the TCP default of minutes
+COMMAND_TIMEOUT_S = 5.0  # a server that stops answering fails the command (StateStoreError), never hangs it
+SCHEMA_VERSION = 1  # version 1: the keys above; a newer version appends a migration to `_MIGRATIONS`
+_SCHEMA_KEY = "schema"
+_SETTINGS_KEY = "settings"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# KEYS: the counters; ARGV: limit, expiry (ms) per counter. Returns 0, or the 1-based index of the full one.
+_TAKE = """
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[2 * i - 1]) then return i end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  local at = tonumber(ARGV[2 * i])
+  local stored = redis.call('PEXPIRETIME', key)
+  if stored < 0 or stored < at then redis.call('PEXPIREAT', key, at) end
+end
+return 0
+"""
+_GIVE_BACK = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 0
+"""
+# KEYS: board, total; ARGV: member, amount, expiry (ms).
+_ADD_RANKED = """
+redis.call('ZINCRBY', KEYS[1], ARGV[2], ARGV[1])
+redis.call('INCRBY', KEYS[2], ARGV[2])
+local at = tonumber(ARGV[3])
+for _, key in ipairs(KEYS) do
+  local stored = redis.call('PEXPIRETIME', key)
+  if stored < 0 or stored < at then redis.call('PEXPIREAT', key, at) end
+end
+return 0
+"""
+# KEYS: board; ARGV: limit. Every member scoring at least the limit-th score (so ties at the edge can be ordered
+# by member: ZREVRANGE orders equal scores in reverse member order), as member, score, member, score, ...
+_TOP = """
+local limit = tonumber(ARGV[1])
+local edge = redis.call('ZREVRANGE', KEYS[1], limit - 1, limit - 1, 'WITHSCORES')
+if #edge == 0 then return redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES') end
+return redis.call('ZRANGEBYSCORE', KEYS[1], edge[2], '+inf', 'WITHSCORES')
+"""
+
+
+def without_credentials(url: str) -> str:
+    """The URL as an operator may see it in a log: no user or password, and of the query only `db`."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    database = [value for name, value in parse_qsl(parts.query) if name == "db"]
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?db={database[0]}" if database else "")
+
+
+def _redis_errors_as_store_errors(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """A lost or failing server reaches callers as one StateStoreError."""
+
+    @wraps(method)
+    async def translated(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except RedisError as error:
+            raise StateStoreError(f"the Redis state store failed: {type(error).__name__}: {error}") from error
+
+    return translated
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+class RedisStore:
+    """The `StateStore` on one Redis database. Open it with `RedisStore.open`; close it with `aclose`."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._redis = client
+        self._take = client.register_script(_TAKE)
+        self._give_back = client.register_script(_GIVE_BACK)
+        self._add_ranked = client.register_script(_ADD_RANKED)
+        self._top = client.register_script(_TOP)
+
+    @classmethod
+    async def open(cls, url: str) -> RedisStore:
+        """Connect (`redis://host:port/db`, `rediss://…`, `unix:///path?db=N`), check and migrate the schema."""
+        where = without_credentials(url)
+        try:
+            client = redis.asyncio.from_url(url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                            socket_timeout=COMMAND_TIMEOUT_S)
+        except ValueError as error:
+            raise StateStoreError(f"the Redis state store URL {where} is not valid: {error}") from error
+        store = cls(client)
+        try:
+            await client.ping()
+            await store._migrate(where)
+        except RedisError as error:
+            await client.aclose()
+            raise StateStoreError(f"cannot reach the Redis state store at {where}: {error}") from error
+        except BaseException:
+            await client.aclose()
+            raise
+        return store
+
+    async def _migrate(self, where: str) -> None:
+        version = await self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StateStoreError(
+                f"the Redis state store at {where} has schema version {version}, newer than this bot's "
+                f"{SCHEMA_VERSION}: an older bot must not write to it: run the newer bot, or use another database")
+        for number in range(version, SCHEMA_VERSION):
+            await _MIGRATIONS[number](self._redis)
+            await self._redis.set(_SCHEMA_KEY, number + 1)
+
+    @_redis_errors_as_store_errors
+    async def schema_version(self) -> int:
+        """The version in the `schema` key (0 for a database no bot has used)."""
+        stored = await self._redis.get(_SCHEMA_KEY)
+        return int(stored) if stored is not None else 0
+
+    @_redis_errors_as_store_errors
+    async def take(self, quotas: Sequence[Quota]) -> Quota | None:
+        limits_and_expiries = [value for quota in quotas for value in (quota.limit, _ms(quota.expires_at))]
+        full = int(await self._take(keys=[f"counter:{quota.key}" for quota in quotas], args=limits_and_expiries))
+        return quotas[full - 1] if full else None
+
+    @_redis_errors_as_store_errors
+    async def give_back(self, keys: Sequence[str]) -> None:
+        await self._give_back(keys=[f"counter:{key}" for key in keys], args=[])
+
+    @_redis_errors_as_store_errors
+    async def count(self, key: str) -> int:
+        stored = await self._redis.get(f"counter:{key}")
+        return int(stored) if stored is not None else 0
+
+    @_redis_errors_as_store_errors
+    async def add_ranked(self, board: str, member: str, amount: int, expires_at: float) -> None:
+        await self._add_ranked(keys=[f"board:{board}", f"board-total:{board}"],
+                               args=[member, amount, _ms(expires_at)])
+
+    @_redis_errors_as_store_errors
+    async def top(self, board: str, limit: int) -> list[tuple[str, int]]:
+        if limit <= 0:
+            return []
+        flat = await self._top(keys=[f"board:{board}"], args=[limit])
+        scored = [(str(member), int(float(score))) for member, score in zip(flat[::2], flat[1::2], strict=True)]
+        return sorted(scored, key=lambda entry: (-entry[1], entry[0]))[:limit]
+
+    @_redis_errors_as_store_errors
+    async def score(self, board: str, member: str) -> int:
+        stored = await self._redis.zscore(f"board:{board}", member)
+        return int(stored) if stored is not None else 0
+
+    @_redis_errors_as_store_errors
+    async def total(self, board: str) -> int:
+        stored = await self._redis.get(f"board-total:{board}")
+        return int(stored) if stored is not None else 0
+
+    @_redis_errors_as_store_errors
+    async def get_settings(self, prefix: str = "") -> Mapping[str, str]:
+        every = await self._redis.hgetall(_SETTINGS_KEY)  # str, not bytes: the client decodes responses
+        return {str(name): str(value) for name, value in every.items() if str(name).startswith(prefix)}
+
+    @_redis_errors_as_store_errors
+    async def put_setting(self, name: str, value: str | None) -> None:
+        if value is None:
+            await self._redis.hdel(_SETTINGS_KEY, name)
+        else:
+            await self._redis.hset(_SETTINGS_KEY, name, value)
+
+    async def purge_expired(self) -> int:
+        """Redis deletes expired keys itself: nothing to do."""
+        return 0
+
+    async def aclose(self) -> None:
+        """Close the client and its connection pool."""
+        await self._redis.aclose()
+
+
+async def _create_nothing(client: redis.asyncio.Redis) -> None:
+    """Version 1: keys are created on first write; recording the version is the whole migration."""
+
+
+# Version N is the first N applied in order. A later migration that rewrites data must be safe to run twice
+# (two processes may open an old database at once).
+_MIGRATIONS: tuple[Callable[[redis.asyncio.Redis], Awaitable[None]], ...] = (_create_nothing,)
+assert len(_MIGRATIONS) == SCHEMA_VERSION

@@ -1,0 +1,264 @@
+"""The state store's contract (bot/state/store.py), run alike on SQLite (a file in tmp_path, a movable clock)
+and on a real redis-server (tests/redis_server.py), which keeps time itself: there the tests check the expiry
+Redis recorded (PEXPIRETIME) instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis.asyncio
+
+from bot.state import Quota, StateStore, open_store
+from bot.state.redis import RedisStore
+from bot.state.sqlite import SqliteStore
+
+EXPIRY_TIMEOUT_S = 5.0  # how long a test waits for Redis to drop a key that expires within a second
+
+
+class Clock:
+    """SQLite's notion of now, moved by the tests."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str  # what `open_store` takes
+    open: Callable[[], Awaitable[StateStore]]  # another store object on the same data
+    clock: Clock
+    inspector: redis.asyncio.Redis | None = None  # Redis only: a separate client to read what the store wrote
+    opened: list[StateStore] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.clock.now if self.inspector is None else time.time()
+
+    async def store(self) -> StateStore:
+        store = await self.open()
+        self.opened.append(store)
+        return store
+
+    async def assert_expires_at(self, store: StateStore, raw_keys: list[str], read: Callable[[], Awaitable[int]],
+                                expires_at: float) -> None:
+        """The entry is alive until `expires_at` and gone from then on (SQLite), or Redis records that time."""
+        if self.inspector is not None:
+            for key in raw_keys:
+                assert await self.inspector.pexpiretime(key) == int(expires_at * 1000), key
+            return
+        saved = self.clock.now
+        self.clock.now = expires_at - 0.001
+        assert await read() > 0
+        self.clock.now = expires_at
+        assert await read() == 0
+        self.clock.now = saved
+
+    async def pass_beyond(self, expires_at: float, read: Callable[[], Awaitable[int]]) -> None:
+        """Move past `expires_at`: the SQLite clock jumps; for Redis, poll until the entry reads 0."""
+        if self.inspector is None:
+            self.clock.now = expires_at
+            return
+        deadline = time.monotonic() + EXPIRY_TIMEOUT_S
+        while await read() != 0:
+            assert time.monotonic() < deadline, "Redis never expired the key"
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    clock = Clock()
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "bot.db"
+        chosen = Backend("sqlite", f"sqlite:///{path}", lambda: SqliteStore.open(path, clock=clock), clock)
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        chosen = Backend("redis", url, lambda: RedisStore.open(url), clock, redis.asyncio.from_url(url))
+    yield chosen
+    for store in chosen.opened:
+        await store.aclose()
+    if chosen.inspector is not None:
+        await chosen.inspector.aclose()
+
+
+def window(backend: Backend, seconds: float = 3600.0) -> float:
+    return backend.now() + seconds
+
+
+async def test_take_succeeds_up_to_the_limit_then_reports_the_full_quota(backend: Backend) -> None:
+    store = await backend.store()
+    quota = Quota("user:U1:day", 3, window(backend))
+
+    assert [await store.take([quota]) for _ in range(3)] == [None, None, None]
+    assert await store.take([quota]) == quota
+    assert await store.count("user:U1:day") == 3
+    assert await store.count("never-taken") == 0
+
+
+async def test_take_is_all_or_nothing_and_reports_the_first_full_quota(backend: Backend) -> None:
+    store = await backend.store()
+    user = Quota("user", 5, window(backend))
+    channel = Quota("channel", 1, window(backend))
+    team = Quota("team", 1, window(backend))
+    assert await store.take([channel]) is None
+    assert await store.take([team]) is None
+
+    assert await store.take([user, channel, team]) == channel
+    assert await store.take([user, team, channel]) == team
+    assert [await store.count(key) for key in ("user", "channel", "team")] == [0, 1, 1]
+
+
+async def test_an_expired_counter_reads_zero_and_starts_again(backend: Backend) -> None:
+    store = await backend.store()
+    soon = backend.now() + 0.3
+    assert await store.take([Quota("minute", 1, soon)]) is None
+    assert await store.take([Quota("minute", 1, soon)]) is not None
+
+    await backend.pass_beyond(soon, lambda: store.count("minute"))
+
+    assert await store.count("minute") == 0
+    later = window(backend)
+    assert await store.take([Quota("minute", 1, later)]) is None
+    assert await store.count("minute") == 1
+    await backend.assert_expires_at(store, ["counter:minute"], lambda: store.count("minute"), later)
+
+
+async def test_a_counter_keeps_the_later_of_its_expiries(backend: Backend) -> None:
+    store = await backend.store()
+    first, earlier, latest = window(backend, 100), window(backend, 50), window(backend, 200)
+    read = lambda: store.count("day")  # noqa: E731
+
+    assert await store.take([Quota("day", 10, first)]) is None
+    assert await store.take([Quota("day", 10, earlier)]) is None
+    await backend.assert_expires_at(store, ["counter:day"], read, first)
+
+    assert await store.take([Quota("day", 10, latest)]) is None
+    await backend.assert_expires_at(store, ["counter:day"], read, latest)
+    assert await store.count("day") == 3
+
+
+async def test_give_back_removes_one_unit_and_never_goes_below_zero(backend: Backend) -> None:
+    store = await backend.store()
+    quota = Quota("day", 2, window(backend))
+    assert await store.take([quota]) is None
+    assert await store.take([quota]) is None
+    assert await store.take([quota]) == quota
+
+    await store.give_back(["day"])
+    assert await store.count("day") == 1
+    assert await store.take([quota]) is None  # the unit given back can be taken again
+
+    await store.give_back(["day", "never-taken"])
+    await store.give_back(["day"])
+    await store.give_back(["day"])
+    assert await store.count("day") == 0
+    assert await store.count("never-taken") == 0
+    assert [await store.take([quota]) for _ in range(3)] == [None, None, quota]
+
+
+async def test_a_ranked_board_orders_by_score_then_member_and_keeps_a_total(backend: Backend) -> None:
+    store = await backend.store()
+    until = window(backend)
+    for member, amount in [("carol", 5), ("bob", 3), ("alice", 2), ("dave", 1), ("alice", 3)]:
+        await store.add_ranked("spend:day", member, amount, until)
+
+    assert await store.top("spend:day", 3) == [("alice", 5), ("carol", 5), ("bob", 3)]
+    assert await store.top("spend:day", 1) == [("alice", 5)]  # a tie at the edge: member order decides
+    assert await store.top("spend:day", 10) == [("alice", 5), ("carol", 5), ("bob", 3), ("dave", 1)]
+    assert await store.top("spend:day", 0) == []
+    assert await store.top("no-board", 3) == []
+    assert await store.total("spend:day") == 14
+    assert await store.total("no-board") == 0
+    assert await store.score("spend:day", "alice") == 5
+    assert await store.score("spend:day", "nobody") == 0
+
+
+async def test_a_ranked_board_keeps_the_later_expiry_and_is_forgotten_after_it(backend: Backend) -> None:
+    store = await backend.store()
+    first, earlier = window(backend, 100), window(backend, 50)
+    await store.add_ranked("board", "alice", 2, first)
+    await store.add_ranked("board", "bob", 1, earlier)
+    await backend.assert_expires_at(store, ["board:board", "board-total:board"], lambda: store.total("board"), first)
+
+    soon = backend.now() + 0.3
+    await store.add_ranked("short", "alice", 4, soon)
+    await backend.pass_beyond(soon, lambda: store.total("short"))
+    assert (await store.top("short", 5), await store.score("short", "alice")) == ([], 0)
+
+    await store.add_ranked("short", "bob", 1, window(backend))  # an expired board starts again from nothing
+    assert (await store.top("short", 5), await store.total("short")) == ([("bob", 1)], 1)
+
+
+async def test_settings_are_read_by_prefix_deleted_by_none_and_outlive_a_reopen(backend: Backend) -> None:
+    store = await backend.store()
+    await store.put_setting("model.ask", "meta/llama")
+    await store.put_setting("model.imagine", "black-forest-labs/flux")
+    await store.put_setting("modelling", "x")
+    await store.put_setting("admin.U1", "1")
+    await store.put_setting("model.ask", "openai/gpt")
+
+    assert await store.get_settings("model.") == {"model.ask": "openai/gpt", "model.imagine": "black-forest-labs/flux"}
+    await store.put_setting("model.imagine", None)
+    await store.put_setting("never-set", None)
+    await store.aclose()
+
+    reopened = await backend.store()
+    assert await reopened.get_settings() == {"model.ask": "openai/gpt", "modelling": "x", "admin.U1": "1"}
+    assert await reopened.get_settings("model.") == {"model.ask": "openai/gpt"}
+    assert await reopened.get_settings("%") == {}
+
+
+async def test_counters_and_boards_outlive_closing_and_reopening(backend: Backend) -> None:
+    store = await backend.store()
+    until = window(backend)
+    assert await store.take([Quota("day", 5, until), Quota("team", 9, until)]) is None
+    await store.add_ranked("board", "alice", 7, until)
+    await store.aclose()
+
+    reopened = await backend.store()
+    assert [await reopened.count("day"), await reopened.count("team")] == [1, 1]
+    assert (await reopened.top("board", 1), await reopened.total("board")) == ([("alice", 7)], 7)
+
+
+@pytest.mark.parametrize("stores", [1, 2], ids=["one store", "two stores"])
+async def test_fifty_concurrent_takes_of_a_limit_of_ten_let_exactly_ten_through(backend: Backend, stores: int) -> None:
+    """Two store objects are two connections (two SQLite threads on one file; two Redis connection pools)."""
+    opened = [await backend.store() for _ in range(stores)]
+    quota = Quota("burst", 10, window(backend))
+    other = Quota("other", 100, window(backend))
+
+    outcomes = await asyncio.gather(*(opened[n % stores].take([other, quota]) for n in range(50)))
+
+    assert outcomes.count(None) == 10
+    assert outcomes.count(quota) == 40
+    assert [await opened[0].count("burst"), await opened[-1].count("other")] == [10, 10]
+
+
+async def test_purge_expired_deletes_what_expired_and_only_that(backend: Backend) -> None:
+    store = await backend.store()
+    soon, later = backend.now() + 0.3, window(backend)
+    assert await store.take([Quota("gone", 5, soon), Quota("kept", 5, later)]) is None
+    await store.add_ranked("gone-board", "alice", 1, soon)
+    await store.add_ranked("kept-board", "alice", 1, later)
+    await backend.pass_beyond(soon, lambda: store.count("gone"))
+    await backend.pass_beyond(soon, lambda: store.total("gone-board"))
+
+    assert await store.purge_expired() == (2 if backend.name == "sqlite" else 0)  # Redis expires keys itself
+    assert await store.purge_expired() == 0
+    assert [await store.count("kept"), await store.total("kept-board"), await store.count("gone")] == [1, 1, 0]
+
+
+async def test_open_store_picks_the_store_by_url(backend: Backend) -> None:
+    store = await open_store(backend.url, clock=backend.clock)
+    backend.opened.append(store)
+    assert isinstance(store, SqliteStore if backend.name == "sqlite" else RedisStore)
+    assert await store.take([Quota("day", 1, window(backend))]) is None
+    assert await (await backend.store()).count("day") == 1

@@ -24,7 +24,7 @@ from aiohttp import web
 from discord import app_commands
 
 from adapters.base import CommandIntake
-from adapters.discord_admin import DiscordAdministration
+from adapters.discord_admin import ADMIN_GROUP, MEMBER_GROUP, DiscordAdministration
 from adapters.discord_commands import MODEL_KINDS, build_command, origin_of, register_commands
 from adapters.discord_format import (
     DEFAULT_ATTACHMENT_LIMIT_BYTES,
@@ -217,6 +217,11 @@ class DiscordAdapter:
 
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Whatever went wrong inside a command (a defer Discord refused, a bug), the user hears it privately."""
+        if isinstance(error, app_commands.CommandNotFound) and error.parents[:1] in ([MEMBER_GROUP], [ADMIN_GROUP]):
+            # A subcommand this bot doesn't have (a client that hasn't caught up with the registration): the core
+            # answers it as it answers any unknown word after /replicate.
+            await self._administration.administer(interaction, error.name)
+            return
         cause = getattr(error, "original", error)
         name = interaction.command.name if interaction.command else "?"
         if isinstance(cause, discord.HTTPException):  # Discord refused a call (the defer, a permission)

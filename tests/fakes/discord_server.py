@@ -556,6 +556,8 @@ class FakeDiscord(LocalServer):
                     **self._normalized(command), "id": str(command_id), "application_id": str(self.application_id),
                     "type": ctype, "version": str(self.objects.snowflake())}
             item["integration_types"] = command.get("integration_types") or [0]
+            if item["default_member_permissions"] is not None:  # a bit set, which Discord echoes as a string
+                item["default_member_permissions"] = str(item["default_member_permissions"])
             if guild_id is not None:
                 item["guild_id"] = str(guild_id)
             built.append(item)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from adapters import base
-from tests.discord_harness import NO_MENTIONS, DiscordBot, discord_bot
+from tests.discord_harness import NO_MENTIONS, DiscordBot, discord_bot, fakes, running_bot
 from tests.fakes.discord_server import SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.harness_common import ANSWER, ASK_MODEL, CHANNEL, GUILD, IMAGINE_MODEL, PNG
@@ -88,6 +88,19 @@ async def test_both_groups_are_registered_and_only_replicate_admin_asks_for_mana
     limit_options = {option["name"]: option for option in admin_options["limit"]["options"]}
     assert [choice["value"] for choice in limit_options["command"]["choices"]] == ["ask", "imagine"]
     assert limit_options["user"]["type"] == 6 and not limit_options["user"].get("required")
+
+
+async def test_commands_registered_without_replicate_admins_default_permissions_are_registered_again() -> None:
+    """An earlier registration that showed /replicate-admin to everyone is not left in place as "unchanged"."""
+    async with fakes() as (discord_fake, replicate):
+        async with running_bot(discord_fake, replicate):
+            [first] = discord_fake.command_puts
+    async with fakes() as (discord_fake, replicate):
+        everyone = [{**command, "default_member_permissions": None} for command in first.body]
+        discord_fake.set_commands(everyone, guild_id=GUILD)
+        async with running_bot(discord_fake, replicate):
+            [put] = discord_fake.command_puts
+            assert put.body == first.body
 
 
 async def test_help_is_ephemeral_and_shows_the_admin_controls_only_to_admins(bot: DiscordBot) -> None:

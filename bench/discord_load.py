@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.bot_process import BotProcess
 from bench.measure import LoadReading, run_load, wait_for
-from bench.summary import Observed, summarise
+from bench.summary import Observed, split_replicate_requests, summarise
 from bench.timeline import breakdown
 from bench.workload import Workload, bot_environment, start_replicate
 from tests.fakes.discord_server import FakeDiscord, SentInteraction
@@ -72,7 +72,8 @@ async def run_discord(workload: Workload) -> dict[str, Any]:
         reading = await run_load(bot, workload.n, send, lambda: answers.count() - 1, workload.answer_timeout_s,
                                  instrumented=True)
         result = _analyse(workload, reading, discord, answers, sent, first_request,
-                          len(replicate.requests) - first_replicate_request, len(replicate.creates) - first_create)
+                          split_replicate_requests(replicate.requests[first_replicate_request:]),
+                          len(replicate.creates) - first_create)
         final_at = {index: answers.final_at[s.token] for index, s in sent.items() if s.token in answers.final_at}
         result["timeline"] = breakdown(reading.sent_at, final_at, replicate.creates[first_create:])
         result["replicate_errors"] = list(replicate.fake_errors)
@@ -86,7 +87,7 @@ async def run_discord(workload: Workload) -> dict[str, Any]:
 
 
 def _analyse(workload: Workload, reading: LoadReading, discord: FakeDiscord, answers: DiscordAnswers,
-             sent: dict[int, SentInteraction], first_request: int, replicate_requests: int,
+             sent: dict[int, SentInteraction], first_request: int, replicate_requests: tuple[int, int],
              creates: int) -> dict[str, Any]:
     answers.count()
     tokens = {s.token: index for index, s in sent.items()}
@@ -111,7 +112,8 @@ def _analyse(workload: Workload, reading: LoadReading, discord: FakeDiscord, ans
         if message.token in tokens:
             edits[message.id] = [(op.at, op.payload.get("content") == workload.answer)
                                  for op in message.history if op.kind == "edit"]
-    seen = Observed(acks=acks, per_command=per_command, finals=finals, replicate_requests=replicate_requests,
+    seen = Observed(acks=acks, per_command=per_command, finals=finals, replicate_requests=replicate_requests[0],
+                    metrics_lookups=replicate_requests[1],
                     creates=creates, chat_calls_per_answer=list(calls.values()), chat_calls_by_method=by_route,
                     rate_limited=rate_limited, edits=edits)
     return {

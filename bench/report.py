@@ -44,6 +44,7 @@ METRICS = [
     Metric("  model done → answer posted (max)", lambda r: _leg(r, "model_done_to_posted"), unit=" ms"),
     Metric("answers complete", lambda r: r.get("answered"), unit=""),
     Metric("Replicate requests per prediction", lambda r: r.get("replicate_requests_per_prediction"), "≤ 2", 2),
+    Metric("  + metrics lookup after the answer (spend)", lambda r: r.get("metrics_lookups_per_prediction")),
     Metric("chat API calls per answer (mean)", lambda r: r.get("chat_calls_per_answer")),
     Metric("chat API calls per answer (max)", lambda r: r.get("chat_calls_max_per_answer")),
     Metric("max edits of one message in 1 s", lambda r: r.get("max_edits_per_s_per_message"), "≤ 1", 1),

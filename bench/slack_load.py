@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.bot_process import BotProcess
 from bench.measure import LoadReading, run_load, wait_for
-from bench.summary import Observed, summarise
+from bench.summary import Observed, split_replicate_requests, summarise
 from bench.timeline import breakdown
 from bench.workload import Workload, bot_environment, start_replicate
 from tests.fakes.slack_server import FakeSlack, RecordedRequest
@@ -75,7 +75,8 @@ async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
         timeout_s = workload.baseline_timeout_s if baseline else workload.answer_timeout_s
         reading = await run_load(bot, workload.n, send, answers.count, timeout_s, instrumented=not baseline)
         result = _analyse(workload, reading, slack, answers, envelopes, slack.requests[first_call:],
-                          len(replicate.requests) - first_request, len(replicate.creates) - first_create)
+                          split_replicate_requests(replicate.requests[first_request:]),
+                          len(replicate.creates) - first_create)
         result["replicate_errors"] = list(replicate.fake_errors)
         final_at = {index: answers.final_at[channel_of(index)] for index in range(workload.n)
                     if channel_of(index) in answers.final_at}
@@ -91,7 +92,7 @@ async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
 
 
 def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers: SlackAnswers,
-             envelopes: dict[int, str], calls: list[RecordedRequest], replicate_requests: int,
+             envelopes: dict[int, str], calls: list[RecordedRequest], replicate_requests: tuple[int, int],
              creates: int) -> dict[str, Any]:
     answers.count()
     acks = [slack.sent_envelopes[envelope].ack_latency for envelope in envelopes.values()]
@@ -114,7 +115,8 @@ def _analyse(workload: Workload, reading: LoadReading, slack: FakeSlack, answers
         rate_limited += call.status == 429
         if call.method == "chat.update" and call.ok:
             edits[(channel, str(call.params.get("ts")))].append((call.at, call.params.get("text") == workload.answer))
-    seen = Observed(acks=ack_latencies, per_command=per_command, finals=finals, replicate_requests=replicate_requests,
+    seen = Observed(acks=ack_latencies, per_command=per_command, finals=finals,
+                    replicate_requests=replicate_requests[0], metrics_lookups=replicate_requests[1],
                     creates=creates, chat_calls_per_answer=list(chat_calls.values()), chat_calls_by_method=by_method,
                     rate_limited=rate_limited, edits=edits)
     return {

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import re
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from bench.measure import LoadReading
 from bench.stats import close_edits, max_events_in_window, min_gap, percentile
 from bench.workload import PLATFORM_ACK_DEADLINE_S, Workload
+from tests.fakes.replicate_server import RecordedRequest
 
+_PREDICTION_PATH = re.compile(r"/v1/predictions/[^/]+")
 MessageKey = TypeVar("MessageKey", bound=Hashable)  # how a platform names a message: Slack (channel, ts), Discord id
 
 
@@ -20,12 +23,20 @@ class Observed(Generic[MessageKey]):
     acks: list[float]  # seconds from each command's delivery to its acknowledgement
     per_command: list[float]  # seconds from sending each answered command to its final answer
     finals: list[float]  # when each final answer arrived (monotonic)
-    replicate_requests: int
+    replicate_requests: int  # what a prediction's answer needed (create, stream or polls)
+    metrics_lookups: int  # GETs of finished predictions, after their answers, for the spend estimate
     creates: int
     chat_calls_per_answer: list[int]
     chat_calls_by_method: Mapping[str, int]
     rate_limited: int  # chat calls answered 429
     edits: Mapping[MessageKey, list[tuple[float, bool]]]  # per message: (when, whether it set the final text)
+
+
+def split_replicate_requests(requests: Sequence[RecordedRequest]) -> tuple[int, int]:
+    """(requests on the way to the answers, metrics lookups after them). The bench's streamed text model is never
+    polled, so a GET of one prediction is the bot reading its billing metrics once the answer went out."""
+    lookups = sum(1 for r in requests if r.method == "GET" and _PREDICTION_PATH.fullmatch(r.path))
+    return len(requests) - lookups, lookups
 
 
 def summarise(workload: Workload, reading: LoadReading, seen: Observed[MessageKey]) -> dict[str, Any]:
@@ -51,6 +62,7 @@ def summarise(workload: Workload, reading: LoadReading, seen: Observed[MessageKe
         "replicate_requests": seen.replicate_requests,
         "predictions": seen.creates,
         "replicate_requests_per_prediction": round(seen.replicate_requests / seen.creates, 2) if seen.creates else None,
+        "metrics_lookups_per_prediction": round(seen.metrics_lookups / seen.creates, 2) if seen.creates else None,
         "chat_calls_per_answer": round(sum(calls) / len(calls), 2) if calls else None,
         "chat_calls_max_per_answer": max(calls) if calls else None,
         "chat_calls_by_method": dict(seen.chat_calls_by_method),

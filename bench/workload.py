@@ -88,4 +88,8 @@ def bot_environment(replicate: FakeReplicate, workload: Workload) -> dict[str, s
         "LOG_LEVEL": "INFO",
         "SHUTDOWN_GRACE": "5",
         "SSL_CERT_FILE": replicate.ca_bundle,
+        # Governance on, as a real deployment has it: every command is checked against per-user limits (never
+        # reached here: each command comes from its own user) in the state store, SQLite in the run's own folder.
+        "LIMITS": "ask=50/day,imagine=20/day",
+        "MAX_CONCURRENT_PER_USER": "3",
     }

@@ -63,6 +63,8 @@ class CommandCore:
         self._config = config
         self._models = models
         self._producers = BackgroundTasks("command producer")
+        # After the answer: give back units, look up the metrics, count the spend, write the log line.
+        self._settlements = BackgroundTasks("command settlement")
         self._accepting = True
         self._deliveries = RecentKeys()
         self._governor: Governor | None = None
@@ -201,10 +203,9 @@ class CommandCore:
         record = CommandRecord.start(request, ack_latency_s)
         if not self._accepting:
             self._admission.withdraw(request.request_id)
-            await self._settle(request, None, record)
             failure = Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
             record.observe(failure)
-            record.emit()
+            await self._settle(request, failure, record)
             yield failure
             return
         events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
@@ -228,30 +229,32 @@ class CommandCore:
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
             self._admission.withdraw(request.request_id)  # a producer stopped before it took up its place
-            await self._settle(request, final, record)
-            record.emit()
+            # Off the answer's path: the adapter may still have a reply to finish when the events end.
+            self._settlements.spawn(self._settle(request, final, record), name=f"settle-{request.request_id}")
 
     async def _settle(self, request: CommandRequest, final: ReplyEvent | None, record: CommandRecord | None) -> None:
-        """The command is over: give back its running slot (and its use, if Replicate never took it), and count
+        """The command is over: give back its running slot (and its use, if Replicate never took it), then count
         what the prediction probably cost, from its metrics, into today's spend and the log line."""
-        admitted = self._admitted.pop(request.request_id, None)
-        if admitted is None:
-            return
-        run = final.run if isinstance(final, (TextDone, Images)) else None
-        if run is None and admitted.prediction_ids:  # failed, timed out or cancelled after Replicate took it
-            run = RunInfo(model=request.model, prediction_id=admitted.prediction_ids[-1])
+        admitted = self._admitted.pop(request.request_id, None) or _Admitted(None)
+        governance = admitted.governance if self._governor is not None else None
         try:
-            if run is not None and self._accepting:
+            if governance is not None and self._governor is not None:
+                await self._governor.release(governance, reached_replicate=bool(admitted.prediction_ids))
+            run = final.run if isinstance(final, (TextDone, Images)) else None
+            if run is None and admitted.prediction_ids:  # failed, timed out or cancelled after Replicate took it
+                run = RunInfo(model=request.model, prediction_id=admitted.prediction_ids[-1])
+            if run is not None and self._accepting:  # at shutdown the estimate makes do with what it has
                 run = await self._runner.with_metrics(run)
             cost = self._config.prices.estimate_micro_usd(run) if run is not None else None
             if record is not None:
                 record.settled(run, cost)
-            if self._governor is not None and admitted.governance is not None:
-                await self._governor.release(admitted.governance, reached_replicate=bool(admitted.prediction_ids))
-                if cost is not None:
-                    await self._governor.record_spend(admitted.governance, cost)
+            if governance is not None and self._governor is not None and cost is not None:
+                await self._governor.record_spend(governance, cost)
         except Exception:  # the store failed: the answer went out; the operator needs to know
             log.exception("Could not record the use of command %s", request.request_id)
+        finally:
+            if record is not None:
+                record.emit()
 
     def stop_accepting(self) -> None:
         """New commands get a polite "restarting" from now on (shutdown), and so, at once, do those still
@@ -278,6 +281,11 @@ class CommandCore:
         if still_running:
             await asyncio.wait(still_running, timeout=left_s)
         await self._runner.aclose(left_s if cancels_by is None else max(cancels_by - loop.time(), 0.0))
+
+    async def finish_settlements(self, timeout_s: float) -> None:
+        """The last commands' units, spend and log lines, before the store closes (the end of shutdown)."""
+        await self._settlements.wait(timeout_s)
+        await self._settlements.cancel_all()
 
     async def _produce(
         self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None]

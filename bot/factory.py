@@ -23,6 +23,8 @@ from config.settings import Settings
 # Each prediction holds at most a stream or wait plus a download or cancel at once.
 CONNECTIONS_PER_PREDICTION = 2
 SPARE_CONNECTIONS = 10
+# At close, the last commands' bookkeeping (store writes; no Replicate call once shutting down) gets this long.
+SETTLEMENTS_AT_CLOSE_S = 0.25
 
 
 @dataclass
@@ -47,6 +49,7 @@ class CoreResources:
         self.core.use_models(await load_catalog(self.clients.any(), self.configured_models))
 
     async def aclose(self) -> None:
+        await self.core.finish_settlements(SETTLEMENTS_AT_CLOSE_S)
         await self.clients.aclose()
         await self.outputs.aclose()
         if self.store is not None:

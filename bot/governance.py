@@ -12,11 +12,14 @@ a short cache, which this process's own changes clear at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 from bot.errors import FailureKind
 from bot.pricing import MICRO_USD_PER_USD, format_usd
@@ -25,6 +28,7 @@ from bot.state.store import Quota, StateStore
 from config.governance import GovernanceSettings, UseLimit, Window
 
 log = logging.getLogger(__name__)
+_Value = TypeVar("_Value")
 
 SETTINGS_CACHE_S = 1.0  # another process's admin change is seen within this long
 BUDGET_CACHE_S = 1.0  # likewise another process's spend
@@ -79,10 +83,43 @@ class DayUsage:
     top: tuple[tuple[str, int, int], ...]  # (user, micro-dollars, commands), highest spend first
 
 
-@dataclass
-class _Cached:
-    value: object = None
-    read_at: float = field(default=-1e18)
+class _Cached(Generic[_Value]):
+    """A value read from the store, kept for `ttl_s`; one read at a time (a burst of commands shares it)."""
+
+    def __init__(self, read: Callable[[], Awaitable[_Value]], ttl_s: float, clock: Callable[[], float]) -> None:
+        self._read, self._ttl_s, self._clock = read, ttl_s, clock
+        self._value: _Value | None = None
+        self._read_at = -math.inf
+        self._reading: asyncio.Future[_Value] | None = None
+
+    async def get(self) -> _Value:
+        if self._value is not None and self._clock() - self._read_at <= self._ttl_s:
+            return self._value
+        if self._reading is None:
+            # Owned here and awaited by every caller; shielded, so one caller that goes away stops nobody's read.
+            self._reading = asyncio.get_running_loop().create_task(self._refresh(), name="governance-read")
+            self._reading.add_done_callback(_retrieve)
+        return await asyncio.shield(self._reading)
+
+    def forget(self) -> None:
+        self._read_at = -math.inf
+
+    def adjust(self, change: Callable[[_Value], _Value]) -> None:
+        """Apply this process's own change to the kept value (no read needed to see it)."""
+        if self._value is not None:
+            self._value = change(self._value)
+
+    @property
+    def last(self) -> _Value | None:
+        return self._value
+
+    async def _refresh(self) -> _Value:
+        try:
+            value = await self._read()
+            self._value, self._read_at = value, self._clock()
+            return value
+        finally:
+            self._reading = None
 
 
 class Governor:
@@ -98,8 +135,8 @@ class Governor:
         self._settings = settings
         self._running_slot_s = running_slot_s + RUNNING_SLOT_MARGIN_S
         self._clock = clock
-        self._admin_settings = _Cached()
-        self._spend = _Cached()
+        self._admin_settings = _Cached(self._store.get_settings, SETTINGS_CACHE_S, clock)
+        self._spend = _Cached(self._read_spend_today, BUDGET_CACHE_S, clock)
         self._budget_warned_day: str | None = None
 
     @property
@@ -167,8 +204,7 @@ class Governor:
         day = _day_name(now)
         await self._store.add_ranked(f"spend:{day}", admitted.user, micro_usd, keep_until)
         await self._store.add_ranked(f"commands:{day}", admitted.user, 1, keep_until)
-        if isinstance(self._spend.value, int):
-            self._spend.value += micro_usd
+        self._spend.adjust(lambda spent: spent + micro_usd)
 
     # What /replicate shows.
 
@@ -227,7 +263,7 @@ class Governor:
 
     async def _put(self, name: str, value: str | None) -> None:
         await self._store.put_setting(name, value)
-        self._admin_settings = _Cached()
+        self._admin_settings.forget()
 
     def _limit_for(self, settings: Mapping[str, str], user: str, command: CommandName) -> UseLimit | None:
         for name in (f"limit:{user}:{command}", f"limit:default:{command}"):
@@ -241,16 +277,13 @@ class Governor:
         return not allowed or origin.channel_id in allowed or f"{origin.platform}:{origin.channel_id}" in allowed
 
     async def _admin_settings_now(self) -> Mapping[str, str]:
-        if self._clock() - self._admin_settings.read_at > SETTINGS_CACHE_S:
-            self._admin_settings = _Cached(await self._store.get_settings(), self._clock())
-        assert isinstance(self._admin_settings.value, Mapping)
-        return self._admin_settings.value
+        return await self._admin_settings.get()
 
     async def _spent_today(self) -> int:
-        if self._clock() - self._spend.read_at > BUDGET_CACHE_S:
-            self._spend = _Cached(await self._store.total(f"spend:{_day_name(self._now())}"), self._clock())
-        assert isinstance(self._spend.value, int)
-        return self._spend.value
+        return await self._spend.get()
+
+    async def _read_spend_today(self) -> int:
+        return await self._store.total(f"spend:{_day_name(self._now())}")
 
     def _warn_budget_once(self, now: datetime, budget_usd: float) -> None:
         day = _day_name(now)
@@ -258,11 +291,17 @@ class Governor:
             self._budget_warned_day = day
             log.warning(
                 "DAILY_BUDGET_USD reached: %s spent today (UTC) of $%g; new commands are refused until 00:00 UTC",
-                format_usd(self._spend.value if isinstance(self._spend.value, int) else 0), budget_usd,
+                format_usd(self._spend.last or 0), budget_usd,
             )
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+
+def _retrieve(read: asyncio.Future[Any]) -> None:
+    """Every caller may have gone: the read's failure is then theirs to have seen, not an asyncio warning."""
+    if not read.cancelled():
+        read.exception()
 
 
 def user_key(origin: Origin) -> str:

@@ -64,7 +64,7 @@ async def core(replicate: FakeReplicate) -> AsyncIterator[CoreResources]:
     await resources.aclose()
 
 
-async def test_ask_streams_tokens_and_ends_with_the_exact_text_in_two_requests(
+async def test_ask_streams_tokens_and_ends_with_the_exact_text_in_two_requests_then_reads_its_metrics(
     replicate: FakeReplicate, core: CoreResources
 ) -> None:
     events = await run(core, "ask", "say hello")
@@ -73,7 +73,12 @@ async def test_ask_streams_tokens_and_ends_with_the_exact_text_in_two_requests(
     assert deltas == "Hello https://example.com\nbye"
     assert isinstance(events[-1], TextDone) and events[-1].text == deltas
     assert len(replicate.creates) == 1 and replicate.creates[0].input["prompt"] == "say hello"
-    assert len(replicate.requests) == 2  # the create and the stream: nothing else per text prediction
+    # The create and the stream: nothing else until the answer is whole; then one GET for the billing metrics.
+    assert [r.method for r in replicate.requests[:2]] == ["POST", "GET"]
+    assert replicate.requests[1].path.startswith("/v1/streams/")
+    await replicate.wait_until(lambda: len(replicate.requests) == 3, what="the metrics lookup")
+    prediction_id = replicate.creates[0].id
+    assert (replicate.requests[2].method, replicate.requests[2].path) == ("GET", f"/v1/predictions/{prediction_id}")
 
 
 async def test_imagine_downloads_the_image_bytes_with_seed_and_model(

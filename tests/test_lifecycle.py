@@ -300,16 +300,18 @@ async def test_sigint_stops_as_cleanly_as_sigterm_and_no_secret_or_authorization
 
 
 def check_command_records(records: dict[tuple[str, str, str], dict[str, Any]], replicate: FakeReplicate) -> None:
-    """One structured line per command: what ran, its prediction, how it ended, and how fast."""
+    """One structured line per command: who asked where, what ran, how it ended, how fast, and what it cost."""
     by_model = {p.id: p.model for p in replicate.creates}
     text = records[("slack", "ask", ASK_MODEL)]
     assert text["outcome"] == "ok" and by_model[text["prediction_id"]] == ASK_MODEL
+    assert (text["user_id"], text["channel_id"]) == ("U0USER", "C0TEXT")
     assert text["ack_latency_ms"] >= 0 and 0 <= text["first_token_ms"] <= text["total_ms"]
-    # Streamed text: the stream carries no metrics, and a GET just for them would be a third request.
-    assert text["predict_time_s"] is None
+    # Streamed text: the metrics come from one GET after the answer; Llama 3 is priced per token.
+    assert isinstance(text["predict_time_s"], float) and 0 < text["cost_usd"] < 0.0001
     image = records[("slack", "imagine", IMAGINE_MODEL)]
     assert image["outcome"] == "ok" and by_model[image["prediction_id"]] == IMAGINE_MODEL
     assert isinstance(image["predict_time_s"], float) and image["total_ms"] > 0 and image["first_token_ms"] is None
+    assert image["cost_usd"] == 0.003  # flux-schnell: $0.003 per image, one image
     for platform in ("slack", "discord"):
         failed = records[(platform, "ask", BROKEN_MODEL)]
         assert failed["outcome"] == "model_failed" and by_model[failed["prediction_id"]] == BROKEN_MODEL

@@ -56,6 +56,9 @@ MAX_OUTPUT_FILES = 10  # a Discord message takes 10 attachments; no image model 
 ORPHAN_SEARCHES = 2
 ORPHAN_SEARCH_INTERVAL_S = 1.0
 METRICS_LOOKUP_TIMEOUT_S = 5.0  # the spend estimate waits this long for a finished prediction's metrics
+# Metrics lookups run a few at a time: answers that finish together would otherwise send a burst of GETs whose
+# replies all land in one turn of the event loop, delaying everything else for the sake of bookkeeping.
+METRICS_LOOKUPS_AT_ONCE = 4
 _Number = TypeVar("_Number", int, float)
 
 
@@ -98,6 +101,7 @@ class PredictionRunner:
         self._cancels = BackgroundTasks("cancel")
         self._owned = OwnedPredictions()
         self._cancels_finish_by: float | None = None
+        self._metrics_lookups = asyncio.Semaphore(METRICS_LOOKUPS_AT_ONCE)
 
     async def stream_text(
         self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
@@ -168,7 +172,7 @@ class PredictionRunner:
         if run.prediction_id is None or run.predict_time_s is not None:
             return run
         try:
-            async with asyncio.timeout(METRICS_LOOKUP_TIMEOUT_S):
+            async with self._metrics_lookups, asyncio.timeout(METRICS_LOOKUP_TIMEOUT_S):
                 prediction = await self._clients.any().predictions.async_get(run.prediction_id)
         except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
             log.debug("No metrics for prediction %s: %r", run.prediction_id, error)

@@ -1,20 +1,20 @@
 """The SQLite store's schema, as the migrations that build it: version N is the first N applied in order.
 
-`SqliteStore.open` runs the missing ones inside one `BEGIN IMMEDIATE` transaction and records the version in
+`SqliteStore.open` runs the missing ones inside one `BEGIN IMMEDIATE` transaction, on the store's worker thread,
+and records the version in
 `PRAGMA user_version` (https://www.sqlite.org/pragma.html#pragma_user_version), so a failed migration leaves
 the file as it was. Never edit a released migration: append a new one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import sqlite3
+from collections.abc import Callable
 
-import aiosqlite
-
-Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+Migration = Callable[[sqlite3.Connection], None]
 
 
-async def create_tables(db: aiosqlite.Connection) -> None:
+def create_tables(db: sqlite3.Connection) -> None:
     """Version 1: counters, ranked boards (a total and an expiry per board, a score per member), settings."""
     for statement in (
         "CREATE TABLE counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL, expires_at REAL NOT NULL)",
@@ -25,7 +25,7 @@ async def create_tables(db: aiosqlite.Connection) -> None:
         "PRIMARY KEY (board, member)) WITHOUT ROWID",
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ):
-        await db.execute(statement)
+        db.execute(statement)
 
 
 MIGRATIONS: tuple[Migration, ...] = (create_tables,)

@@ -6,6 +6,7 @@ builders) and calls `CommandIntake.take` for each command; nothing else in the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -20,6 +21,13 @@ from bot.tasks import BackgroundTasks
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# `/replicate` is answered in the acknowledgement when the core has the answer by then (state store I/O, normally
+# milliseconds); past it, the command is acknowledged and answered when ready. Slack and Discord allow 3 s for the
+# acknowledgement (api.slack.com/interactivity/slash-commands#responding_to_commands,
+# discord.com/developers/docs/interactions/receiving-and-responding#responding-to-an-interaction).
+ADMIN_ANSWER_WAIT_S = 2.0
+ADMIN_FAILED_TEXT = "Something went wrong on our side. Try again in a moment."
 
 
 class Adapter(Protocol):
@@ -49,6 +57,7 @@ Refuse = Callable[[str], Awaitable[None]]  # tell the user privately, in the pla
 # The platform's plain acknowledgement (Slack ack, Discord defer); what it returns is not read.
 Acknowledge = Callable[[], Awaitable[object]]
 Answer = Callable[[CommandRequest, float], Coroutine[Any, Any, None]]  # (request, ack latency in seconds)
+Tell = Callable[[str], Awaitable[object]]  # one private message, in the platform's own way
 
 
 class CommandIntake:
@@ -99,3 +108,41 @@ class CommandIntake:
             raise
         ack_latency_s = time.monotonic() - received
         self._tasks.spawn(answer(prepared, ack_latency_s), name=f"{origin.platform}-{prepared.request_id}")
+
+    async def administer(
+        self,
+        *,
+        delivery_key: str,
+        origin: Origin,
+        text: str,
+        answer_in_ack: Tell,
+        acknowledge: Acknowledge,
+        answer_later: Tell,
+        redelivered: Acknowledge | None = None,
+    ) -> None:
+        """`/replicate <text>`, answered privately: in the acknowledgement if the answer is ready within
+        `ADMIN_ANSWER_WAIT_S`, else acknowledged at once and sent when ready. A repeated delivery answers once."""
+        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+            log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
+            if redelivered is not None:
+                await redelivered()
+            return
+        # Owned, so an answer still being computed at shutdown is waited for like a command's.
+        answer = self._tasks.spawn(self._administration(origin, text), name=f"{origin.platform}-replicate")
+        done, _ = await asyncio.wait({answer}, timeout=ADMIN_ANSWER_WAIT_S)
+        if done:
+            await answer_in_ack(answer.result())
+            return
+        await acknowledge()
+        self._tasks.spawn(_send_when_ready(answer, answer_later), name=f"{origin.platform}-replicate-answer")
+
+    async def _administration(self, origin: Origin, text: str) -> str:
+        try:
+            return await self._core.administer(origin, text)
+        except Exception:  # the state store failed: the user hears it privately, the operator in the log
+            log.exception("%s: /replicate failed for %s", origin.platform, origin.user_id)
+            return ADMIN_FAILED_TEXT
+
+
+async def _send_when_ready(answer: asyncio.Task[str], send: Tell) -> None:
+    await send(await answer)

@@ -24,7 +24,8 @@ from aiohttp import web
 from discord import app_commands
 
 from adapters.base import CommandIntake
-from adapters.discord_commands import MODEL_KINDS, build_command, register_commands
+from adapters.discord_admin import ADMIN_GROUP, MEMBER_GROUP, DiscordAdministration
+from adapters.discord_commands import MODEL_KINDS, build_command, origin_of, register_commands
 from adapters.discord_format import (
     DEFAULT_ATTACHMENT_LIMIT_BYTES,
     MAX_ATTACHMENTS,
@@ -40,7 +41,7 @@ from bot.core import CommandCore
 from bot.models import ModelKind
 from bot.options import OptionSpec, options_for
 from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
-from bot.requests import CommandName, CommandRequest, Origin
+from bot.requests import CommandName, CommandRequest
 from bot.text import close_open_fence, split_message
 from config.settings import DiscordSettings, Settings
 
@@ -124,6 +125,7 @@ class DiscordAdapter:
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)
+        self._administration = DiscordAdministration(intake)
         self.registrations_skipped = 0
         self._gateway: asyncio.Task[None] | None = None
 
@@ -138,6 +140,8 @@ class DiscordAdapter:
         """
         for command in CommandName:
             self.tree.add_command(self._command(command))
+        for group in self._administration.groups():
+            self.tree.add_command(group)
         discord.http.Route.BASE = self._config.api_url
         if self._config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
@@ -213,6 +217,11 @@ class DiscordAdapter:
 
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Whatever went wrong inside a command (a defer Discord refused, a bug), the user hears it privately."""
+        if isinstance(error, app_commands.CommandNotFound) and error.parents[:1] in ([MEMBER_GROUP], [ADMIN_GROUP]):
+            # A subcommand this bot doesn't have (a client that hasn't caught up with the registration): the core
+            # answers it as it answers any unknown word after /replicate.
+            await self._administration.administer(interaction, error.name)
+            return
         cause = getattr(error, "original", error)
         name = interaction.command.name if interaction.command else "?"
         if isinstance(cause, discord.HTTPException):  # Discord refused a call (the defer, a permission)
@@ -249,13 +258,7 @@ class DiscordAdapter:
 
         await self._intake.take(
             delivery_key=str(interaction.id),
-            origin=Origin(
-                platform="discord",
-                user_id=str(interaction.user.id),
-                channel_id=str(interaction.channel_id),
-                user_name=interaction.user.name,
-                workspace_id=str(interaction.guild_id) if interaction.guild_id else None,
-            ),
+            origin=origin_of(interaction),
             command=command,
             text=prompt,
             typed_options=typed_options,

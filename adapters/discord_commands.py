@@ -20,7 +20,7 @@ from discord import app_commands
 
 from bot.models import ModelKind
 from bot.options import OptionSpec, ValueType
-from bot.requests import CommandName
+from bot.requests import CommandName, Origin
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,19 @@ def invite_url(token: str) -> str:
     if not application_id.isdigit():
         raise ValueError("DISCORD_TOKEN does not look like a bot token")
     return discord.utils.oauth_url(int(application_id), permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES)
+
+
+def origin_of(interaction: discord.Interaction) -> Origin:
+    """Who invoked a command, and where. A member with Manage Server administers the bot in that server (the
+    core decides; in a DM no one does by permission)."""
+    return Origin(
+        platform="discord",
+        user_id=str(interaction.user.id),
+        channel_id=str(interaction.channel_id),
+        user_name=interaction.user.name,
+        workspace_id=str(interaction.guild_id) if interaction.guild_id else None,
+        platform_admin=interaction.guild_id is not None and interaction.permissions.manage_guild,
+    )
 
 
 def build_command(
@@ -121,7 +134,8 @@ async def register_commands(
             log.info("Discord: commands unchanged in %s; not re-registering", guild.id if guild else "global scope")
             continue
         await tree.sync(guild=guild)
-        log.info("Discord: registered /ask and /imagine in %s", guild.id if guild else "global scope")
+        names = ", ".join(f"/{command['name']}" for command in wanted)
+        log.info("Discord: registered %s in %s", names, guild.id if guild else "global scope")
     return skipped
 
 
@@ -141,7 +155,13 @@ def _command_shape(commands: Any) -> list[dict[str, Any]]:
 
     return sorted(
         ({"name": c.get("name"), "description": c.get("description"), "type": c.get("type", 1),
+          # Who sees the command by default (a bit set, which Discord echoes as a string).
+          "default_member_permissions": _permissions(c.get("default_member_permissions")),
           "options": [option_shape(o) for o in c.get("options") or []]} for c in commands),
         key=lambda shape: str(shape["name"]),
     )
 
+
+
+def _permissions(value: object) -> str | None:
+    return None if value is None else str(value)

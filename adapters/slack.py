@@ -44,6 +44,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters import slack_format as fmt
 from adapters.base import CommandIntake
 from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
+from adapters.slack_admin import SlackAdministration
 from adapters.slack_startup import startup_call
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
@@ -213,6 +214,7 @@ class SlackAdapter:
         self._authorization: AuthorizeResult | None = None
         self.app.command("/ask")(self._on_command)
         self.app.command("/imagine")(self._on_command)
+        SlackAdministration(self.app, intake)
         self._socket_handler: AsyncSocketModeHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self._budgets: dict[str, EditBudget] = {}

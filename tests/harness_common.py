@@ -50,7 +50,10 @@ def default_models(replicate: FakeReplicate) -> None:
 
 def bot_settings(replicate: FakeReplicate, slack: FakeSlack | None = None, discord: FakeDiscord | None = None,
                  **overrides: Any) -> Settings:
-    """Settings for the real bot against the fakes given; a platform left out is not configured."""
+    """Settings for the real bot against the fakes given; a platform left out is not configured. An override named
+    like a `GovernanceSettings` field (`admin_users`, `limits`…) changes that field of `governance`."""
+    governance_fields = {spec.name for spec in dataclasses.fields(GovernanceSettings)}
+    governance_changes = {name: overrides.pop(name) for name in list(overrides) if name in governance_fields}
     settings = Settings(
         replicate_api_token=replicate.api_token,
         replicate_base_url=replicate.base_url,
@@ -72,6 +75,7 @@ def bot_settings(replicate: FakeReplicate, slack: FakeSlack | None = None, disco
             state_url=f"sqlite:///{tempfile.mkdtemp(prefix='bot-state-')}/bot.db", max_concurrent_per_user=1000
         ),
     )
+    settings = dataclasses.replace(settings, governance=dataclasses.replace(settings.governance, **governance_changes))
     return dataclasses.replace(settings, **overrides)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from bot.runner import RunPolicy
 from service.bot_service import BotService
@@ -63,15 +64,17 @@ async def slack_bot(
     http_mode: bool = False,
     timeout_s: float = 10,
     arrange: Callable[[FakeReplicate], None] = lambda _: None,
+    **overrides: Any,
 ) -> AsyncIterator[SlackBot]:
     """`arrange` scripts the fake Replicate (after its default models) before the bot starts; `http_mode` serves
-    Slack's requests on the bot's HTTP endpoint (signed with `SIGNING_SECRET`) instead of Socket Mode."""
+    Slack's requests on the bot's HTTP endpoint (signed with `SIGNING_SECRET`) instead of Socket Mode; `overrides`
+    go to `bot_settings`."""
     async with FakeReplicate(api_token=REPLICATE_TOKEN) as replicate, \
             FakeSlack(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as slack:
         default_models(replicate)
         arrange(replicate)
         settings = bot_settings(replicate, slack, slack_app_token=None if http_mode else slack.app_token,
-                                slack_signing_secret=SIGNING_SECRET if http_mode else None)
+                                slack_signing_secret=SIGNING_SECRET if http_mode else None, **overrides)
         service = BotService(settings, RunPolicy(timeout_s=timeout_s, poll_interval_s=0.05, create_wait_s=1))
         await service.start()
         replicate.take_requests()  # the start-up model look-ups are not what a command costs

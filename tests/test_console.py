@@ -122,3 +122,36 @@ async def test_console_strips_terminal_controls_from_error_details_and_refused_o
     assert code == 0
     assert "rejected the input" in out and "could not be posted" in out
     assert "\x1b" not in out and "\x07" not in out
+
+
+async def test_console_replicate_answers_help_models_usage_and_its_controls_govern_the_next_commands(
+    replicate: FakeReplicate, tmp_path: Path
+) -> None:
+    replicate.add_model("meta/meta-llama-3-8b-instruct", TextModel(tokens=["Hi"]), description="A small chat model")
+    env = {
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
+        "IMAGE_DIR": str(tmp_path / "images"),
+        "SSL_CERT_FILE": replicate.ca_bundle,
+        "STATE_URL": f"sqlite:///{tmp_path}/bot.db",
+    }
+    stdin = "".join(f"{line}\n" for line in [
+        "/replicate help", "/replicate models",
+        "/replicate limit default ask 1/day", "/ask one", "/ask two", "/replicate usage",
+        "/replicate block you", "/imagine a cat", "/replicate unblock you",
+        "/replicate pause", "/imagine a dog", "/replicate resume", "/imagine a bird",
+        "/replicate frobnicate",
+    ])
+
+    code, out, _ = await run_console(stdin, env, tmp_path)
+
+    assert code == 0
+    assert "`/replicate block <user>`" in out  # the console's user is the bot's admin
+    assert "• `meta/meta-llama-3-8b-instruct` (default): A small chat model" in out
+    assert "/ask for everyone (the default): at most 1 per day" in out
+    assert "You've used your 1 /ask command for today" in out and "/ask: 1 today, limit 1/day: 0 left" in out
+    assert "`console:you` is blocked" in out and "An admin has blocked you from using this bot." in out
+    assert "The bot is paused by its admins." in out
+    assert "There is no `/replicate frobnicate`. Try `/replicate help`." in out
+    assert [create.input["prompt"] for create in replicate.creates] == ["one", "a bird"]

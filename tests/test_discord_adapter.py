@@ -78,7 +78,7 @@ async def test_commands_are_registered_in_the_configured_guild_at_start(bot: Dis
     [put] = bot.discord.command_puts
     assert put.guild_id == GUILD
     commands = {command["name"]: command for command in put.body}
-    assert sorted(commands) == ["ask", "imagine"]
+    assert sorted(commands) == ["ask", "imagine", "replicate", "replicate-admin"]
     ask_options = {o["name"]: o for o in commands["ask"]["options"]}
     assert next(iter(ask_options)) == "prompt" and ask_options["prompt"]["required"] is True
     assert ask_options["prompt"]["type"] == 3
@@ -351,7 +351,8 @@ async def test_imagine_without_attach_files_is_explained_privately_and_costs_not
 async def test_commands_work_in_a_dm_with_the_bot() -> None:
     async with discord_bot(discord_guild_ids=()) as bot:  # global commands are the ones DMs can use
         [put] = bot.discord.command_puts
-        assert put.guild_id is None and sorted(c["name"] for c in put.body) == ["ask", "imagine"]
+        assert put.guild_id is None and sorted(c["name"] for c in put.body) == ["ask", "imagine", "replicate",
+                                                                                  "replicate-admin"]
         asked = await bot.interact("ask", {"prompt": "psst"}, dm=True, user_id=USER)
         drawn = await bot.interact("imagine", {"prompt": "a secret", "seed": 5}, dm=True, user_id=USER)
         answer = await bot.answered(asked)

@@ -340,7 +340,8 @@ class DiscordObjects:
             "application_id": None, "incidents_data": None}
 
     def interaction(self, *, interaction_id: int, token: str, data: dict[str, Any], guild_id: int | None,
-                    channel_id: int, user_id: int, app_permissions: str, locale: str) -> dict[str, Any]:
+                    channel_id: int, user_id: int, app_permissions: str, locale: str,
+                    member_permissions: int = 0) -> dict[str, Any]:
         """INTERACTION_CREATE data for an application command, as Discord sends it (guild or bot DM)."""
         channel = dict(self.channels[channel_id])
         payload: dict[str, Any] = {
@@ -352,7 +353,7 @@ class DiscordObjects:
             payload.update(user=self.user(user_id), context=1, authorizing_integration_owners={"1": str(user_id)})
             return payload
         channel["permissions"] = str(EVERYONE_PERMS)
-        member = {**self.member(user_id), "permissions": str(EVERYONE_PERMS)}
+        member = {**self.member(user_id), "permissions": str(EVERYONE_PERMS | member_permissions)}
         payload.update(guild_id=str(guild_id), guild={"id": str(guild_id), "locale": "en-US", "features": []},
                        guild_locale="en-US", context=0, authorizing_integration_owners={"0": str(guild_id)},
                        member=member)

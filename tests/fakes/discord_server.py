@@ -270,12 +270,15 @@ class FakeDiscord(LocalServer):
     async def send_interaction(
         self, name: str = "ask", options: Mapping[str, Any] | None = None, *, guild_id: int | None = None,
         channel_id: int | None = None, user_id: int = 444, dm: bool = False,
-        app_permissions: str | None = None, locale: str = "en-US",
+        app_permissions: str | None = None, locale: str = "en-US", subcommand: str | None = None,
+        member_permissions: int = 0,
     ) -> SentInteraction:
         """Dispatch INTERACTION_CREATE for slash command `name`, shaped exactly like Discord's.
 
         Guild commands registered for the guild take precedence (the payload then carries `data.guild_id`,
-        as Discord's does), else the global command; option types follow the registered command.
+        as Discord's does), else the global command; option types follow the registered command. With
+        `subcommand`, `options` are that subcommand's (nested as Discord nests them); user options come with
+        their `resolved` user. `member_permissions` are added to the invoking member's (e.g. Manage Server).
         """
         if dm:
             guild_id = None
@@ -291,15 +294,25 @@ class FakeDiscord(LocalServer):
         command, command_guild = self._find_command(name, guild_id)
         data: dict[str, Any] = {"id": command["id"] if command else str(self.objects.snowflake()), "name": name,
                                 "type": 1}
-        if options:
-            data["options"] = [self._option(key, value, command) for key, value in options.items()]
+        declared = command
+        if subcommand is not None:
+            declared = next((o for o in (command or {}).get("options", []) if o.get("name") == subcommand), None)
+        typed = [self._option(key, value, declared) for key, value in (options or {}).items()]
+        if subcommand is not None:
+            data["options"] = [{"type": 1, "name": subcommand, **({"options": typed} if typed else {})}]
+        elif typed:
+            data["options"] = typed
+        users = [int(option["value"]) for option in typed if option.get("type") == 6]
+        if users:
+            data["resolved"] = {"users": {str(user): self.objects.user(user) for user in users}}
         if command_guild is not None:
             data["guild_id"] = str(command_guild)
         interaction_id = self.objects.snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
         perms = app_permissions if app_permissions is not None else str(self.objects.app_permissions(channel_id, dm))
         payload = self.objects.interaction(interaction_id=interaction_id, token=token, data=data, guild_id=guild_id,
-                                           channel_id=channel_id, user_id=user_id, app_permissions=perms, locale=locale)
+                                           channel_id=channel_id, user_id=user_id, app_permissions=perms, locale=locale,
+                                           member_permissions=member_permissions)
         self.interactions[token] = InteractionState(interaction_id, token, name, guild_id, channel_id, user_id,
                                                     payload, time.monotonic())
         self.gateway.dispatch("INTERACTION_CREATE", payload)
@@ -543,6 +556,8 @@ class FakeDiscord(LocalServer):
                     **self._normalized(command), "id": str(command_id), "application_id": str(self.application_id),
                     "type": ctype, "version": str(self.objects.snowflake())}
             item["integration_types"] = command.get("integration_types") or [0]
+            if item["default_member_permissions"] is not None:  # a bit set, which Discord echoes as a string
+                item["default_member_permissions"] = str(item["default_member_permissions"])
             if guild_id is not None:
                 item["guild_id"] = str(guild_id)
             built.append(item)

@@ -63,6 +63,24 @@ class StateStore(Protocol):
     async def put_setting(self, name: str, value: str | None) -> None:
         """Set a setting; `None` deletes it. Settings never expire."""
 
+    # Values, claims and lists (conversations, their links to platform threads and messages, delivery keys).
+
+    async def put_value(self, key: str, value: str, expires_at: float) -> None:
+        """Set `key` to `value`, forgotten at `expires_at` (this write's, not the later of two)."""
+
+    async def get_value(self, key: str) -> str | None:
+        """The value of `key` (None when missing or expired)."""
+
+    async def claim(self, key: str, expires_at: float) -> bool:
+        """True for the first caller only (across processes), until `expires_at`: a delivery taken once."""
+
+    async def append_item(self, key: str, item: str, expires_at: float) -> int:
+        """Append `item` to the list at `key` (created if missing) and return its new length; the list is
+        forgotten at `expires_at` (the later of the stored and the given)."""
+
+    async def items(self, key: str) -> list[str]:
+        """Every item of the list at `key`, oldest first (empty when missing or expired)."""
+
     async def purge_expired(self) -> int:
         """Delete what has expired; returns how many entries went (Redis expires keys itself: 0)."""
 

@@ -24,7 +24,8 @@ from bot.requests import CommandName, CommandRequest, Origin
 PROMPT = "> "
 HELP_TEXT = (
     "Type `/ask <question>` or `/imagine <description>` (options at the end, e.g. `--ar 16:9`). "
-    "A line without a command is an /ask. `/replicate help` shows more. Ctrl-D quits."
+    "A line without a command continues the conversation (/ask starts a new one). `/replicate help` shows more. "
+    "Ctrl-D quits."
 )
 ADMIN_COMMAND = "replicate"
 CONSOLE_ORIGIN = Origin(platform="console", user_id="you", channel_id="terminal")
@@ -53,6 +54,7 @@ class ConsoleAdapter:
         self._out = out
         self._image_dir = image_dir
         self._interactive = interactive
+        self._conversation: str | None = None  # the one a plain line continues: the latest /ask's
 
     async def run(self, lines: AsyncIterator[str]) -> None:
         if self._interactive:
@@ -66,7 +68,10 @@ class ConsoleAdapter:
         if not line:
             return
         match = _COMMAND_LINE.match(line)
-        command, text = (match.group(1).lower(), match.group(2)) if match else ("ask", line)
+        if match is None:  # a plain line: the next turn of the current conversation
+            await self._run(await self._core.prepare_turn(line, CONSOLE_ORIGIN, conversation_id=self._conversation))
+            return
+        command, text = match.group(1).lower(), match.group(2)
         if command in ("help", "h"):
             self._write(HELP_TEXT + "\n")
             return
@@ -76,10 +81,14 @@ class ConsoleAdapter:
         if command not in {name.value for name in CommandName}:
             self._write(f"✗ Unknown command /{command}. {HELP_TEXT}\n")
             return
-        prepared = await self._core.prepare(command, text, CONSOLE_ORIGIN)
+        await self._run(await self._core.prepare(command, text, CONSOLE_ORIGIN))
+
+    async def _run(self, prepared: CommandRequest | Failure) -> None:
         if isinstance(prepared, Failure):
             self._write(f"✗ {prepared.message}\n")
             return
+        if prepared.conversation_id is not None:
+            self._conversation = prepared.conversation_id
         await self._render(prepared)
 
     async def _render(self, request: CommandRequest) -> None:

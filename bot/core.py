@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from bot.administration import Administration
 from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.command_log import CommandRecord
+from bot.conversation_memory import ConversationMemory
 from bot.dedupe import RecentKeys
 from bot.errors import BotError, FailureKind, InvalidCommand, ModelNotAllowed, ShuttingDown, describe_failure
 from bot.governance import Governor, Pass, Refusal
@@ -27,21 +29,29 @@ from bot.models import KIND_FOR_COMMAND, ModelInfo
 from bot.parsing import InputLimits, parse_command
 from bot.pricing import PriceTable
 from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, RunInfo, Status, TextDone
-from bot.requests import CommandName, CommandRequest, Origin
+from bot.requests import CommandName, CommandRequest, Options, Origin
 from bot.runner import ImagesResult, PredictionRunner
+from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
+from config.models import ASK_SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 
 SEED_PICK_RANGE = 2**31  # every image model we know takes seeds this large
 INTERNAL_ERROR_TEXT = "Something went wrong on our side. Try again in a moment."
 NO_MODEL_TEXT = "No model is set up for /{command} right now. The operator has been told in the log."
+FORGOTTEN_TEXT = (
+    "_I no longer remember that conversation (conversations are kept {days} days), so this starts a new one._"
+)
 
 
 @dataclass(frozen=True)
 class CoreConfig:
     limits: InputLimits
     prices: PriceTable
+    system_prompt: str = ASK_SYSTEM_PROMPT
+    context_max_chars: int = 12_000
+    retention_days: int = 30
 
 
 @dataclass
@@ -68,6 +78,7 @@ class CommandCore:
         self._accepting = True
         self._deliveries = RecentKeys()
         self._governor: Governor | None = None
+        self._memory: ConversationMemory | None = None
         self._admitted: dict[str, _Admitted] = {}
 
     @property
@@ -102,9 +113,11 @@ class CommandCore:
         """Replace the fallback catalog with the one looked up on Replicate (at start-up, before any command)."""
         self._models = models
 
-    def use_governance(self, governor: Governor) -> None:
-        """Limits, budget and access from now on (the service opens the state store before any command)."""
+    def use_state(self, governor: Governor, memory: ConversationMemory) -> None:
+        """Limits, budget, access and conversations from now on (the service opens the state store before any
+        command)."""
         self._governor = governor
+        self._memory = memory
 
     async def administer(self, origin: Origin, text: str) -> str:
         """The private answer to `/replicate <text>` (help, models, usage; admins' controls)."""
@@ -128,27 +141,79 @@ class CommandCore:
         The only I/O is the state store's (limits, budget, access: `bot.governance`). A request returned holds
         its governance units and a place in the admission queue until `execute` takes it up (or `withdraw`):
         a burst of commands sees the room left shrink with each one, and those beyond it are refused here.
+        Every /ask starts a conversation (`conversation_id`) that replies can continue (`prepare_turn`).
         """
         name = CommandName(str(command).lstrip("/"))
         try:
-            limits = dataclasses.replace(self._config.limits, allowed_models=self._models.all_refs())
-            parsed = parse_command(name, text, limits, typed_options)
-            options = parsed.options
-            info = self._model_for(name, options.model)
-            if info is None:
-                return Failure(FailureKind.MISCONFIGURED, NO_MODEL_TEXT.format(command=name))
-            if name is CommandName.IMAGINE and options.seed is None and info.seed_field:
-                # Pick the seed ourselves so every picture's caption can say how to reproduce it.
-                options = dataclasses.replace(options, seed=random.randrange(SEED_PICK_RANGE))
-            request = CommandRequest(
-                command=name,
-                prompt=parsed.prompt,
-                options=options,
-                origin=origin,
-                model=options.model or info.ref,
-            )
+            parsed = parse_command(name, text, self._input_limits(), typed_options)
+            request = self._request(name, parsed.prompt, parsed.options, origin)
         except InvalidCommand as error:
             return Failure(kind=error.kind, message=error.user_message)
+        if isinstance(request, Failure):
+            return request
+        if name is CommandName.ASK:
+            request = dataclasses.replace(request, conversation_id=uuid.uuid4().hex)
+        return await self._admit(request)
+
+    async def prepare_turn(
+        self, text: str, origin: Origin, *, conversation_id: str | None, forgotten: bool = False
+    ) -> CommandRequest | Failure:
+        """The next turn of a conversation (a reply in its thread, a mention, a DM), governed as an /ask.
+
+        It carries the conversation's earlier turns, model and options; options typed at its end apply to it
+        alone. A conversation the bot no longer knows (`conversation_id` not found, or `forgotten`: the adapter
+        saw a reply to one of the bot's own answers that leads nowhere) starts afresh, and the answer says so.
+        """
+        remembered = None
+        if conversation_id is not None and self._memory is not None:
+            remembered = await self._memory.recall(conversation_id)
+        try:
+            parsed = parse_command(CommandName.ASK, text, self._input_limits())
+            options = parsed.options
+            if remembered is not None:
+                typed = {key: value for key, value in dataclasses.asdict(options).items() if value is not None}
+                first_model = remembered.options.model or remembered.model
+                options = dataclasses.replace(remembered.options, **{"model": first_model, **typed})
+            request = self._request(CommandName.ASK, parsed.prompt, options, origin)
+        except InvalidCommand as error:
+            return Failure(kind=error.kind, message=error.user_message)
+        if isinstance(request, Failure):
+            return request
+        if remembered is not None:
+            assert conversation_id is not None
+            request = dataclasses.replace(request, conversation_id=conversation_id, context=remembered.turns)
+        else:
+            notes = (FORGOTTEN_TEXT.format(days=self._config.retention_days),) if (conversation_id or forgotten) else ()
+            request = dataclasses.replace(request, conversation_id=uuid.uuid4().hex, notes=notes)
+        return await self._admit(request)
+
+    async def find_conversation(self, key: str) -> str | None:
+        """The conversation a platform thread or message leads to (`link_conversation`), if the bot knows one."""
+        return await self._memory.find(key) if self._memory is not None else None
+
+    async def link_conversation(self, key: str, conversation_id: str) -> None:
+        """From now on a reply in this thread, or to this message (`key`, the adapter's own), continues it."""
+        if self._memory is not None:
+            await self._memory.link(key, conversation_id)
+
+    def _input_limits(self) -> InputLimits:
+        return dataclasses.replace(self._config.limits, allowed_models=self._models.all_refs())
+
+    def _request(
+        self, name: CommandName, prompt: str, options: Options, origin: Origin
+    ) -> CommandRequest | Failure:
+        info = self._model_for(name, options.model)
+        if info is None:
+            return Failure(FailureKind.MISCONFIGURED, NO_MODEL_TEXT.format(command=name))
+        if name is CommandName.IMAGINE and options.seed is None and info.seed_field:
+            # Pick the seed ourselves so every picture's caption can say how to reproduce it.
+            options = dataclasses.replace(options, seed=random.randrange(SEED_PICK_RANGE))
+        return CommandRequest(command=name, prompt=prompt, options=options, origin=origin,
+                              model=options.model or info.ref)
+
+    async def _admit(self, request: CommandRequest) -> CommandRequest | Failure:
+        """Governance, then a place in the admission queue; a refusal gives back whatever was taken."""
+        name, origin = request.command, request.origin
         if not self._accepting:
             return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
         governance = None
@@ -319,7 +384,9 @@ class CommandCore:
         info = self._models.find(request.model, KIND_FOR_COMMAND[request.command])
         if info is None:  # prepare() checked it: the catalog cannot lose a model while the bot runs
             raise ModelNotAllowed(NO_MODEL_TEXT.format(command=request.command))
-        model_input = build_model_input(request, info)
+        model_input = build_model_input(
+            request, info, system_prompt=self._config.system_prompt, context_max_chars=self._config.context_max_chars
+        )
         try:
             async for position in self._admission.wait_turn(request.request_id):
                 emit(Status(Phase.QUEUED, queue_position=position))
@@ -340,6 +407,21 @@ class CommandCore:
                 async for text_event in self._runner.stream_text(
                     request.model, model_input.values, on_created=on_created
                 ):
+                    if isinstance(text_event, TextDone):
+                        text_event = await self._remembered(request, text_event)
                     emit(text_event)
         finally:
             self._admission.release()
+
+    async def _remembered(self, request: CommandRequest, done: TextDone) -> TextDone:
+        """The turn goes into the conversation before the answer is shown (a reply typed at once finds it), and the
+        answer gains the request's notes."""
+        if self._memory is not None and request.conversation_id is not None:
+            try:
+                await self._memory.remember(request, done.text)
+            except StateStoreError as error:  # the answer still goes out; its conversation can't go on
+                log.warning("Could not remember turn %s of conversation %s: %s",
+                            request.request_id, request.conversation_id, error)
+        if not request.notes:
+            return done
+        return dataclasses.replace(done, text="\n\n".join((done.text, *request.notes)))

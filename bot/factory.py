@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import certifi
 
 from bot.admission import AdmissionQueue
+from bot.conversation_memory import ConversationMemory
 from bot.core import CommandCore, CoreConfig
 from bot.downloads import OutputFetcher, OutputHosts
 from bot.governance import Governor
@@ -42,8 +43,10 @@ class CoreResources:
         if self.store is None:
             self.store = await open_store(self.settings.governance.state_url)
             await purge_expired(self.store)
-            self.core.use_governance(
-                Governor(self.store, self.settings.governance, running_slot_s=self.settings.prediction_timeout_s)
+            governance = self.settings.governance
+            self.core.use_state(
+                Governor(self.store, governance, running_slot_s=self.settings.prediction_timeout_s),
+                ConversationMemory(self.store, governance.retention_days),
             )
 
     async def load_models(self) -> None:
@@ -77,6 +80,9 @@ def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreReso
     config = CoreConfig(
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
         prices=PriceTable(settings.governance.model_prices, settings.governance.default_price_per_second),
+        system_prompt=settings.system_prompt,
+        context_max_chars=settings.context_max_chars,
+        retention_days=settings.governance.retention_days,
     )
     configured = ConfiguredModels(settings.ask_model, settings.imagine_model, settings.allowed_models)
     admission = AdmissionQueue(settings.max_concurrent_predictions, max_queued=settings.max_queued)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bot.conversations import conversation_input
 from bot.models import Bounds, ModelInfo, ModelKind
 from bot.requests import CommandRequest
 from config.models import ASK_SYSTEM_PROMPT, DEFAULT_MAX_TOKENS, SizeStyle
@@ -20,14 +21,20 @@ class ModelInput:
     notes: tuple[str, ...] = ()  # options the model takes no input for: the reply says they were not used
 
 
-def build_model_input(request: CommandRequest, info: ModelInfo) -> ModelInput:
-    """Fixed inputs, the prompt, then the user's options under the model's own names and within its bounds."""
+def build_model_input(
+    request: CommandRequest, info: ModelInfo, *, system_prompt: str = ASK_SYSTEM_PROMPT,
+    context_max_chars: int = 12_000,
+) -> ModelInput:
+    """Fixed inputs, the prompt (with a conversation's earlier turns, the way the model takes them), then the
+    user's options under the model's own names and within its bounds."""
     options = request.options
     values: dict[str, Any] = dict(info.fixed_input)
     values["prompt"] = request.prompt
     if info.kind is ModelKind.TEXT:
         if info.system_prompt_field:
-            values[info.system_prompt_field] = ASK_SYSTEM_PROMPT
+            values[info.system_prompt_field] = system_prompt
+        if request.context:
+            values.update(conversation_input(info, system_prompt, request.context, request.prompt, context_max_chars))
         if info.max_tokens_field:
             wanted = options.max_tokens if options.max_tokens is not None else DEFAULT_MAX_TOKENS
             values[info.max_tokens_field] = int(info.max_tokens.clamp(wanted))

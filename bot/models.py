@@ -68,6 +68,7 @@ class ModelInfo:
     temperature: Bounds = Bounds()
     system_prompt_field: str | None = None
     takes_prompt_template: bool = False
+    messages_field: str | None = None  # a chat model's list of {"role", "content"} messages (OpenAI-style)
     fixed_input: Mapping[str, Any] = field(default_factory=dict)  # sent as is (e.g. one image per prediction)
     why_unusable: str | None = None  # for OTHER: what the start-up log says
 
@@ -94,6 +95,7 @@ def describe_schema(ref: str, description: str | None, openapi_schema: Mapping[s
             temperature=_bounds(inputs.get("temperature", {})),
             system_prompt_field="system_prompt" if "system_prompt" in inputs else None,
             takes_prompt_template="prompt_template" in inputs,
+            messages_field="messages" if inputs.get("messages", {}).get("type") == "array" else None,
             why_unusable=why,
         )
     size_style: SizeStyle | None = None

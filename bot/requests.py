@@ -43,7 +43,7 @@ class Options:
 
 @dataclass(frozen=True)
 class ContextMessage:
-    """An earlier turn of a conversation (reserved for thread follow-ups)."""
+    """An earlier turn of a conversation (`bot.conversation_memory`)."""
 
     role: str  # "user" | "assistant"
     text: str
@@ -59,4 +59,6 @@ class CommandRequest:
     origin: Origin
     model: str  # the model this request will run, after defaults and --model
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    context: tuple[ContextMessage, ...] = ()
+    context: tuple[ContextMessage, ...] = ()  # the conversation's earlier turns, oldest first
+    conversation_id: str | None = None  # every /ask starts one; a follow-up carries its conversation's
+    notes: tuple[str, ...] = ()  # said with the answer (e.g. "I no longer remember that conversation…")

@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 
 from config.errors import SettingsError
 from config.governance import GovernanceSettings, governance_settings_from
-from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+from config.models import ASK_SYSTEM_PROMPT, DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 
 __all__ = ["GovernanceSettings", "Settings", "SettingsError", "load_settings"]
 
@@ -61,6 +61,7 @@ class DiscordSettings:
     api_url: str = DEFAULT_DISCORD_API_URL
     gateway_url: str | None = None
     guild_ids: tuple[int, ...] = ()
+    message_content: bool = False  # the privileged Message Content intent (enable it in the Developer Portal too)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ class Settings:
     port: int = 3000
     http_host: str | None = None  # HTTP_HOST; None: see `http_listen_host`
     log_level: str = "INFO"
+    system_prompt: str = ASK_SYSTEM_PROMPT  # SYSTEM_PROMPT: first in every /ask and conversation
+    context_max_chars: int = 12_000  # CONTEXT_MAX_CHARS: the most conversation text sent to a model
+    discord_message_content: bool = False  # DISCORD_MESSAGE_CONTENT=1: the privileged intent is enabled
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
 
     @property
@@ -112,7 +116,7 @@ class Settings:
         if not self.discord_token:
             return None
         return DiscordSettings(self.discord_token, self.discord_api_url, self.discord_gateway_url,
-                               self.discord_guild_ids)
+                               self.discord_guild_ids, self.discord_message_content)
 
     @property
     def slack_enabled(self) -> bool:
@@ -185,6 +189,9 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         port=_number(env, "PORT", 3000, int, minimum=0, maximum=65535),
         http_host=_ip_address(env, "HTTP_HOST"),
         log_level=_log_level(env),
+        system_prompt=env.get("SYSTEM_PROMPT", ASK_SYSTEM_PROMPT),
+        context_max_chars=_number(env, "CONTEXT_MAX_CHARS", 12_000, int, minimum=1000),
+        discord_message_content=_flag(env, "DISCORD_MESSAGE_CONTENT"),
         governance=governance_settings_from(env),
     )
     if settings.slack_enabled and not (settings.slack_app_token or settings.slack_signing_secret):
@@ -318,6 +325,13 @@ def _guild_ids(env: Mapping[str, str]) -> tuple[int, ...]:
         if not (item.isascii() and item.isdigit()):
             raise SettingsError("DISCORD_GUILD_IDS", f"has {item!r}", "list numeric server ids, comma-separated")
     return tuple(int(item) for item in items)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "0").lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise SettingsError(name, f"is {value!r}", "set it to 1 (on) or 0 (off)")
+    return value in ("1", "true", "yes", "on")
 
 
 def _log_level(env: Mapping[str, str]) -> str:

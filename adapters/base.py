@@ -109,6 +109,31 @@ class CommandIntake:
         ack_latency_s = time.monotonic() - received
         self._tasks.spawn(answer(prepared, ack_latency_s), name=f"{origin.platform}-{prepared.request_id}")
 
+    async def take_turn(
+        self,
+        *,
+        delivery_key: str,
+        origin: Origin,
+        text: str,
+        conversation_id: str | None,
+        refuse: Refuse,
+        answer: Answer,
+        forgotten: bool = False,
+    ) -> None:
+        """A message that continues a conversation (or starts one: `conversation_id` None): claimed once (a
+        redelivered event, or the same message arriving as a mention and as a message, answers once), governed
+        like /ask, refused privately in the platform's way, else answered in an owned task. Messages need no ack.
+        """
+        received = time.monotonic()
+        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+            log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
+            return
+        prepared = await self._core.prepare_turn(text, origin, conversation_id=conversation_id, forgotten=forgotten)
+        if isinstance(prepared, Failure):
+            await refuse(prepared.message)
+            return
+        self._tasks.spawn(answer(prepared, time.monotonic() - received), name=f"{origin.platform}-{prepared.request_id}")
+
     async def administer(
         self,
         *,

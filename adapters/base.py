@@ -132,7 +132,8 @@ class CommandIntake:
         if isinstance(prepared, Failure):
             await refuse(prepared.message)
             return
-        self._tasks.spawn(answer(prepared, time.monotonic() - received), name=f"{origin.platform}-{prepared.request_id}")
+        latency_s = time.monotonic() - received
+        self._tasks.spawn(answer(prepared, latency_s), name=f"{origin.platform}-{prepared.request_id}")
 
     async def administer(
         self,

@@ -26,6 +26,7 @@ from discord import app_commands
 from adapters.base import CommandIntake
 from adapters.discord_admin import ADMIN_GROUP, MEMBER_GROUP, DiscordAdministration
 from adapters.discord_commands import MODEL_KINDS, build_command, origin_of, register_commands
+from adapters.discord_conversations import DiscordConversations
 from adapters.discord_format import (
     DEFAULT_ATTACHMENT_LIMIT_BYTES,
     MAX_ATTACHMENTS,
@@ -34,9 +35,18 @@ from adapters.discord_format import (
     fit,
     safe_link,
 )
-from adapters.discord_replies import CommandReplies, Delivered, Form, Message, Place, TokenExpired
+from adapters.discord_replies import (
+    DELIVERY_ERRORS,
+    CommandReplies,
+    Delivered,
+    Form,
+    Message,
+    Place,
+    TokenExpired,
+    rate_limited_call,
+)
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
-from adapters.rendering import RateLimited, RenderLimits, StreamingReply
+from adapters.rendering import RenderLimits, StreamingReply
 from bot.core import CommandCore
 from bot.models import ModelKind
 from bot.options import OptionSpec, options_for
@@ -74,39 +84,37 @@ class InteractionMessages:
     def __init__(self, interaction: discord.Interaction, token_alive: Callable[[], bool]) -> None:
         self._interaction = interaction
         self._token_alive = token_alive
+        self.original_id: int | None = None  # the original response's message id, once an edit returned it
 
     async def post(self, text: str) -> str:
         self._check_token()
-        message = await _call(self._interaction.followup.send(content=text, wait=True, allowed_mentions=NO_MENTIONS))
+        message = await rate_limited_call(
+            self._interaction.followup.send(content=text, wait=True, allowed_mentions=NO_MENTIONS)
+        )
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:
         self._check_token()
         if message_id == self.ORIGINAL:
-            await _call(self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS))
+            message = await rate_limited_call(
+                self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+            )
+            self.original_id = message.id
         else:
-            await _call(
+            await rate_limited_call(
                 self._interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS)
             )
 
     async def delete(self, message_id: str) -> None:
         self._check_token()
         if message_id == self.ORIGINAL:
-            await _call(self._interaction.delete_original_response())
+            await rate_limited_call(self._interaction.delete_original_response())
         else:
-            await _call(self._interaction.followup.delete_message(int(message_id)))
+            await rate_limited_call(self._interaction.followup.delete_message(int(message_id)))
 
     def _check_token(self) -> None:
         if not self._token_alive():
             raise TokenExpired(f"interaction {self._interaction.id}")
-
-
-async def _call(request: Any) -> Any:
-    """discord.py already waits out 429s; a rate limit it gives up on becomes `RateLimited`."""
-    try:
-        return await request
-    except discord.RateLimited as error:
-        raise RateLimited(error.retry_after) from error
 
 
 class DiscordAdapter:
@@ -119,10 +127,19 @@ class DiscordAdapter:
         self._config = config
         self._intake = intake
         intents = discord.Intents.none()
-        intents.guilds = True  # channel cache for follow-up posts; no privileged intent is needed
+        intents.guilds = True  # channel cache for follow-up posts
+        # Replies, mentions and DMs (not privileged); their text only when it mentions the bot or is a DM, unless
+        # the privileged Message Content intent is enabled in the Developer Portal and here.
+        intents.guild_messages = intents.dm_messages = True
+        intents.message_content = config.message_content
         self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
-        # discord.py awaits `client.setup_hook()` once at login; setting it on the instance spares a Client subclass.
+        self._conversations = DiscordConversations(
+            self.client, core, intake, message_content=config.message_content
+        )
+        # discord.py awaits `client.setup_hook()` once at login and dispatches each event to the client's
+        # `on_<event>`; setting them on the instance spares a Client subclass.
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
+        self.client.on_message = self._conversations.on_message  # type: ignore[attr-defined]
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)
         self._administration = DiscordAdministration(intake)
@@ -275,13 +292,18 @@ class DiscordAdapter:
         def token_alive() -> bool:
             return not self._token_expired(interaction)
 
+        messages = InteractionMessages(interaction, token_alive)
         reply = StreamingReply(
-            InteractionMessages(interaction, token_alive),
+            messages,
             InteractionMessages.ORIGINAL,
             RenderLimits(max_chars=MAX_MESSAGE_CHARS, edit_interval_s=EDIT_INTERVAL_S),
         )
         replies = CommandReplies(self.client, interaction, token_alive)
-        answer = _Answer(interaction, request, reply, replies)
+        in_dm = interaction.guild_id is None
+        def final_text(text: str) -> str:
+            return self._conversations.final_text(text, in_dm=in_dm)
+
+        answer = _Answer(interaction, request, messages, reply, replies, final_text)
         handed_over = False
         notice: Delivered | None = None
         try:
@@ -300,7 +322,12 @@ class DiscordAdapter:
                         case TextDelta():
                             reply.append(event.text)
                         case TextDone():
-                            await answer.send_text(event)
+                            delivered = await answer.send_text(event)
+                            if delivered is not None and request.conversation_id is not None:
+                                await self._conversations.link_answer(
+                                    await answer.message_ids(delivered), request.conversation_id,
+                                    dm_user=interaction.user.id if in_dm else None,
+                                )
                         case Images():
                             await reply.aclose()
                             await answer.send_images(event)
@@ -322,12 +349,20 @@ class _Answer:
     """The final replies of one command, each in the forms the interaction, the channel and a DM show it."""
 
     def __init__(
-        self, interaction: discord.Interaction, request: CommandRequest, reply: StreamingReply, replies: CommandReplies
+        self,
+        interaction: discord.Interaction,
+        request: CommandRequest,
+        messages: InteractionMessages,
+        reply: StreamingReply,
+        replies: CommandReplies,
+        final_text: Callable[[str], str],
     ) -> None:
         self._interaction = interaction
         self._request = request
+        self._messages = messages
         self._reply = reply
         self._replies = replies
+        self._final_text = final_text
 
     def _lead(self, place: Place) -> str:
         """Who asked, first in a plain message: outside the interaction nothing else says it."""
@@ -352,12 +387,32 @@ class _Answer:
             Form(None, notice), what="a still-running notice", if_lost="cancelling its prediction"
         )
 
-    async def send_text(self, done: TextDone) -> None:
-        await self._replies.deliver(
-            Form(lambda: self._reply.finish(done.text), lambda place: self._plain(place, done.text)),
+    async def send_text(self, done: TextDone) -> Delivered | None:
+        text = self._final_text(done.text)
+        return await self._replies.deliver(
+            Form(lambda: self._reply.finish(text), lambda place: self._plain(place, text)),
             what="the answer",
             if_lost="the answer is lost",
         )
+
+    async def message_ids(self, delivered: Delivered) -> list[int]:
+        """The ids of the messages that carry the answer: the interaction's (original response, follow-ups), or
+        the plain ones sent in its place."""
+        if delivered.place is not Place.INTERACTION:
+            return [message.id for message in delivered.messages]
+        ids = []
+        for message_id in self._reply.message_ids:
+            if message_id != InteractionMessages.ORIGINAL:
+                ids.append(int(message_id))
+            elif self._messages.original_id is not None:
+                ids.append(self._messages.original_id)
+            else:  # never edited by id here (unlikely): ask Discord which message it is
+                try:
+                    ids.append((await self._interaction.original_response()).id)
+                except DELIVERY_ERRORS as error:
+                    log.info("Discord: could not look up the original response of %s (%s)",
+                             self._interaction.id, type(error).__name__)
+        return ids
 
     async def send_images(self, images: Images) -> None:
         limit = getattr(self._interaction, "filesize_limit", DEFAULT_ATTACHMENT_LIMIT_BYTES)

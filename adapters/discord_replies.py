@@ -20,9 +20,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 import discord
+
+from adapters.rendering import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,14 @@ class TokenExpired(Exception):
 # What a refused or failed send raises: discord.py's errors (403, 404, 5xx after its retries, a 429 it gave up
 # on), the connection's, and our own refusal to use an expired token.
 DELIVERY_ERRORS = (discord.DiscordException, aiohttp.ClientError, OSError, TokenExpired)
+
+
+async def rate_limited_call(request: Any) -> Any:
+    """discord.py already waits out 429s; a rate limit it gives up on becomes `RateLimited` for the renderer."""
+    try:
+        return await request
+    except discord.RateLimited as error:
+        raise RateLimited(error.retry_after) from error
 
 
 class Place(StrEnum):

@@ -102,6 +102,7 @@ class StoredMessage:
     channel_id: int
     guild_id: int | None
     token: str | None = None  # interaction token for responses and follow-ups
+    author_id: int | None = None  # a user's message (`FakeDiscord.send_message`); None: the bot's
     interaction_id: int | None = None
     is_original: bool = False
     interaction_metadata: dict[str, Any] | None = None  # for interaction responses and follow-ups
@@ -364,7 +365,7 @@ class DiscordObjects:
         payload: dict[str, Any] = {
             "id": str(message.id), "type": 20 if message.is_original else 19 if message.message_reference else 0,
             "content": message.content, "channel_id": str(message.channel_id),
-            "author": self.user(self.bot_user_id),
+            "author": self.user(message.author_id if message.author_id is not None else self.bot_user_id),
             "attachments": [self.attachment(message, a, base_url) for a in message.attachments],
             "embeds": message.embeds, "components": message.components,
             "mentions": [self.user(u) for u in message.mention_user_ids],

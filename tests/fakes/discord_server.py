@@ -34,6 +34,8 @@ from aiohttp import BodyPartReader, web
 
 from .base import LocalServer
 from .discord_gateway import (
+    EVERYONE_MENTION,
+    USER_MENTION,
     ApiError,
     Attachment,
     DiscordObjects,
@@ -46,6 +48,9 @@ from .discord_gateway import (
 
 API_PREFIX = "/api/v10"
 DENIAL_MESSAGES = {50001: "Missing Access", 50007: "Cannot send messages to this user", 50013: "Missing Permissions"}
+# Intents that decide which MESSAGE_CREATEs a session gets, and whether it sees their text
+# (https://discord.com/developers/docs/events/gateway#gateway-intents).
+GUILD_MESSAGES, DIRECT_MESSAGES, MESSAGE_CONTENT = 1 << 9, 1 << 12, 1 << 15
 JSON_KEY: web.RequestKey[Any] = web.RequestKey("discord_json", object)
 UPLOADS_KEY: web.RequestKey[list[Attachment]] = web.RequestKey("discord_uploads", list)
 
@@ -325,6 +330,60 @@ class FakeDiscord(LocalServer):
         self._changed()
         return seq
 
+    def send_message(
+        self, content: str, *, user_id: int = 444, guild_id: int | None = None, channel_id: int | None = None,
+        dm: bool = False, reply_to: int | None = None, ping_on_reply: bool = False, author_is_bot: bool = False,
+    ) -> dict[str, Any]:
+        """A user's message, dispatched as MESSAGE_CREATE the way Discord sends it to the bot; returns the event's
+        data (dispatch it again to redeliver it).
+
+        Mentions are parsed from `content` (`<@id>`), plus the replied-to author with `ping_on_reply`; a reply
+        (`reply_to`) carries `message_reference` and `referenced_message` (null when that message is gone). As on
+        Discord, a session without the GUILD_MESSAGES (DMs: DIRECT_MESSAGES) intent gets nothing, and one without
+        MESSAGE_CONTENT gets an empty `content` unless the message mentions the bot or is a DM
+        (https://discord.com/developers/docs/events/gateway#message-content-intent)."""
+        if dm:
+            guild_id, channel_id = None, self.objects.dm_channel(user_id)
+        else:
+            guild_id = guild_id if guild_id is not None else next(iter(self.guilds))
+            channel_id = channel_id if channel_id is not None else self.guilds[guild_id][0]
+        referenced = self.messages.get(reply_to) if reply_to is not None else None
+        mentioned = [int(u) for u in dict.fromkeys(USER_MENTION.findall(content))]
+        if ping_on_reply and referenced is not None:
+            replied_author = referenced.author_id if referenced.author_id is not None else self.bot_user_id
+            mentioned = list(dict.fromkeys([*mentioned, replied_author]))
+        stored = StoredMessage(self.objects.snowflake(), channel_id, guild_id, author_id=user_id, content=content,
+                               mention_user_ids=mentioned, mention_everyone=bool(EVERYONE_MENTION.search(content)))
+        if reply_to is not None:
+            stored.message_reference = {"message_id": str(reply_to), "channel_id": str(channel_id),
+                                        **({"guild_id": str(guild_id)} if guild_id else {})}
+        self.messages[stored.id] = stored
+        data = self.objects.message(stored, self.base_url)
+        author = self.objects.user(user_id)
+        author["bot"] = author["bot"] or author_is_bot
+        data["author"] = author
+        if reply_to is not None:
+            data["referenced_message"] = None if referenced is None or referenced.deleted else \
+                self.objects.message(referenced, self.base_url)
+        if guild_id is not None:
+            data["guild_id"] = str(guild_id)
+            data["member"] = {k: v for k, v in self.objects.member(user_id).items() if k != "user"}
+            data["mentions"] = [{**self.objects.user(u), "member": {k: v for k, v in self.objects.member(u).items()
+                                                                     if k != "user"}} for u in mentioned]
+        session = self.gateway.current
+        intents = session.intents if session is not None else 0
+        if not intents & (DIRECT_MESSAGES if dm else GUILD_MESSAGES):
+            return data  # Discord doesn't send it to this session at all
+        if not intents & MESSAGE_CONTENT and not dm and self.bot_user_id not in mentioned:
+            data.update(content="", embeds=[], attachments=[], components=[])
+        self.dispatch("MESSAGE_CREATE", data)
+        return data
+
+    def replies_to(self, message_id: int) -> list[StoredMessage]:
+        """The bot's messages that reply to message `message_id` (not deleted), oldest first."""
+        return [m for m in self.messages.values() if m.author_id is None and not m.deleted
+                and (m.message_reference or {}).get("message_id") in (message_id, str(message_id))]
+
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close the gateway socket with `code`; discord.py resumes (4007/4009: Discord ends the session too)."""
         await self.gateway.drop(code)
@@ -354,7 +413,8 @@ class FakeDiscord(LocalServer):
 
     def channel_messages(self, channel_id: int) -> list[StoredMessage]:
         """Messages posted with POST /channels/{id}/messages (not interaction responses), oldest first."""
-        return [m for m in self.messages.values() if m.channel_id == channel_id and m.token is None and not m.deleted]
+        return [m for m in self.messages.values()
+                if m.channel_id == channel_id and m.token is None and m.author_id is None and not m.deleted]
 
     def requests_to(self, method: str, path_regex: str) -> list[RecordedRequest]:
         """The `method` requests whose path (below /api/v10) matches `path_regex` (searched), in order."""
@@ -703,7 +763,11 @@ class FakeDiscord(LocalServer):
         guild_id = int(channel["guild_id"]) if channel.get("guild_id") else None
         message = self._new_message(int(channel["id"]), guild_id, None)
         message.flags = int(payload.get("flags", 0)) & (4 | 4096 | 32768)
-        message.message_reference = payload.get("message_reference")
+        reference = payload.get("message_reference")
+        if reference and reference.get("fail_if_not_exists", True) and \
+                self.messages.get(int(reference.get("message_id") or 0)) is None:
+            raise form_error("message_reference", "Unknown message")
+        message.message_reference = reference
         self._apply(message, payload, request[UPLOADS_KEY], creating=True)
         return json_response(self.objects.message(message, self.base_url))
 
@@ -721,7 +785,7 @@ class FakeDiscord(LocalServer):
         if request.method not in ("PATCH", "DELETE"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "PATCH", "DELETE"])
         self._check_denied(channel)
-        if message.token is not None:
+        if message.token is not None or message.author_id is not None:
             raise ApiError(403, 50005, "Cannot edit a message authored by another user")
         if request.method == "DELETE":
             message.deleted = True

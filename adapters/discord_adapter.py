@@ -304,6 +304,11 @@ class DiscordAdapter:
             return self._conversations.final_text(text, in_dm=in_dm)
 
         answer = _Answer(interaction, request, messages, reply, replies, final_text)
+        async def link(message_ids: list[int]) -> None:
+            if request.conversation_id is not None and message_ids:
+                dm_user = interaction.user.id if in_dm else None
+                await self._conversations.link_answer(message_ids, request.conversation_id, dm_user=dm_user)
+
         handed_over = False
         notice: Delivered | None = None
         try:
@@ -322,12 +327,13 @@ class DiscordAdapter:
                         case TextDelta():
                             reply.append(event.text)
                         case TextDone():
+                            # Linked before the final text shows (and again for messages it added), so a reply
+                            # typed at once finds the conversation.
+                            linked = [] if handed_over else answer.message_ids_shown()
+                            await link(linked)
                             delivered = await answer.send_text(event)
-                            if delivered is not None and request.conversation_id is not None:
-                                await self._conversations.link_answer(
-                                    await answer.message_ids(delivered), request.conversation_id,
-                                    dm_user=interaction.user.id if in_dm else None,
-                                )
+                            if delivered is not None:
+                                await link([i for i in await answer.message_ids(delivered) if i not in linked])
                         case Images():
                             await reply.aclose()
                             await answer.send_images(event)
@@ -394,6 +400,13 @@ class _Answer:
             what="the answer",
             if_lost="the answer is lost",
         )
+
+    def message_ids_shown(self) -> list[int]:
+        """The interaction's messages known by id so far (the streamed answer's)."""
+        original = self._messages.original_id
+        ids = [original if message_id == InteractionMessages.ORIGINAL else int(message_id)
+               for message_id in self._reply.message_ids]
+        return [message_id for message_id in ids if message_id is not None]
 
     async def message_ids(self, delivered: Delivered) -> list[int]:
         """The ids of the messages that carry the answer: the interaction's (original response, follow-ups), or

@@ -25,6 +25,7 @@ from tests.harness_common import (
     DISCORD_TOKEN,
     FAST_POLICY,
     GUILD,
+    PRIVILEGED_INTENTS,
     REPLICATE_TOKEN,
     SLACK_APP_TOKEN,
     SLACK_BOT_TOKEN,
@@ -110,7 +111,8 @@ async def started_fakes(*, slack: bool = True, discord: bool = True) -> AsyncIte
         slack_fake = await stack.enter_async_context(
             FakeSlack(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN)) if slack else None
         discord_fake = await stack.enter_async_context(FakeDiscord(
-            token=DISCORD_TOKEN, application_id=APPLICATION_ID, guilds={GUILD: [CHANNEL]})) if discord else None
+            token=DISCORD_TOKEN, application_id=APPLICATION_ID, guilds={GUILD: [CHANNEL]},
+            privileged_intents=PRIVILEGED_INTENTS)) if discord else None
         yield replicate, slack_fake, discord_fake
         assert replicate.fake_errors == []
         if slack_fake is not None:

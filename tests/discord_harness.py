@@ -29,6 +29,7 @@ from tests.harness_common import (
     DISCORD_TOKEN,
     FAST_POLICY,
     GUILD,
+    PRIVILEGED_INTENTS,
     REPLICATE_TOKEN,
     WAIT_S,
     bot_settings,
@@ -151,7 +152,8 @@ async def fakes(
     replicate = FakeReplicate(api_token=REPLICATE_TOKEN, max_wait_s=5.0)
     await replicate.start()
     discord_fake = discord_class(token=DISCORD_TOKEN, application_id=APPLICATION_ID, bot_user_id=APPLICATION_ID,
-                                 guilds=guilds or {GUILD: [CHANNEL, SECOND_CHANNEL]})
+                                 guilds=guilds or {GUILD: [CHANNEL, SECOND_CHANNEL]},
+                                 privileged_intents=PRIVILEGED_INTENTS)
     await discord_fake.start()
     try:
         default_models(replicate)

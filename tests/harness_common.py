@@ -18,7 +18,7 @@ from discord.gateway import DiscordWebSocket
 from bot.runner import RunPolicy
 from config.models import DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
 from config.settings import GovernanceSettings, Settings
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord_server import MESSAGE_CONTENT, FakeDiscord
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack
 
@@ -29,6 +29,7 @@ DISCORD_TOKEN = "harness.discord.secret.token.0123456789"
 APPLICATION_ID = 111
 GUILD, CHANNEL = 222, 333
 ASK_MODEL, IMAGINE_MODEL = DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL
+PRIVILEGED_INTENTS = MESSAGE_CONTENT  # what the harness's fake Discord apps have enabled in the portal
 ANSWER_TOKENS = ["Hello", ",", " world"]
 ANSWER = "".join(ANSWER_TOKENS)
 # A real 1x1 PNG: the adapters upload whatever bytes the model produced.
@@ -66,6 +67,9 @@ def bot_settings(replicate: FakeReplicate, slack: FakeSlack | None = None, disco
         discord_api_url=discord.api_url if discord else "https://discord.com/api/v10",
         discord_gateway_url=discord.gateway_url if discord else None,
         discord_guild_ids=(GUILD,) if discord else (),
+        # With the Message Content intent (the harness fakes allow it) answers end with no hint to mention the bot;
+        # tests/test_discord_conversations.py covers the default, without it.
+        discord_message_content=discord is not None,
         port=0,
         prediction_timeout_s=FAST_POLICY.timeout_s,
         shutdown_grace_s=SHUTDOWN_GRACE_S,

@@ -54,6 +54,7 @@ from tests.harness_common import (
     GUILD,
     IMAGINE_MODEL,
     PNG,
+    PRIVILEGED_INTENTS,
     REPLICATE_TOKEN,
     SLACK_APP_TOKEN,
     SLACK_BOT_TOKEN,
@@ -320,7 +321,7 @@ class DiscordDriver:
 
     async def start(self, replicate: FakeReplicate, workdir: Path) -> None:
         self.discord = await FakeDiscord(token=DISCORD_TOKEN, application_id=APPLICATION_ID,
-                                         guilds={GUILD: [CHANNEL]}).start()
+                                         guilds={GUILD: [CHANNEL]}, privileged_intents=PRIVILEGED_INTENTS).start()
         self._saved = redirect_snapshot()
         self.service = BotService(bot_settings(replicate, None, self.discord), POLICY)
         await self.service.start()

@@ -120,6 +120,7 @@ def process_env(replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord
         "DISCORD_API_URL": discord.api_url,
         "DISCORD_GATEWAY_URL": discord.gateway_url,
         "DISCORD_GUILD_IDS": str(GUILD),
+        "DISCORD_MESSAGE_CONTENT": "1",  # as the harness's bots (tests.harness_common.bot_settings)
         "ALLOWED_MODELS": f"{HUNG_MODEL},{BROKEN_MODEL}",
         "SHUTDOWN_GRACE": str(SHUTDOWN_GRACE_S),
         "PREDICTION_TIMEOUT": "30",

@@ -32,8 +32,11 @@ COMMAND_DESCRIPTIONS = {
 }
 PROMPT_DESCRIPTIONS = {CommandName.ASK: "Your question", CommandName.IMAGINE: "What to draw"}
 MODEL_KINDS = {CommandName.ASK: ModelKind.TEXT, CommandName.IMAGINE: ModelKind.IMAGE}
-# Send Messages, Embed Links, Attach Files; scopes bot + applications.commands.
-INVITE_PERMISSIONS = discord.Permissions(send_messages=True, embed_links=True, attach_files=True)
+# Send Messages, Embed Links, Attach Files, and Read Message History, without which Discord refuses a reply to a
+# message (https://discord.com/developers/docs/resources/message#create-message); scopes bot + applications.commands.
+INVITE_PERMISSIONS = discord.Permissions(
+    send_messages=True, embed_links=True, attach_files=True, read_message_history=True
+)
 INVITE_SCOPES = ("bot", "applications.commands")
 
 OnCommand = Callable[[discord.Interaction, CommandName, str, Mapping[str, object]], Awaitable[None]]

@@ -51,6 +51,7 @@ def gateway_closed(error: discord.ConnectionClosed | discord.PrivilegedIntentsRe
         return StartupError(f"DISCORD_TOKEN was refused by Discord's gateway ({closed})", RESET_TOKEN_FIX)
     what = f"Discord's gateway closed the connection for good ({closed})"
     if code == 4014:
-        fix = "enable the intents the bot asks for under Privileged Gateway Intents on the Developer Portal's Bot page"
+        fix = ("enable Message Content Intent under Privileged Gateway Intents on the Developer Portal's Bot page, "
+               "or unset DISCORD_MESSAGE_CONTENT")
         return StartupError(what, fix)
     return StartupError(what, f"restart the bot; if it happens again, see {DISCORD_STATUS_PAGE}")

@@ -58,10 +58,11 @@ def test_usage_text_lists_every_table_option_of_the_command_by_its_example() -> 
         assert not any(f"`{spec.example}`" in text for spec in OPTIONS if command not in spec.commands)
 
 
-def test_the_invite_url_names_the_bot_its_scopes_and_the_three_permissions_it_needs() -> None:
+def test_the_invite_url_names_the_bot_its_scopes_and_the_four_permissions_it_needs() -> None:
     token = base64.b64encode(str(APPLICATION_ID).encode()).decode().rstrip("=") + ".GhIjKl.secretpart0123456789"
 
     assert invite_url(token) == (
         f"https://discord.com/oauth2/authorize?client_id={APPLICATION_ID}"
-        "&scope=bot+applications.commands&permissions=51200"  # Send Messages + Embed Links + Attach Files
+        # Send Messages + Embed Links + Attach Files + Read Message History (to answer messages as replies)
+        "&scope=bot+applications.commands&permissions=116736"
     )

@@ -254,6 +254,17 @@ async def test_a_refused_turn_is_told_by_dm_and_creates_nothing(caplog: pytest.L
     assert_no_errors(caplog)
 
 
+async def test_a_refusal_without_dms_is_a_reply_that_pings_no_one(caplog: pytest.LogCaptureFixture) -> None:
+    async with discord_bot(limits={"ask": UseLimit(0, Window.DAY)}, discord_message_content=False) as bot:
+        bot.discord.refuse_dms(USER)
+        message = bot.discord.send_message(f"{BOT} hello")
+        await bot.until(lambda: bool(bot.discord.replies_to(int(message["id"]))), "the refusal as a reply")
+        [refusal] = bot.discord.replies_to(int(message["id"]))
+        assert refusal.content and not refusal.pings
+        assert bot.replicate.creates == []
+    assert_no_errors(caplog)
+
+
 # --- memory ---------------------------------------------------------------------------------------------------
 
 

@@ -769,6 +769,10 @@ class FakeDiscord(LocalServer):
             raise form_error("message_reference", "Unknown message")
         message.message_reference = reference
         self._apply(message, payload, request[UPLOADS_KEY], creating=True)
+        replied = self.messages.get(int(reference.get("message_id") or 0)) if reference else None
+        allowed = payload.get("allowed_mentions")
+        if replied is not None and replied.author_id is not None and (allowed is None or allowed.get("replied_user")):
+            message.mention_user_ids.append(replied.author_id)  # a reply pings its author unless told not to
         return json_response(self.objects.message(message, self.base_url))
 
     def _visible_message(self, channel_id: int, message_id: str) -> StoredMessage:

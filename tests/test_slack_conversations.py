@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -333,3 +334,31 @@ async def test_a_conversation_goes_on_after_the_bot_restarts(tmp_path: Any) -> N
         last = str(creates[-1].input["prompt"])
         assert last.count(USER_TURN) == 3
         assert last.index("before the restart") < last.index("second, still before") < last.index("after the restart")
+
+
+# --- the app's manifests ------------------------------------------------------------------------------
+
+
+def listed_under(manifest: str, key: str) -> set[str]:
+    """The `- item` lines right under the line `key:` of a manifest (comments dropped)."""
+    lines = manifest.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.strip() == f"{key}:")
+    items: set[str] = set()
+    for line in lines[start + 1:]:
+        item = line.split("#")[0].strip()
+        if not item.startswith("- "):
+            break
+        items.add(item[2:].strip())
+    return items
+
+
+@pytest.mark.parametrize("name", ["manifest.yml", "manifest-http.yml"])
+def test_both_manifests_subscribe_to_conversations_and_open_the_messages_tab(name: str) -> None:
+    manifest = (Path(__file__).resolve().parent.parent / "slack" / name).read_text()
+
+    assert {"app_mention", "message.channels", "message.groups", "message.mpim", "message.im"} <= \
+        listed_under(manifest, "bot_events")
+    assert {"app_mentions:read", "channels:history", "groups:history", "mpim:history", "im:history"} <= \
+        listed_under(manifest, "bot")
+    settings = {line.split("#")[0].strip() for line in manifest.splitlines()}
+    assert "messages_tab_enabled: true" in settings and "messages_tab_read_only_enabled: false" in settings

@@ -603,15 +603,28 @@ async def test_fifty_commands_at_once_against_a_limit_of_ten_make_exactly_ten_pr
 # --- 7. give-back ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
+# How Replicate can refuse a create before making anything: invalid input, or throttling past every retry.
+CREATE_REFUSALS: dict[str, Callable[[FakeReplicate], None]] = {
+    "422": lambda fake: fake.fail("create", 422, detail="- input.prompt: too long for this model"),
+    "429": lambda fake: fake.rate_limit("create", times=POLICY.create_attempts, retry_after=None),
+}
+
+
+# Every platform with the 422; the 429 (the same path in the core, and each retry waits about a second) on Slack.
+GIVE_BACK_CASES = [*((platform, "422") for platform in PLATFORMS), ("slack", "429")]
+
+
+@pytest.mark.parametrize(("platform", "refusal"), GIVE_BACK_CASES)
 async def test_a_command_replicate_refused_to_create_gives_its_use_back(
-    platform: str, replicate: FakeReplicate, tmp_path: Path
+    platform: str, refusal: str, replicate: FakeReplicate, tmp_path: Path
 ) -> None:
     async with running(platform, replicate, tmp_path, limits={"ask": UseLimit(1, Window.DAY)}) as driver:
-        replicate.fail("create", 422, detail="- input.prompt: too long for this model")
+        CREATE_REFUSALS[refusal](replicate)
         rejected = await driver.send("ask", "rejected")
         assert driver.refusal(rejected) is None  # taken: Replicate said no, not the bot
-        assert "too long for this model" in "\n".join((await driver.final_reply(rejected)).messages)
+        assert any(driver_error in message for message in (await driver.final_reply(rejected)).messages
+                   for driver_error in ("⚠️", "✗"))
+        assert predictions_of(replicate, rejected) == []
 
         await answered(driver, await driver.send("ask", "the one that counts"))
         after = await driver.send("ask", "over the limit")

@@ -16,7 +16,7 @@ from tests.test_lifecycle import QUICK_TOKENS, ROOT, Process, bot_process, proce
 WAIT_S = 15.0
 LIMITED, OTHER = "U0LIMITED", "U0OTHER"
 ANSWER = "".join(QUICK_TOKENS)  # what the bot process's /ask model says
-ENVIRONMENT = {"LIMITS": "ask=5/day"}  # what the operator configured; the admin's change must win over it
+LIMITS = "ask=5/day"  # what the operator configured (LIMITS); the admin's change must win over it
 
 
 async def slash_ask(running: Process, user: str, channel: str) -> str | None:
@@ -53,13 +53,13 @@ async def stop(running: Process) -> None:
 
 
 async def test_a_limit_and_a_pause_set_by_an_admin_outlast_restarts_and_win_over_limits(tmp_path: Path) -> None:
-    async with bot_process(tmp_path, **ENVIRONMENT) as first:
+    async with bot_process(tmp_path, LIMITS=LIMITS) as first:
         await answered(first, LIMITED, "C0BEFORE")
         said = await console_admin(first, tmp_path, f"/replicate limit slack:{LIMITED} ask 1/day")
         assert "at most 1 per day" in said, said
         await stop(first)
 
-    async with bot_process(tmp_path, **ENVIRONMENT) as second:
+    async with bot_process(tmp_path, LIMITS=LIMITS) as second:
         refusal = await slash_ask(second, LIMITED, "C0AFTER")
         assert refusal is not None and "You've used your 1 /ask command for today." in refusal, refusal
         assert second.slack.channel_messages("C0AFTER") == []
@@ -68,7 +68,7 @@ async def test_a_limit_and_a_pause_set_by_an_admin_outlast_restarts_and_win_over
         assert said.startswith("Paused"), said
         await stop(second)
 
-    async with bot_process(tmp_path, **ENVIRONMENT) as third:
+    async with bot_process(tmp_path, LIMITS=LIMITS) as third:
         refusal = await slash_ask(third, OTHER, "C0PAUSED")
         assert refusal is not None and "The bot is paused by its admins." in refusal, refusal
         assert third.slack.channel_messages("C0PAUSED") == []

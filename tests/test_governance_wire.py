@@ -19,7 +19,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -131,7 +131,8 @@ class LogWatch(logging.Handler):
                 if r.levelno == level and (logger is None or r.name == logger)]
 
     async def settled(self, sent: Sent) -> dict[str, Any]:
-        """The command's log line, written once it is settled (its running slot back, its spend counted)."""
+        """The command's log line, written once it is settled (its running slot back, its spend counted): the first
+        from its channel not handed out before (the tests wait for their commands in the order they sent them)."""
         def line() -> dict[str, Any] | None:
             return next((entry for entry in self.command_lines() if entry["channel_id"] == sent.channel
                          and entry["request_id"] not in self._seen), None)
@@ -323,7 +324,6 @@ class WireDiscord:
 class ConsoleRun:
     handle: ConsoleHandle
     task: asyncio.Task[None]
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class WireConsole:

@@ -159,3 +159,4 @@ async def test_past_the_context_limit_the_oldest_turns_are_left_out(
         await resources.aclose()
     last = turn_markers(replicate.creates[-1].input["prompt"])
     assert "user: " + "a" * 1000 not in last and "user: " + "b" * 1000 in last and "user: " + "c" * 10 in last
+

@@ -664,6 +664,6 @@ async def test_the_command_line_names_user_channel_and_cost_and_a_refusal_is_log
         refused = await driver.send("ask", "refused", fresh_channel=False)
         assert_refused_privately(driver, refused, replicate, LIMIT_TEXT)
         about = [m for m in logs.messages(logging.INFO) if "Refused" in m]
-        assert about == [f"Refused a ask command from {driver.platform}:{driver.user_id} in {driver.channels[0]}: "
+        assert about == [f"Refused /ask from {driver.platform}:{driver.user_id} in {driver.channels[0]}: "
                          "limit_reached"]
         assert len(logs.command_lines()) == 1, "a refused command has no command line (nothing ran)"

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.administration import Administration
 from bot.admission import AdmissionClosed, AdmissionQueue
+from bot.buttons import EXPIRED_TEXT, AgainPayloads, StopOutcome
 from bot.command_log import CommandRecord
 from bot.conversation_memory import ConversationMemory
 from bot.dedupe import RecentKeys
@@ -55,6 +56,15 @@ class CoreConfig:
 
 
 @dataclass
+class _Running:
+    """A command being executed in this process: what its Stop button reaches."""
+
+    request: CommandRequest
+    producer: asyncio.Task[None]
+    stopped: bool = False
+
+
+@dataclass
 class _Admitted:
     """A prepared command's governance pass, and the prediction Replicate made for it (once it did)."""
 
@@ -79,6 +89,8 @@ class CommandCore:
         self._deliveries = RecentKeys()
         self._governor: Governor | None = None
         self._memory: ConversationMemory | None = None
+        self._again: AgainPayloads | None = None
+        self._running: dict[str, _Running] = {}  # by request id: what a Stop press can reach
         self._admitted: dict[str, _Admitted] = {}
 
     @property
@@ -113,11 +125,43 @@ class CommandCore:
         """Replace the fallback catalog with the one looked up on Replicate (at start-up, before any command)."""
         self._models = models
 
-    def use_state(self, governor: Governor, memory: ConversationMemory) -> None:
-        """Limits, budget, access and conversations from now on (the service opens the state store before any
-        command)."""
+    def use_state(self, governor: Governor, memory: ConversationMemory, again: AgainPayloads) -> None:
+        """Limits, budget, access, conversations and Again buttons from now on (the service opens the state store
+        before any command)."""
         self._governor = governor
         self._memory = memory
+        self._again = again
+
+    async def prepare_again(self, request_id: str, origin: Origin) -> CommandRequest | Failure | None:
+        """Again, pressed by `origin`: the finished command `request_id` as a new command of theirs (their limits
+        and access; a new seed for pictures; a conversation's turn answered anew). None: a double press, drop it."""
+        if self._again is None or not await self._again.first_press(request_id, origin):
+            return None
+        again = await self._again.load(request_id, origin)
+        if again is None:
+            return Failure(FailureKind.CANCELLED, EXPIRED_TEXT)
+        try:
+            request = self._request(again.command, again.prompt, again.options, origin)
+        except InvalidCommand as error:  # its model is no longer allowed
+            return Failure(kind=error.kind, message=error.user_message)
+        if isinstance(request, Failure):
+            return request
+        return await self._admit(dataclasses.replace(
+            request, model=again.model, conversation_id=again.conversation_id, context=again.context))
+
+    def stop(self, request_id: str, origin: Origin) -> StopOutcome:
+        """Stop, pressed by `origin`: the running command is cancelled (on Replicate too) and its answer ends with
+        what was written so far, marked as stopped. Only its asker or an admin may."""
+        running = self._running.get(request_id)
+        if running is None or running.producer.done():
+            return StopOutcome.NOT_RUNNING
+        asker = running.request.origin
+        is_asker = (asker.platform, asker.user_id) == (origin.platform, origin.user_id)
+        if not is_asker and not (self._governor is not None and self._governor.is_admin(origin)):
+            return StopOutcome.NOT_YOURS
+        running.stopped = True
+        running.producer.cancel()
+        return StopOutcome.STOPPING
 
     async def administer(self, origin: Origin, text: str) -> str:
         """The private answer to `/replicate <text>` (help, models, usage; admins' controls)."""
@@ -279,6 +323,7 @@ class CommandCore:
         producer = self._producers.spawn(
             self._produce(request, events.put_nowait, on_created), name=f"command-{request.request_id}"
         )
+        self._running[request.request_id] = _Running(request, producer)
         final: ReplyEvent | None = None
         try:
             while True:
@@ -293,6 +338,7 @@ class CommandCore:
             if not producer.done():
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+            self._running.pop(request.request_id, None)
             self._admission.withdraw(request.request_id)  # a producer stopped before it took up its place
             # Off the answer's path: the adapter may still have a reply to finish when the events end.
             self._settlements.spawn(self._settle(request, final, record), name=f"settle-{request.request_id}")
@@ -367,6 +413,11 @@ class CommandCore:
             prediction_id = getattr(error, "prediction_id", None)
             emit(Failure(error.kind, error.user_message, prediction_id=prediction_id))
         except asyncio.CancelledError:
+            running = self._running.get(request.request_id)
+            if running is not None and running.stopped:  # its Stop button: our own cancel, not a shutdown
+                emit(Failure(FailureKind.STOPPED, describe_failure(FailureKind.STOPPED),
+                             prediction_id=created[-1] if created else None))
+                return
             emit(Failure(
                 FailureKind.SHUTTING_DOWN,
                 describe_failure(FailureKind.SHUTTING_DOWN),
@@ -400,7 +451,7 @@ class CommandCore:
                 ):
                     if isinstance(event, ImagesResult):
                         emit(Images(images=event.images, prompt=request.prompt, seed=seed, run=event.run,
-                                    notes=model_input.notes))
+                                    notes=model_input.notes, again_id=await self._keep_for_again(request)))
                     else:
                         emit(event)
             else:
@@ -422,6 +473,18 @@ class CommandCore:
             except StateStoreError as error:  # the answer still goes out; its conversation can't go on
                 log.warning("Could not remember turn %s of conversation %s: %s",
                             request.request_id, request.conversation_id, error)
+        done = dataclasses.replace(done, again_id=await self._keep_for_again(request))
         if not request.notes:
             return done
         return dataclasses.replace(done, text="\n\n".join((done.text, *request.notes)))
+
+    async def _keep_for_again(self, request: CommandRequest) -> str | None:
+        """What Again will need, kept before the answer shows; the button's id, or None if it could not be kept."""
+        if self._again is None:
+            return None
+        try:
+            await self._again.keep(request)
+        except StateStoreError as error:
+            log.warning("Could not keep command %s for its Again button: %s", request.request_id, error)
+            return None
+        return request.request_id

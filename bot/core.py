@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
-import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,15 +20,16 @@ from bot.buttons import EXPIRED_TEXT, AgainPayloads, StopOutcome
 from bot.command_log import CommandRecord
 from bot.conversation_memory import ConversationMemory
 from bot.dedupe import RecentKeys
-from bot.errors import BotError, FailureKind, InvalidCommand, ModelNotAllowed, ShuttingDown, describe_failure
+from bot.errors import BotError, FailureKind, ModelNotAllowed, ShuttingDown, describe_failure
 from bot.governance import Governor, Pass, Refusal
-from bot.model_catalog import A_MODEL_OF, COMMAND_OF, ModelCatalog
+from bot.model_catalog import ModelCatalog
 from bot.model_input import build_model_input
-from bot.models import KIND_FOR_COMMAND, ModelInfo
-from bot.parsing import InputLimits, parse_command
+from bot.models import KIND_FOR_COMMAND
+from bot.parsing import InputLimits
 from bot.pricing import PriceTable
 from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, RunInfo, Status, TextDone
-from bot.requests import CommandName, CommandRequest, Options, Origin
+from bot.request_builder import NO_MODEL_TEXT, RequestBuilder
+from bot.requests import CommandName, CommandRequest, Origin
 from bot.runner import ImagesResult, PredictionRunner
 from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
@@ -38,12 +37,7 @@ from config.models import ASK_SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 
-SEED_PICK_RANGE = 2**31  # every image model we know takes seeds this large
 INTERNAL_ERROR_TEXT = "Something went wrong on our side. Try again in a moment."
-NO_MODEL_TEXT = "No model is set up for /{command} right now. The operator has been told in the log."
-FORGOTTEN_TEXT = (
-    "_I no longer remember that conversation (conversations are kept {days} days), so this starts a new one._"
-)
 
 
 @dataclass(frozen=True)
@@ -87,6 +81,7 @@ class CommandCore:
         self._settlements = BackgroundTasks("command settlement")
         self._accepting = True
         self._deliveries = RecentKeys()
+        self._builder = RequestBuilder(config.limits, config.retention_days, lambda: self._models)
         self._governor: Governor | None = None
         self._memory: ConversationMemory | None = None
         self._again: AgainPayloads | None = None
@@ -137,17 +132,11 @@ class CommandCore:
         and access; a new seed for pictures; a conversation's turn answered anew). None: a double press, drop it."""
         if self._again is None or not await self._again.first_press(request_id, origin):
             return None
-        again = await self._again.load(request_id, origin)
-        if again is None:
+        kept = await self._again.load(request_id, origin)
+        if kept is None:
             return Failure(FailureKind.CANCELLED, EXPIRED_TEXT)
-        try:
-            request = self._request(again.command, again.prompt, again.options, origin)
-        except InvalidCommand as error:  # its model is no longer allowed
-            return Failure(kind=error.kind, message=error.user_message)
-        if isinstance(request, Failure):
-            return request
-        return await self._admit(dataclasses.replace(
-            request, model=again.model, conversation_id=again.conversation_id, context=again.context))
+        request = self._builder.again(kept, origin)
+        return request if isinstance(request, Failure) else await self._admit(request)
 
     def stop(self, request_id: str, origin: Origin) -> StopOutcome:
         """Stop, pressed by `origin`: the running command is cancelled (on Replicate too) and its answer ends with
@@ -187,17 +176,8 @@ class CommandCore:
         a burst of commands sees the room left shrink with each one, and those beyond it are refused here.
         Every /ask starts a conversation (`conversation_id`) that replies can continue (`prepare_turn`).
         """
-        name = CommandName(str(command).lstrip("/"))
-        try:
-            parsed = parse_command(name, text, self._input_limits(), typed_options)
-            request = self._request(name, parsed.prompt, parsed.options, origin)
-        except InvalidCommand as error:
-            return Failure(kind=error.kind, message=error.user_message)
-        if isinstance(request, Failure):
-            return request
-        if name is CommandName.ASK:
-            request = dataclasses.replace(request, conversation_id=uuid.uuid4().hex)
-        return await self._admit(request)
+        request = self._builder.command(CommandName(str(command).lstrip("/")), text, origin, typed_options)
+        return request if isinstance(request, Failure) else await self._admit(request)
 
     async def prepare_turn(
         self, text: str, origin: Origin, *, conversation_id: str | None, forgotten: bool = False
@@ -211,25 +191,8 @@ class CommandCore:
         remembered = None
         if conversation_id is not None and self._memory is not None:
             remembered = await self._memory.recall(conversation_id)
-        try:
-            parsed = parse_command(CommandName.ASK, text, self._input_limits())
-            options = parsed.options
-            if remembered is not None:
-                typed = {key: value for key, value in dataclasses.asdict(options).items() if value is not None}
-                first_model = remembered.options.model or remembered.model
-                options = dataclasses.replace(remembered.options, **{"model": first_model, **typed})
-            request = self._request(CommandName.ASK, parsed.prompt, options, origin)
-        except InvalidCommand as error:
-            return Failure(kind=error.kind, message=error.user_message)
-        if isinstance(request, Failure):
-            return request
-        if remembered is not None:
-            assert conversation_id is not None
-            request = dataclasses.replace(request, conversation_id=conversation_id, context=remembered.turns)
-        else:
-            notes = (FORGOTTEN_TEXT.format(days=self._config.retention_days),) if (conversation_id or forgotten) else ()
-            request = dataclasses.replace(request, conversation_id=uuid.uuid4().hex, notes=notes)
-        return await self._admit(request)
+        request = self._builder.turn(text, origin, remembered, conversation_id=conversation_id, forgotten=forgotten)
+        return request if isinstance(request, Failure) else await self._admit(request)
 
     async def find_conversation(self, key: str) -> str | None:
         """The conversation a platform thread or message leads to (`link_conversation`), if the bot knows one."""
@@ -239,21 +202,6 @@ class CommandCore:
         """From now on a reply in this thread, or to this message (`key`, the adapter's own), continues it."""
         if self._memory is not None:
             await self._memory.link(key, conversation_id)
-
-    def _input_limits(self) -> InputLimits:
-        return dataclasses.replace(self._config.limits, allowed_models=self._models.all_refs())
-
-    def _request(
-        self, name: CommandName, prompt: str, options: Options, origin: Origin
-    ) -> CommandRequest | Failure:
-        info = self._model_for(name, options.model)
-        if info is None:
-            return Failure(FailureKind.MISCONFIGURED, NO_MODEL_TEXT.format(command=name))
-        if name is CommandName.IMAGINE and options.seed is None and info.seed_field:
-            # Pick the seed ourselves so every picture's caption can say how to reproduce it.
-            options = dataclasses.replace(options, seed=random.randrange(SEED_PICK_RANGE))
-        return CommandRequest(command=name, prompt=prompt, options=options, origin=origin,
-                              model=options.model or info.ref)
 
     async def _admit(self, request: CommandRequest) -> CommandRequest | Failure:
         """Governance, then a place in the admission queue; a refusal gives back whatever was taken."""
@@ -288,22 +236,6 @@ class CommandCore:
         """A prepared request that will never run (an adapter refused it after all): give its place back."""
         self._admission.withdraw(request.request_id)
         await self._settle(request, None, None)
-
-    def _model_for(self, command: CommandName, requested: str | None) -> ModelInfo | None:
-        """The model a command runs; a `--model` of the wrong kind is refused (`ModelNotAllowed`)."""
-        kind = KIND_FOR_COMMAND[command]
-        if requested is None:
-            return self._models.default(kind)
-        info = self._models.find(requested, kind)
-        if info is None:
-            other = self._models.kind_of(requested)
-            usable = ", ".join(f"`{ref}`" for ref in self._models.refs(kind)) or "none"
-            what = (
-                f"is {A_MODEL_OF[other]}, not {A_MODEL_OF[kind]}: use it with {COMMAND_OF[other]}"
-                if other in COMMAND_OF else f"can't serve /{command}"
-            )
-            raise ModelNotAllowed(f"`{requested}` {what}. Models for /{command}: {usable}.")
-        return info
 
     async def execute(
         self, request: CommandRequest, *, ack_latency_s: float | None = None

@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -30,7 +30,7 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -43,9 +43,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_format as fmt
 from adapters.base import CommandIntake
-from adapters.rendering import EditBudget, RateLimited, RenderLimits, StreamingReply
+from adapters.rendering import EditBudget, RenderLimits, StreamingReply
 from adapters.slack_admin import SlackAdministration
+from adapters.slack_conversations import SlackConversations, link_thread
 from adapters.slack_startup import startup_call
+from adapters.slack_thread import DELIVERY_ERRORS, SlackThread, call, error_code
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest, Origin
@@ -63,9 +65,7 @@ CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archi
 WORKING_TEXT = "_⏳ Working on it…_"
 
 Respond = AsyncRespond
-# What a Web API call raises once slack_sdk's retries are spent: Slack said no (SlackApiError, 5xx included),
-# the request failed (SlackRequestError), 429s outlasted the retries (RateLimited), the network failed.
-DELIVERY_ERRORS = (SlackClientError, RateLimited, aiohttp.ClientError, TimeoutError)
+Tell = Callable[[str], Awaitable[bool]]  # one private message to the user; False if it did not arrive
 
 
 @dataclass(frozen=True)
@@ -105,13 +105,6 @@ def _retry_handlers(*, wait_out_rate_limits: bool) -> list[AsyncRetryHandler]:
     return handlers
 
 
-def _error_code(error: BaseException) -> str:
-    """What to log for a failed call: Slack's error code, or the exception's type (never its text)."""
-    if isinstance(error, SlackApiError):
-        return f"{error.response.get('error', '')} (HTTP {error.response.status_code})"
-    return type(error).__name__
-
-
 async def _tell(respond: Respond, text: str) -> bool:
     """One private message through the command's response_url; False if it did not arrive."""
     try:
@@ -125,44 +118,6 @@ async def _tell(respond: Respond, text: str) -> bool:
     return True
 
 
-class SlackThread:
-    """A command's thread, as the streaming renderer sees it.
-
-    Edits go through `edit_client`, which does not wait out 429s: the renderer decides what a rate
-    limit means (skip a progress edit; post a final answer anew), so a finished answer never sleeps
-    behind Retry-After. Posts and deletes go through `client`, whose retry handlers wait it out.
-    Every message of the thread is sent as `markup`, posts and edits alike, so no edit changes a
-    message's kind (chat.update answers `block_mismatch` to that).
-    """
-
-    def __init__(
-        self, client: AsyncWebClient, edit_client: AsyncWebClient, channel: str, thread_ts: str, markup: fmt.Markup
-    ) -> None:
-        self._client = client
-        self._edit_client = edit_client
-        self.channel = channel
-        self.thread_ts = thread_ts
-        self.markup = markup
-
-    async def post(self, text: str) -> str:
-        response = await _call(self._client.chat_postMessage(
-            channel=self.channel,
-            thread_ts=self.thread_ts,
-            unfurl_links=False,
-            unfurl_media=False,
-            **fmt.message_content(text, self.markup),
-        ))
-        return str(response["ts"])
-
-    async def edit(self, message_id: str, text: str) -> None:
-        await _call(self._edit_client.chat_update(
-            channel=self.channel, ts=message_id, **fmt.message_content(text, self.markup)
-        ))
-
-    async def delete(self, message_id: str) -> None:
-        await _call(self._client.chat_delete(channel=self.channel, ts=message_id))
-
-
 async def _prefetched(
     first: Awaitable[ReplyEvent], rest: AsyncIterator[ReplyEvent]
 ) -> AsyncGenerator[ReplyEvent, None]:
@@ -170,17 +125,6 @@ async def _prefetched(
     yield await first
     async for event in rest:
         yield event
-
-
-async def _call(request: Awaitable[Any]) -> Any:
-    """A Web API call whose 429, once slack_sdk's own retries are spent, becomes `RateLimited`."""
-    try:
-        return await request
-    except SlackApiError as error:
-        if error.response.status_code == 429:
-            retry_after = error.response.headers.get("Retry-After") or error.response.headers.get("retry-after") or 1
-            raise RateLimited(float(retry_after)) from error
-        raise
 
 
 class SlackAdapter:
@@ -215,6 +159,8 @@ class SlackAdapter:
         self.app.command("/ask")(self._on_command)
         self.app.command("/imagine")(self._on_command)
         SlackAdministration(self.app, intake)
+        SlackConversations(self.app, core, intake, answer=self.answer_turn, tell=self.tell_privately,
+                           bot_user_id=lambda: self.bot_user_id)
         self._socket_handler: AsyncSocketModeHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self._budgets: dict[str, EditBudget] = {}
@@ -305,7 +251,8 @@ class SlackAdapter:
             await ack(text=fmt.escape(message))  # an ack's text is ephemeral: only the user sees it
 
         async def answer(request: CommandRequest, ack_latency_s: float) -> None:
-            await self._answer(request, respond, ack_latency_s)
+            open_thread = functools.partial(self._open_thread_and_answer, request, respond)
+            await self._answer(request, ack_latency_s, open_thread)
 
         await self._intake.take(
             delivery_key=f"{command.get('team_id')}:{command.get('trigger_id')}",
@@ -324,13 +271,36 @@ class SlackAdapter:
             redelivered=ack,  # a command we already took: acked again, answered once
         )
 
-    async def _answer(self, request: CommandRequest, respond: Respond, ack_latency_s: float) -> None:
+    async def answer_turn(
+        self, request: CommandRequest, latency_s: float, channel: str, thread_ts: str, user_id: str
+    ) -> None:
+        """A conversation's turn, answered in its thread like /ask; if the thread won't take the final
+        reply, the user gets it privately (an ephemeral message in the thread)."""
+        thread = SlackThread(self.client, self._edit_client, channel, thread_ts, fmt.Markup.MARKDOWN)
+        tell = functools.partial(self.tell_privately, channel, user_id, thread_ts)
+        await self._answer(request, latency_s, functools.partial(self._answer_in_thread, request, thread, tell))
+
+    async def tell_privately(self, channel: str, user_id: str, thread_ts: str | None, text: str) -> bool:
+        """One ephemeral message (mrkdwn, already escaped) only `user_id` sees; False if it did not arrive."""
+        try:
+            await call(self.client.chat_postEphemeral(channel=channel, user=user_id, thread_ts=thread_ts, text=text))
+        except DELIVERY_ERRORS as error:
+            log.warning("Slack: a private message did not reach %s in %s (%s)", user_id, channel, error_code(error))
+            return False
+        return True
+
+    async def _answer(
+        self,
+        request: CommandRequest,
+        ack_latency_s: float,
+        deliver: Callable[[AsyncIterator[ReplyEvent]], Awaitable[None]],
+    ) -> None:
         events = self._core.execute(request, ack_latency_s=ack_latency_s)
         # Ask for the first event now: the prediction starts while the thread is being opened.
         first_event = asyncio.ensure_future(anext(events))
         try:
             async with aclosing(_prefetched(first_event, events)) as stream:
-                await self._open_thread_and_answer(request, respond, stream)
+                await deliver(stream)
         finally:
             if not first_event.done():
                 first_event.cancel()
@@ -342,23 +312,30 @@ class SlackAdapter:
     ) -> None:
         channel = request.origin.channel_id
         try:
-            parent = await _call(self.client.chat_postMessage(
+            parent = await call(self.client.chat_postMessage(
                 channel=channel, text=fmt.parent_text(request), unfurl_links=False, unfurl_media=False
             ))
         except DELIVERY_ERRORS as error:
             if isinstance(error, SlackApiError) and error.response.get("error") in CANNOT_POST_ERRORS:
-                log.info("Slack: cannot post in %s (%s); answering privately", channel, _error_code(error))
+                log.info("Slack: cannot post in %s (%s); answering privately", channel, error_code(error))
                 notice = fmt.not_in_channel_text(self.bot_user_id)
             else:
                 log.warning(
-                    "Slack: could not open a thread in %s (%s); answering privately", channel, _error_code(error)
+                    "Slack: could not open a thread in %s (%s); answering privately", channel, error_code(error)
                 )
                 notice = fmt.PRIVATE_FALLBACK_TEXT
             await self._answer_privately(respond, events, notice)
             return
+        if request.conversation_id is not None:  # a reply in this thread continues the conversation
+            await link_thread(self._core, channel, parent["ts"], request.conversation_id)
         # Answers are Markdown; an image's caption is Slack's own mrkdwn.
         markup = fmt.Markup.MARKDOWN if request.command is CommandName.ASK else fmt.Markup.MRKDWN
         thread = SlackThread(self.client, self._edit_client, channel, parent["ts"], markup)
+        await self._answer_in_thread(request, thread, functools.partial(_tell, respond), events)
+
+    async def _answer_in_thread(
+        self, request: CommandRequest, thread: SlackThread, tell: Tell, events: AsyncIterator[ReplyEvent]
+    ) -> None:
         budget = self._budget(request.origin.workspace_id or "")
         # A placeholder is only worth posting if it can be edited into the answer later: its final edit
         # is paid for now. With the workspace's edits spent (many answers at once), the answer is
@@ -368,23 +345,23 @@ class SlackAdapter:
             try:
                 placeholder = await thread.post(WORKING_TEXT)
             except DELIVERY_ERRORS as error:  # the answer is posted when it has something to show instead
-                log.warning("Slack: could not post the placeholder in %s (%s)", channel, _error_code(error))
+                log.warning("Slack: could not post the placeholder in %s (%s)", thread.channel, error_code(error))
         reply = StreamingReply(
             thread,
             placeholder,
             RenderLimits(max_chars=fmt.CHAT_UPDATE_MAX_CHARS, edit_interval_s=fmt.EDIT_INTERVAL_S),
             budget=budget,
             final_edit_prepaid=placeholder is not None,
-            prepare_text=functools.partial(fmt.inert, markup=markup),
+            prepare_text=functools.partial(fmt.inert, markup=thread.markup),
             shown_text=WORKING_TEXT,
         )
         try:
-            await self._render(events, reply, thread, respond)
+            await self._render(events, reply, thread, tell)
         finally:
             await reply.aclose()
 
     async def _render(
-        self, events: AsyncIterator[ReplyEvent], reply: StreamingReply, thread: SlackThread, respond: Respond
+        self, events: AsyncIterator[ReplyEvent], reply: StreamingReply, thread: SlackThread, tell: Tell
     ) -> None:
         async for event in events:
             match event:
@@ -393,14 +370,14 @@ class SlackAdapter:
                 case TextDelta():
                     reply.append(event.text)
                 case TextDone() | Images() | Failure():
-                    await self._settle(event, reply, thread, respond)
+                    await self._settle(event, reply, thread, tell)
                 case _:
                     assert_never(event)
 
     async def _settle(
-        self, event: TextDone | Images | Failure, reply: StreamingReply, thread: SlackThread, respond: Respond
+        self, event: TextDone | Images | Failure, reply: StreamingReply, thread: SlackThread, tell: Tell
     ) -> None:
-        """The final reply into the thread; if Slack won't take it there, privately through response_url."""
+        """The final reply into the thread; if Slack won't take it there, privately (`tell`)."""
         partial = reply.text
         try:
             match event:
@@ -417,9 +394,9 @@ class SlackAdapter:
                 case _:
                     assert_never(event)
         except DELIVERY_ERRORS as error:
-            log.warning("Slack: a final reply did not reach its thread (%s); answering privately", _error_code(error))
+            log.warning("Slack: a final reply did not reach its thread (%s); answering privately", error_code(error))
             for text in [fmt.PRIVATE_FALLBACK_TEXT, *fmt.private_texts(event, partial)]:
-                if not await _tell(respond, text):
+                if not await tell(text):
                     log.error("Slack: the user could not be given the answer in the thread or privately")
                     return
 

@@ -26,6 +26,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=2.0, help="model latency in seconds (default 2)")
     parser.add_argument("--platform", choices=("slack", "discord", "both"), default="both")
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the seed-style baseline")
+    parser.add_argument("--skip-follow-ups", action="store_true",
+                        help="do not run the follow-up load (N second turns in the /ask threads, on Slack)")
     parser.add_argument("--slack-tiers", action="store_true",
                         help="the fake Slack enforces the documented rate-limit tiers (chat.update 50/min)")
     parser.add_argument("--profile", action="store_true",
@@ -44,6 +46,8 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     plan: list[tuple[str, Any]] = []
     if args.platform in ("slack", "both"):
         plan.append(("bot on Slack", lambda: run_slack(workload, baseline=False)))
+        if not args.skip_follow_ups:
+            plan.append(("follow-ups on Slack", lambda: run_slack(workload, baseline=False, follow_ups=True)))
     if args.platform in ("discord", "both"):
         plan.append(("bot on Discord", lambda: run_discord(workload)))
     if not args.skip_baseline:

@@ -3,10 +3,15 @@
 Command i comes from user U{i} in channel C{i}, so everything the bot does for it (parent post, thread
 reply, edits, reposts, deletes) is found by channel in the fake's call log. The same run drives the bot
 under test (`bench.instrumented_bot`) and the seed-style baseline (`bench.baseline_bot`).
+
+The follow-up run (`follow_ups=True`) first has N `/ask`s answered, unmeasured, then measures N second turns:
+a reply from each asker in their answer's thread (a `message` event), all at once. The bot reads each
+conversation from its state store, sends the model both turns and answers in the thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
@@ -29,10 +34,10 @@ def channel_of(index: int) -> str:
 class SlackAnswers:
     """Finds, incrementally, the first call that put the final answer into each channel."""
 
-    def __init__(self, slack: FakeSlack, answer: str) -> None:
+    def __init__(self, slack: FakeSlack, answer: str, *, since_call: int = 0) -> None:
         self._slack = slack
         self._answer = answer
-        self._scanned = 0
+        self._scanned = since_call  # calls before it are another round's
         self.final_at: dict[str, float] = {}  # channel → arrival time of the call carrying the final text
 
     def count(self, prefix: str = "C0") -> int:
@@ -45,7 +50,7 @@ class SlackAnswers:
         return sum(1 for channel in self.final_at if channel.startswith(prefix))
 
 
-async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
+async def run_slack(workload: Workload, *, baseline: bool, follow_ups: bool = False) -> dict[str, Any]:
     replicate = await start_replicate(workload)
     slack = FakeSlack(bot_token="xoxb-bench", app_token="xapp-bench")
     await slack.start()
@@ -64,13 +69,27 @@ async def run_slack(workload: Workload, *, baseline: bool) -> dict[str, Any]:
         await slack.send_slash_command("/ask", text="warm-up", channel_id=WARMUP_CHANNEL)
         await wait_for(lambda: answers.count() >= 0 and WARMUP_CHANNEL in answers.final_at,
                        workload.answer_timeout_s, "warm-up answer")
-        first_call, first_request = len(slack.requests), len(replicate.requests)
-        first_create = len(replicate.creates)
         envelopes: dict[int, str] = {}
 
         async def send(index: int) -> None:
             envelopes[index] = await slack.send_slash_command(
                 "/ask", text=workload.prompt(index), channel_id=channel_of(index), user_id=f"U{index:05d}")
+
+        if follow_ups:
+            await asyncio.gather(*(send(index) for index in range(workload.n)))
+            await wait_for(lambda: answers.count() >= workload.n, workload.answer_timeout_s, "the first turns")
+            threads = {index: slack.channel_messages(channel_of(index))[0].ts for index in range(workload.n)}
+            answers = SlackAnswers(slack, workload.answer, since_call=len(slack.requests))
+            envelopes.clear()
+
+            async def send_follow_up(index: int) -> None:
+                event = slack.message_event(f"and a follow-up to {index}", user_id=f"U{index:05d}",
+                                            channel_id=channel_of(index), thread_ts=threads[index])
+                envelopes[index] = await slack.send_event(event)
+
+            send = send_follow_up
+        first_call, first_request = len(slack.requests), len(replicate.requests)
+        first_create = len(replicate.creates)
 
         timeout_s = workload.baseline_timeout_s if baseline else workload.answer_timeout_s
         reading = await run_load(bot, workload.n, send, answers.count, timeout_s, instrumented=not baseline)

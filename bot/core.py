@@ -10,26 +10,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
-import uuid
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bot.administration import Administration
 from bot.admission import AdmissionClosed, AdmissionQueue
+from bot.buttons import EXPIRED_TEXT, AgainPayloads, StopOutcome
 from bot.command_log import CommandRecord
 from bot.conversation_memory import ConversationMemory
 from bot.dedupe import RecentKeys
-from bot.errors import BotError, FailureKind, InvalidCommand, ModelNotAllowed, ShuttingDown, describe_failure
+from bot.errors import BotError, FailureKind, ModelNotAllowed, ShuttingDown, describe_failure
 from bot.governance import Governor, Pass, Refusal
-from bot.model_catalog import A_MODEL_OF, COMMAND_OF, ModelCatalog
+from bot.model_catalog import ModelCatalog
 from bot.model_input import build_model_input
-from bot.models import KIND_FOR_COMMAND, ModelInfo
-from bot.parsing import InputLimits, parse_command
+from bot.models import KIND_FOR_COMMAND
+from bot.parsing import InputLimits
 from bot.pricing import PriceTable
 from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, RunInfo, Status, TextDone
-from bot.requests import CommandName, CommandRequest, Options, Origin
+from bot.request_builder import NO_MODEL_TEXT, RequestBuilder
+from bot.requests import CommandName, CommandRequest, Origin
 from bot.runner import ImagesResult, PredictionRunner
 from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
@@ -37,12 +37,7 @@ from config.models import ASK_SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 
-SEED_PICK_RANGE = 2**31  # every image model we know takes seeds this large
 INTERNAL_ERROR_TEXT = "Something went wrong on our side. Try again in a moment."
-NO_MODEL_TEXT = "No model is set up for /{command} right now. The operator has been told in the log."
-FORGOTTEN_TEXT = (
-    "_I no longer remember that conversation (conversations are kept {days} days), so this starts a new one._"
-)
 
 
 @dataclass(frozen=True)
@@ -52,6 +47,15 @@ class CoreConfig:
     system_prompt: str = ASK_SYSTEM_PROMPT
     context_max_chars: int = 12_000
     retention_days: int = 30
+
+
+@dataclass
+class _Running:
+    """A command being executed in this process: what its Stop button reaches."""
+
+    request: CommandRequest
+    producer: asyncio.Task[None]
+    stopped: bool = False
 
 
 @dataclass
@@ -77,8 +81,11 @@ class CommandCore:
         self._settlements = BackgroundTasks("command settlement")
         self._accepting = True
         self._deliveries = RecentKeys()
+        self._builder = RequestBuilder(config.limits, config.retention_days, lambda: self._models)
         self._governor: Governor | None = None
         self._memory: ConversationMemory | None = None
+        self._again: AgainPayloads | None = None
+        self._running: dict[str, _Running] = {}  # by request id: what a Stop press can reach
         self._admitted: dict[str, _Admitted] = {}
 
     @property
@@ -113,11 +120,37 @@ class CommandCore:
         """Replace the fallback catalog with the one looked up on Replicate (at start-up, before any command)."""
         self._models = models
 
-    def use_state(self, governor: Governor, memory: ConversationMemory) -> None:
-        """Limits, budget, access and conversations from now on (the service opens the state store before any
-        command)."""
+    def use_state(self, governor: Governor, memory: ConversationMemory, again: AgainPayloads) -> None:
+        """Limits, budget, access, conversations and Again buttons from now on (the service opens the state store
+        before any command)."""
         self._governor = governor
         self._memory = memory
+        self._again = again
+
+    async def prepare_again(self, request_id: str, origin: Origin) -> CommandRequest | Failure | None:
+        """Again, pressed by `origin`: the finished command `request_id` as a new command of theirs (their limits
+        and access; a new seed for pictures; a conversation's turn answered anew). None: a double press, drop it."""
+        if self._again is None or not await self._again.first_press(request_id, origin):
+            return None
+        kept = await self._again.load(request_id, origin)
+        if kept is None:
+            return Failure(FailureKind.CANCELLED, EXPIRED_TEXT)
+        request = self._builder.again(kept, origin)
+        return request if isinstance(request, Failure) else await self._admit(request)
+
+    def stop(self, request_id: str, origin: Origin) -> StopOutcome:
+        """Stop, pressed by `origin`: the running command is cancelled (on Replicate too) and its answer ends with
+        what was written so far, marked as stopped. Only its asker or an admin may."""
+        running = self._running.get(request_id)
+        if running is None or running.producer.done():
+            return StopOutcome.NOT_RUNNING
+        asker = running.request.origin
+        is_asker = (asker.platform, asker.user_id) == (origin.platform, origin.user_id)
+        if not is_asker and not (self._governor is not None and self._governor.is_admin(origin)):
+            return StopOutcome.NOT_YOURS
+        running.stopped = True
+        running.producer.cancel()
+        return StopOutcome.STOPPING
 
     async def administer(self, origin: Origin, text: str) -> str:
         """The private answer to `/replicate <text>` (help, models, usage; admins' controls)."""
@@ -143,17 +176,8 @@ class CommandCore:
         a burst of commands sees the room left shrink with each one, and those beyond it are refused here.
         Every /ask starts a conversation (`conversation_id`) that replies can continue (`prepare_turn`).
         """
-        name = CommandName(str(command).lstrip("/"))
-        try:
-            parsed = parse_command(name, text, self._input_limits(), typed_options)
-            request = self._request(name, parsed.prompt, parsed.options, origin)
-        except InvalidCommand as error:
-            return Failure(kind=error.kind, message=error.user_message)
-        if isinstance(request, Failure):
-            return request
-        if name is CommandName.ASK:
-            request = dataclasses.replace(request, conversation_id=uuid.uuid4().hex)
-        return await self._admit(request)
+        request = self._builder.command(CommandName(str(command).lstrip("/")), text, origin, typed_options)
+        return request if isinstance(request, Failure) else await self._admit(request)
 
     async def prepare_turn(
         self, text: str, origin: Origin, *, conversation_id: str | None, forgotten: bool = False
@@ -167,25 +191,8 @@ class CommandCore:
         remembered = None
         if conversation_id is not None and self._memory is not None:
             remembered = await self._memory.recall(conversation_id)
-        try:
-            parsed = parse_command(CommandName.ASK, text, self._input_limits())
-            options = parsed.options
-            if remembered is not None:
-                typed = {key: value for key, value in dataclasses.asdict(options).items() if value is not None}
-                first_model = remembered.options.model or remembered.model
-                options = dataclasses.replace(remembered.options, **{"model": first_model, **typed})
-            request = self._request(CommandName.ASK, parsed.prompt, options, origin)
-        except InvalidCommand as error:
-            return Failure(kind=error.kind, message=error.user_message)
-        if isinstance(request, Failure):
-            return request
-        if remembered is not None:
-            assert conversation_id is not None
-            request = dataclasses.replace(request, conversation_id=conversation_id, context=remembered.turns)
-        else:
-            notes = (FORGOTTEN_TEXT.format(days=self._config.retention_days),) if (conversation_id or forgotten) else ()
-            request = dataclasses.replace(request, conversation_id=uuid.uuid4().hex, notes=notes)
-        return await self._admit(request)
+        request = self._builder.turn(text, origin, remembered, conversation_id=conversation_id, forgotten=forgotten)
+        return request if isinstance(request, Failure) else await self._admit(request)
 
     async def find_conversation(self, key: str) -> str | None:
         """The conversation a platform thread or message leads to (`link_conversation`), if the bot knows one."""
@@ -195,21 +202,6 @@ class CommandCore:
         """From now on a reply in this thread, or to this message (`key`, the adapter's own), continues it."""
         if self._memory is not None:
             await self._memory.link(key, conversation_id)
-
-    def _input_limits(self) -> InputLimits:
-        return dataclasses.replace(self._config.limits, allowed_models=self._models.all_refs())
-
-    def _request(
-        self, name: CommandName, prompt: str, options: Options, origin: Origin
-    ) -> CommandRequest | Failure:
-        info = self._model_for(name, options.model)
-        if info is None:
-            return Failure(FailureKind.MISCONFIGURED, NO_MODEL_TEXT.format(command=name))
-        if name is CommandName.IMAGINE and options.seed is None and info.seed_field:
-            # Pick the seed ourselves so every picture's caption can say how to reproduce it.
-            options = dataclasses.replace(options, seed=random.randrange(SEED_PICK_RANGE))
-        return CommandRequest(command=name, prompt=prompt, options=options, origin=origin,
-                              model=options.model or info.ref)
 
     async def _admit(self, request: CommandRequest) -> CommandRequest | Failure:
         """Governance, then a place in the admission queue; a refusal gives back whatever was taken."""
@@ -245,22 +237,6 @@ class CommandCore:
         self._admission.withdraw(request.request_id)
         await self._settle(request, None, None)
 
-    def _model_for(self, command: CommandName, requested: str | None) -> ModelInfo | None:
-        """The model a command runs; a `--model` of the wrong kind is refused (`ModelNotAllowed`)."""
-        kind = KIND_FOR_COMMAND[command]
-        if requested is None:
-            return self._models.default(kind)
-        info = self._models.find(requested, kind)
-        if info is None:
-            other = self._models.kind_of(requested)
-            usable = ", ".join(f"`{ref}`" for ref in self._models.refs(kind)) or "none"
-            what = (
-                f"is {A_MODEL_OF[other]}, not {A_MODEL_OF[kind]}: use it with {COMMAND_OF[other]}"
-                if other in COMMAND_OF else f"can't serve /{command}"
-            )
-            raise ModelNotAllowed(f"`{requested}` {what}. Models for /{command}: {usable}.")
-        return info
-
     async def execute(
         self, request: CommandRequest, *, ack_latency_s: float | None = None
     ) -> AsyncGenerator[ReplyEvent, None]:
@@ -279,6 +255,7 @@ class CommandCore:
         producer = self._producers.spawn(
             self._produce(request, events.put_nowait, on_created), name=f"command-{request.request_id}"
         )
+        self._running[request.request_id] = _Running(request, producer)
         final: ReplyEvent | None = None
         try:
             while True:
@@ -293,6 +270,7 @@ class CommandCore:
             if not producer.done():
                 producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+            self._running.pop(request.request_id, None)
             self._admission.withdraw(request.request_id)  # a producer stopped before it took up its place
             # Off the answer's path: the adapter may still have a reply to finish when the events end.
             self._settlements.spawn(self._settle(request, final, record), name=f"settle-{request.request_id}")
@@ -367,6 +345,11 @@ class CommandCore:
             prediction_id = getattr(error, "prediction_id", None)
             emit(Failure(error.kind, error.user_message, prediction_id=prediction_id))
         except asyncio.CancelledError:
+            running = self._running.get(request.request_id)
+            if running is not None and running.stopped:  # its Stop button: our own cancel, not a shutdown
+                emit(Failure(FailureKind.STOPPED, describe_failure(FailureKind.STOPPED),
+                             prediction_id=created[-1] if created else None))
+                return
             emit(Failure(
                 FailureKind.SHUTTING_DOWN,
                 describe_failure(FailureKind.SHUTTING_DOWN),
@@ -400,7 +383,7 @@ class CommandCore:
                 ):
                     if isinstance(event, ImagesResult):
                         emit(Images(images=event.images, prompt=request.prompt, seed=seed, run=event.run,
-                                    notes=model_input.notes))
+                                    notes=model_input.notes, again_id=await self._keep_for_again(request)))
                     else:
                         emit(event)
             else:
@@ -422,6 +405,18 @@ class CommandCore:
             except StateStoreError as error:  # the answer still goes out; its conversation can't go on
                 log.warning("Could not remember turn %s of conversation %s: %s",
                             request.request_id, request.conversation_id, error)
+        done = dataclasses.replace(done, again_id=await self._keep_for_again(request))
         if not request.notes:
             return done
         return dataclasses.replace(done, text="\n\n".join((done.text, *request.notes)))
+
+    async def _keep_for_again(self, request: CommandRequest) -> str | None:
+        """What Again will need, kept before the answer shows; the button's id, or None if it could not be kept."""
+        if self._again is None:
+            return None
+        try:
+            await self._again.keep(request)
+        except StateStoreError as error:
+            log.warning("Could not keep command %s for its Again button: %s", request.request_id, error)
+            return None
+        return request.request_id

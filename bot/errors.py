@@ -58,6 +58,7 @@ class FailureKind(StrEnum):
     BUDGET_REACHED = "budget_reached"
     TOO_MANY_RUNNING = "too_many_running"
     LIMIT_REACHED = "limit_reached"
+    STOPPED = "stopped"  # its Stop button was pressed: what was written so far stays, marked as stopped
 
 
 class BotError(Exception):
@@ -176,6 +177,7 @@ RUN_FAILURE_TEXT: dict[FailureKind, str] = {
     FailureKind.EMPTY_OUTPUT: "The model `{model}` finished but returned nothing. Try again, or rephrase the prompt.",
     FailureKind.CANCELLED: "This request was cancelled before it finished.",
     FailureKind.SHUTTING_DOWN: "The bot is restarting. Try again in a moment.",
+    FailureKind.STOPPED: "Stopped.",
     FailureKind.QUEUE_FULL: "The bot is busy: {commands} waiting. Try again in a minute.",
 }
 

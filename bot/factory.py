@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import certifi
 
 from bot.admission import AdmissionQueue
+from bot.buttons import AgainPayloads
 from bot.conversation_memory import ConversationMemory
 from bot.core import CommandCore, CoreConfig
 from bot.downloads import OutputFetcher, OutputHosts
@@ -47,6 +48,7 @@ class CoreResources:
             self.core.use_state(
                 Governor(self.store, governance, running_slot_s=self.settings.prediction_timeout_s),
                 ConversationMemory(self.store, governance.retention_days),
+                AgainPayloads(self.store, governance.retention_days),
             )
 
     async def load_models(self) -> None:

@@ -122,12 +122,14 @@ def describe_schema(ref: str, description: str | None, openapi_schema: Mapping[s
 def describe_profile(ref: str, kind: ModelKind, profile: ModelProfile | None = None) -> ModelInfo:
     """The `ModelInfo` the fallback table gives `ref` (the common conventions when it isn't listed)."""
     if kind is ModelKind.TEXT:
+        profile = profile or known_profile(ref)
         return ModelInfo(
             ref=ref,
             kind=kind,
             max_tokens_field="max_tokens",
             temperature_field="temperature",
-            system_prompt_field="system_prompt" if (profile or known_profile(ref)) else None,
+            system_prompt_field="system_prompt" if profile else None,
+            takes_prompt_template=profile.takes_prompt_template if profile else False,
         )
     profile = profile or known_profile(ref) or GENERIC_IMAGE
     return ModelInfo(

@@ -63,6 +63,7 @@ class TextDone:
 
     text: str
     run: RunInfo
+    again_id: str | None = None  # the Again button's id (`bot.buttons`); None: no Again for this answer
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Images:
     seed: int | None  # None: the model takes no seed
     run: RunInfo
     notes: tuple[str, ...] = ()  # options the model could not take ("`--no` was not used: …"), shown with the images
+    again_id: str | None = None  # the Again button's id (`bot.buttons`); None: no Again for these images
 
 
 @dataclass(frozen=True)

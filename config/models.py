@@ -38,6 +38,7 @@ class ModelProfile:
     size_style: SizeStyle = SizeStyle.ASPECT_RATIO
     aspect_ratios: tuple[str, ...] = ()  # empty: any ratio is passed through
     negative_prompt_field: str | None = "negative_prompt"
+    takes_prompt_template: bool = False  # a text model with a chat template input (Llama 3: `prompt_template`)
 
 
 # The aspect ratios FLUX models list in their schemas; also what Discord offers when no model lists any.
@@ -45,8 +46,8 @@ FLUX_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", 
 
 _PROFILES: Mapping[str, ModelProfile] = MappingProxyType(
     {
-        "meta/meta-llama-3-8b-instruct": ModelProfile(is_image=False),
-        "meta/meta-llama-3-70b-instruct": ModelProfile(is_image=False),
+        "meta/meta-llama-3-8b-instruct": ModelProfile(is_image=False, takes_prompt_template=True),
+        "meta/meta-llama-3-70b-instruct": ModelProfile(is_image=False, takes_prompt_template=True),
         "black-forest-labs/flux-schnell": ModelProfile(
             is_image=True,
             default_input={"num_outputs": 1},

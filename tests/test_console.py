@@ -155,3 +155,23 @@ async def test_console_replicate_answers_help_models_usage_and_its_controls_gove
     assert "The bot is paused by its admins." in out
     assert "There is no `/replicate frobnicate`. Try `/replicate help`." in out
     assert [create.input["prompt"] for create in replicate.creates] == ["one", "a bird"]
+
+
+async def test_a_plain_line_continues_the_conversation_and_ask_starts_a_new_one(
+    replicate: FakeReplicate, tmp_path: Path
+) -> None:
+    env = {
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        "REPLICATE_BASE_URL": replicate.base_url,
+        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
+        "SYSTEM_PROMPT": "Be terse.",
+    }
+
+    code, _out, _ = await run_console("/ask I am Ada\nwho am I?\n/ask fresh start\nand now?\n", env, tmp_path)
+
+    assert code == 0
+    prompts = [create.input["prompt"] for create in replicate.creates]
+    assert prompts[0] == "I am Ada" and prompts[2] == "fresh start"
+    assert "I am Ada" in prompts[1] and "who am I?" in prompts[1] and "Hi there" in prompts[1]
+    assert "fresh start" in prompts[3] and "and now?" in prompts[3]
+    assert "I am Ada" not in prompts[3] and "Be terse." in prompts[3]

@@ -60,3 +60,14 @@ def test_limits_read_back_as_typed() -> None:
     assert UseLimit.parse(" 10/hour ") == UseLimit(10, Window.HOUR) and str(UseLimit(3, Window.DAY)) == "3/day"
     with pytest.raises(ValueError):
         UseLimit.parse("10/week")
+
+
+def test_conversation_settings_are_read_and_checked() -> None:
+    settings = load_settings({"SYSTEM_PROMPT": "Be terse.", "CONTEXT_MAX_CHARS": "5000",
+                              "DISCORD_MESSAGE_CONTENT": "1"}, env_file=None)
+    assert (settings.system_prompt, settings.context_max_chars, settings.discord_message_content) == (
+        "Be terse.", 5000, True)
+    for variable, value in (("CONTEXT_MAX_CHARS", "10"), ("DISCORD_MESSAGE_CONTENT", "maybe")):
+        with pytest.raises(SettingsError) as raised:
+            load_settings({variable: value}, env_file=None)
+        assert raised.value.variable == variable

@@ -152,7 +152,7 @@ async def bot_process(
         replicate.add_model(BROKEN_MODEL, TextModel(tokens=[], fail_with="CUDA out of memory"))
         arrange(replicate)
         port = free_port()
-        env = {**process_env(replicate, slack, discord, port), "STATE_URL": f"sqlite:///{tmp_path}/bot.db", **settings}
+        env = {**process_env(replicate, slack, discord, port), **settings}  # STATE_URL: its default, under cwd
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", env=env, cwd=tmp_path,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -65,6 +65,11 @@ def test_a_model_answering_one_plain_string_is_a_text_model() -> None:
     assert info.kind is ModelKind.TEXT
     assert info.max_tokens_field == "max_completion_tokens" and info.max_tokens == Bounds(None, None)
     assert info.system_prompt_field == "system_prompt" and not info.takes_prompt_template
+    assert info.messages_field == "messages"  # a conversation goes to it as a list of messages
+
+
+def test_a_model_without_a_messages_list_takes_conversations_otherwise() -> None:
+    assert describe_schema(LLAMA, None, schemas.LLAMA_3_INSTRUCT).messages_field is None
 
 
 def test_a_single_file_output_is_an_image_model() -> None:

@@ -46,6 +46,29 @@ async def test_an_empty_sqlite_file_is_migrated_to_the_current_schema(tmp_path: 
     await reopened.aclose()
 
 
+async def test_a_version_one_sqlite_file_is_migrated_to_two_and_keeps_its_counters(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:  # what a version-1 bot wrote
+        sqlite_schema.MIGRATIONS[0](db)
+        db.execute("PRAGMA user_version = 1")
+    until = time.time() + 3600
+    run_sql(path, f"INSERT INTO counters VALUES ('day', 4, {until})", f"INSERT INTO boards VALUES ('b', 7, {until})",
+            "INSERT INTO ranks VALUES ('b', 'alice', 7)", "INSERT INTO settings VALUES ('model.ask', 'meta/llama')")
+
+    store = await SqliteStore.open(path)
+    try:
+        assert await store.schema_version() == 2
+        assert [await store.count("day"), await store.total("b"), await store.score("b", "alice")] == [4, 7, 7]
+        assert await store.get_settings() == {"model.ask": "meta/llama"}
+        await store.put_value("link", "x", until)
+        assert await store.claim("delivery", until) is True
+        assert await store.append_item("turns", "a", until) == 1
+        assert (await store.get_value("link"), await store.items("turns")) == ("x", ["a"])
+    finally:
+        await store.aclose()
+    assert user_version(path) == 2
+
+
 async def test_a_sqlite_file_from_a_newer_bot_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     newer = sqlite_schema.SCHEMA_VERSION + 1

@@ -262,3 +262,177 @@ async def test_open_store_picks_the_store_by_url(backend: Backend) -> None:
     assert isinstance(store, SqliteStore if backend.name == "sqlite" else RedisStore)
     assert await store.take([Quota("day", 1, window(backend))]) is None
     assert await (await backend.store()).count("day") == 1
+
+
+# Values, claims and lists. Items and values are caller-written JSON: quotes, newlines, emoji, up to ~100 KB.
+AWKWARD_TEXT = '{"text": "say \\"hi\\"\\n", "raw": "line one\nline two", "emoji": "🦜👩🏽‍💻", \'single\': "ok"}'
+LARGE_TEXT = "".join(f"{n:06d}é✓" for n in range(100_000 // 8))  # ~100 KB of mixed one- to three-byte UTF-8
+
+
+def present(read: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[int]]:
+    """`read` as the 1-or-0 that `assert_expires_at` and `pass_beyond` expect: 1 while the entry exists."""
+
+    async def exists() -> int:
+        return int(await read() not in (None, []))
+
+    return exists
+
+
+async def test_a_value_is_read_back_overwritten_and_missing_when_never_put(backend: Backend) -> None:
+    store = await backend.store()
+    await store.put_value("conversation:C1", AWKWARD_TEXT, window(backend))
+    await store.put_value("large", LARGE_TEXT, window(backend))
+
+    assert await store.get_value("conversation:C1") == AWKWARD_TEXT
+    assert await store.get_value("large") == LARGE_TEXT
+    assert await store.get_value("never-put") is None
+
+    await store.put_value("conversation:C1", "[]", window(backend))
+    assert await store.get_value("conversation:C1") == "[]"
+
+
+async def test_a_value_expires_at_its_latest_write_even_an_earlier_one(backend: Backend) -> None:
+    store = await backend.store()
+    first, earlier = window(backend, 100), window(backend, 50)
+    read = present(lambda: store.get_value("link"))
+    await store.put_value("link", "a", first)
+    await backend.assert_expires_at(store, ["value:link"], read, first)
+
+    await store.put_value("link", "b", earlier)  # this write's expiry, not the later of two
+    await backend.assert_expires_at(store, ["value:link"], read, earlier)
+    assert await store.get_value("link") == "b"
+
+
+async def test_an_expired_value_reads_missing_and_a_new_write_starts_fresh(backend: Backend) -> None:
+    store = await backend.store()
+    soon = backend.now() + 0.3
+    await store.put_value("link", "old", soon)
+    await backend.pass_beyond(soon, present(lambda: store.get_value("link")))
+
+    assert await store.get_value("link") is None
+    later = window(backend)
+    await store.put_value("link", "new", later)
+    assert await store.get_value("link") == "new"
+    await backend.assert_expires_at(store, ["value:link"], present(lambda: store.get_value("link")), later)
+
+
+async def test_a_claim_is_won_once_until_it_expires_then_once_again(backend: Backend) -> None:
+    store = await backend.store()
+    soon = backend.now() + 0.3
+    assert await store.claim("delivery:E1", soon) is True
+    assert await store.claim("delivery:E1", window(backend)) is False
+    assert await store.claim("delivery:E2", soon) is True  # another key is another claim
+    if backend.inspector is not None:
+        assert await backend.inspector.pexpiretime("claim:delivery:E1") == int(soon * 1000)
+    else:
+        backend.clock.now = soon - 0.001
+        assert await store.claim("delivery:E1", window(backend)) is False
+
+    await backend.pass_beyond(soon, lambda: raw_exists(backend, "claim:delivery:E1"))
+    later = window(backend)
+    assert await store.claim("delivery:E1", later) is True
+    assert await store.claim("delivery:E1", later) is False
+
+
+async def raw_exists(backend: Backend, raw_key: str) -> int:
+    """Redis: whether the key is still there (a claim cannot be read without taking it); SQLite never asks."""
+    assert backend.inspector is not None
+    return int(await backend.inspector.exists(raw_key))
+
+
+@pytest.mark.parametrize("stores", [1, 2], ids=["one store", "two stores"])
+async def test_fifty_concurrent_claims_of_one_key_let_exactly_one_through(backend: Backend, stores: int) -> None:
+    opened = [await backend.store() for _ in range(stores)]
+    until = window(backend)
+
+    outcomes = await asyncio.gather(*(opened[n % stores].claim("delivery:E1", until) for n in range(50)))
+
+    assert outcomes.count(True) == 1
+    assert outcomes.count(False) == 49
+
+
+async def test_items_come_back_in_order_and_append_returns_the_new_length(backend: Backend) -> None:
+    store = await backend.store()
+    until = window(backend)
+    lengths = [await store.append_item("turns:C1", item, until) for item in ("first", AWKWARD_TEXT, LARGE_TEXT, "")]
+    assert await store.append_item("turns:C2", "other", until) == 1
+
+    assert lengths == [1, 2, 3, 4]
+    assert await store.items("turns:C1") == ["first", AWKWARD_TEXT, LARGE_TEXT, ""]
+    assert await store.items("turns:C2") == ["other"]
+    assert await store.items("never-appended") == []
+
+
+async def test_a_list_keeps_the_later_expiry_and_starts_fresh_after_it(backend: Backend) -> None:
+    store = await backend.store()
+    first, earlier, latest = window(backend, 100), window(backend, 50), window(backend, 200)
+    read = present(lambda: store.items("turns"))
+    await store.append_item("turns", "a", first)
+    await store.append_item("turns", "b", earlier)
+    await backend.assert_expires_at(store, ["list:turns"], read, first)
+    await store.append_item("turns", "c", latest)
+    await backend.assert_expires_at(store, ["list:turns"], read, latest)
+    assert await store.items("turns") == ["a", "b", "c"]
+
+    soon = backend.now() + 0.3
+    await store.append_item("short", "old", soon)
+    await store.append_item("short", "older", soon)
+    await backend.pass_beyond(soon, present(lambda: store.items("short")))
+    assert await store.items("short") == []
+
+    assert await store.append_item("short", "new", window(backend)) == 1  # not purged, yet forgotten
+    assert await store.items("short") == ["new"]
+
+
+async def test_a_hundred_concurrent_appends_from_two_stores_lose_nothing(backend: Backend) -> None:
+    opened = [await backend.store() for _ in range(2)]
+    until = window(backend)
+    sent = [f"item {n}" for n in range(100)]
+
+    lengths = await asyncio.gather(*(opened[n % 2].append_item("turns", item, until) for n, item in enumerate(sent)))
+
+    assert sorted(lengths) == list(range(1, 101))
+    stored = await opened[0].items("turns")
+    assert sorted(stored) == sorted(sent)
+    assert [stored[length - 1] for length in lengths] == sent  # each item sits where its append said
+
+
+async def test_purge_expired_deletes_expired_values_claims_and_lists(backend: Backend) -> None:
+    store = await backend.store()
+    soon, later = backend.now() + 0.3, window(backend)
+    await store.put_value("gone", "x", soon)
+    await store.put_value("kept", "y", later)
+    assert await store.claim("gone-claim", soon) is True
+    assert await store.claim("kept-claim", later) is True
+    for item in ("a", "b"):
+        await store.append_item("gone-list", item, soon)
+        await store.append_item("kept-list", item, later)
+    await backend.pass_beyond(soon, present(lambda: store.get_value("gone")))
+    await backend.pass_beyond(soon, present(lambda: store.items("gone-list")))
+    await backend.pass_beyond(soon, lambda: raw_exists(backend, "claim:gone-claim"))
+
+    assert await store.purge_expired() == (3 if backend.name == "sqlite" else 0)  # Redis expires keys itself
+    assert await store.purge_expired() == 0
+    assert [await store.get_value("kept"), await store.items("kept-list")] == ["y", ["a", "b"]]
+    assert await store.claim("kept-claim", later) is False
+    if isinstance(store, SqliteStore):  # what the file still holds: the kept entries and nothing of the others
+        assert await store._call(lambda db: db.execute(
+            "SELECT (SELECT group_concat(key) FROM vals), (SELECT group_concat(key) FROM claims), "
+            "(SELECT group_concat(key) FROM lists), (SELECT group_concat(DISTINCT key) FROM items)").fetchone()) \
+            == ("kept", "kept-claim", "kept-list", "kept-list")
+
+
+async def test_values_claims_and_lists_outlive_closing_and_reopening(backend: Backend) -> None:
+    store = await backend.store()
+    until = window(backend)
+    await store.put_value("link", AWKWARD_TEXT, until)
+    assert await store.claim("delivery:E1", until) is True
+    await store.append_item("turns", "a", until)
+    await store.append_item("turns", LARGE_TEXT, until)
+    await store.aclose()
+
+    reopened = await backend.store()
+    assert await reopened.get_value("link") == AWKWARD_TEXT
+    assert await reopened.claim("delivery:E1", until) is False
+    assert await reopened.items("turns") == ["a", LARGE_TEXT]
+    assert await reopened.append_item("turns", "b", until) == 3

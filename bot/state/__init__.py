@@ -1,4 +1,5 @@
-"""The state store: counters, rankings and settings that outlast a restart (SQLite or Redis, one interface)."""
+"""The state store: counters, rankings, settings, values, claims and lists that outlast a restart (SQLite or
+Redis, one interface)."""
 
 from __future__ import annotations
 

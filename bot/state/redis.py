@@ -2,7 +2,8 @@
 it is atomic across processes (https://redis.io/docs/latest/develop/programmability/eval-intro/).
 
 Keys: `counter:<key>` (a string INCRed), `board:<board>` (a sorted set of scores) with `board-total:<board>`,
-one hash `settings`, and `schema` (the schema version). Expiry is Redis's own (PEXPIREAT, milliseconds);
+`value:<key>` (a string), `claim:<key>` (a string set once), `list:<key>` (a list), one hash `settings`, and
+`schema` (the schema version). Expiry is Redis's own (PEXPIREAT, milliseconds);
 PEXPIRETIME needs Redis 7.0 or later. One Redis node, not a cluster (a script's keys may span slots).
 """
 
@@ -57,6 +58,14 @@ for _, key in ipairs(KEYS) do
 end
 return 0
 """
+# KEYS: the list; ARGV: item, expiry (ms). Returns the list's new length.
+_APPEND = """
+local length = redis.call('RPUSH', KEYS[1], ARGV[1])
+local at = tonumber(ARGV[2])
+local stored = redis.call('PEXPIRETIME', KEYS[1])
+if stored < 0 or stored < at then redis.call('PEXPIREAT', KEYS[1], at) end
+return length
+"""
 # KEYS: board; ARGV: limit. Every member scoring at least the limit-th score (so ties at the edge can be ordered
 # by member: ZREVRANGE orders equal scores in reverse member order), as member, score, member, score, ...
 _TOP = """
@@ -102,6 +111,7 @@ class RedisStore:
         self._give_back = client.register_script(_GIVE_BACK)
         self._add_ranked = client.register_script(_ADD_RANKED)
         self._top = client.register_script(_TOP)
+        self._append = client.register_script(_APPEND)
 
     @classmethod
     async def open(cls, url: str) -> RedisStore:
@@ -189,6 +199,28 @@ class RedisStore:
             await self._redis.hdel(_SETTINGS_KEY, name)
         else:
             await self._redis.hset(_SETTINGS_KEY, name, value)
+
+    @_redis_errors_as_store_errors
+    async def put_value(self, key: str, value: str, expires_at: float) -> None:
+        await self._redis.set(f"value:{key}", value, pxat=_ms(expires_at))
+
+    @_redis_errors_as_store_errors
+    async def get_value(self, key: str) -> str | None:
+        stored = await self._redis.get(f"value:{key}")
+        return str(stored) if stored is not None else None
+
+    @_redis_errors_as_store_errors
+    async def claim(self, key: str, expires_at: float) -> bool:
+        # SET NX is one command: of several processes racing, exactly one sees OK (https://redis.io/docs/latest/commands/set/).
+        return bool(await self._redis.set(f"claim:{key}", 1, nx=True, pxat=_ms(expires_at)))
+
+    @_redis_errors_as_store_errors
+    async def append_item(self, key: str, item: str, expires_at: float) -> int:
+        return int(await self._append(keys=[f"list:{key}"], args=[item, _ms(expires_at)]))
+
+    @_redis_errors_as_store_errors
+    async def items(self, key: str) -> list[str]:
+        return [str(item) for item in await self._redis.lrange(f"list:{key}", 0, -1)]
 
     async def purge_expired(self) -> int:
         """Redis deletes expired keys itself: nothing to do."""

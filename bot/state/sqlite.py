@@ -41,6 +41,20 @@ INSERT INTO ranks(board, member, score) VALUES (?1, ?2, ?3)
 ON CONFLICT(board, member) DO UPDATE SET score = score + excluded.score
 """
 _LIVE_BOARD = "board = ? AND board IN (SELECT board FROM boards WHERE expires_at > ?)"
+_PUT_VALUE = """
+INSERT INTO vals(key, value, expires_at) VALUES (?, ?, ?)
+ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+# A claim that expired is free again: the upsert changes a row (rowcount 1) only when the key is new or expired.
+_CLAIM = """
+INSERT INTO claims(key, expires_at) VALUES (?1, ?2)
+ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at WHERE claims.expires_at <= ?3
+"""
+_GROW_LIST = """
+INSERT INTO lists(key, length, expires_at) VALUES (?, 1, ?)
+ON CONFLICT(key) DO UPDATE SET length = length + 1, expires_at = max(expires_at, excluded.expires_at)
+RETURNING length
+"""
 
 
 class SqliteStore:
@@ -146,14 +160,45 @@ class SqliteStore:
             await self._rows("INSERT INTO settings(name, value) VALUES (?, ?) "
                              "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
+    async def put_value(self, key: str, value: str, expires_at: float) -> None:
+        await self._rows(_PUT_VALUE, (key, value, expires_at))
+
+    async def get_value(self, key: str) -> str | None:
+        rows = await self._rows("SELECT value FROM vals WHERE key = ? AND expires_at > ?", (key, self._clock()))
+        return str(rows[0][0]) if rows else None
+
+    async def claim(self, key: str, expires_at: float) -> bool:
+        now = self._clock()
+        # One statement inside the worker's BEGIN IMMEDIATE: another store on the file waits for the write lock.
+        return await self._call(lambda db: db.execute(_CLAIM, (key, expires_at, now)).rowcount == 1)
+
+    async def append_item(self, key: str, item: str, expires_at: float) -> int:
+        now = self._clock()
+
+        def append(db: sqlite3.Connection) -> int:
+            _forget_expired_list(db, key, now)  # an expired list that was not purged yet starts again from nothing
+            length = _whole(db.execute(_GROW_LIST, (key, expires_at)).fetchone()[0])
+            db.execute("INSERT INTO items(key, seq, item) VALUES (?, ?, ?)", (key, length, item))
+            return length
+
+        return await self._call(append)
+
+    async def items(self, key: str) -> list[str]:
+        rows = await self._rows("SELECT item FROM items WHERE key = ?1 AND key IN "
+                                "(SELECT key FROM lists WHERE key = ?1 AND expires_at > ?2) ORDER BY seq",
+                                (key, self._clock()))
+        return [str(item) for (item,) in rows]
+
     async def purge_expired(self) -> int:
-        """Delete expired counters and boards (a board's members go with it); returns counters + boards."""
+        """Delete expired counters, boards (a board's members go with it), values, claims and lists (with their
+        items); returns how many of those went (members and items not counted)."""
         now = self._clock()
 
         def purge(db: sqlite3.Connection) -> int:
-            counters = db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,)).rowcount
             db.execute("DELETE FROM ranks WHERE board IN (SELECT board FROM boards WHERE expires_at <= ?)", (now,))
-            return counters + db.execute("DELETE FROM boards WHERE expires_at <= ?", (now,)).rowcount
+            db.execute("DELETE FROM items WHERE key IN (SELECT key FROM lists WHERE expires_at <= ?)", (now,))
+            return sum(db.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,)).rowcount
+                       for table in ("counters", "boards", "vals", "claims", "lists"))
 
         return await self._call(purge)
 
@@ -169,6 +214,12 @@ def _whole(value: object) -> int:
     """An INTEGER column's value (sqlite3 types rows as `Any`-ish objects)."""
     assert isinstance(value, int), value
     return value
+
+
+def _forget_expired_list(db: sqlite3.Connection, key: str, now: float) -> None:
+    db.execute("DELETE FROM items WHERE key = ?1 AND key IN "
+               "(SELECT key FROM lists WHERE key = ?1 AND expires_at <= ?2)", (key, now))
+    db.execute("DELETE FROM lists WHERE key = ? AND expires_at <= ?", (key, now))
 
 
 def _setup(db: sqlite3.Connection) -> None:

@@ -28,5 +28,23 @@ def create_tables(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (create_tables,)
+def create_values_claims_and_lists(db: sqlite3.Connection) -> None:
+    """Version 2: values, claims, and lists (a length and an expiry per list, its items numbered from 1).
+
+    `items` keeps its rowid (no WITHOUT ROWID): an item may be ~100 KB, and WITHOUT ROWID tables suit rows
+    smaller than about a twentieth of a page (https://www.sqlite.org/withoutrowid.html, section 4).
+    """
+    for statement in (
+        "CREATE TABLE vals (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)",
+        "CREATE INDEX vals_expiry ON vals (expires_at)",
+        "CREATE TABLE claims (key TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
+        "CREATE INDEX claims_expiry ON claims (expires_at)",
+        "CREATE TABLE lists (key TEXT PRIMARY KEY, length INTEGER NOT NULL, expires_at REAL NOT NULL)",
+        "CREATE INDEX lists_expiry ON lists (expires_at)",
+        "CREATE TABLE items (key TEXT NOT NULL, seq INTEGER NOT NULL, item TEXT NOT NULL, PRIMARY KEY (key, seq))",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (create_tables, create_values_claims_and_lists)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -373,6 +373,10 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
     def response_url_posts(self, url: str) -> list[dict[str, Any]]:
         return [r["body"] for r in self.responses if r["url"] == url]
 
+    def _root_author(self, channel: str, thread_ts: str) -> str | None:
+        root = self.messages.get((channel, thread_ts))
+        return root.user if root is not None else None
+
     def _remember_event(self, event: dict[str, Any]) -> None:
         """A user's message or app_mention becomes a `Message`, so the bot can thread under it."""
         if event.get("type") in ("message", "app_mention") and event.get("channel") and event.get("ts"):

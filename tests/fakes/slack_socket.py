@@ -342,6 +342,26 @@ class SocketModeControls:
             event["thread_ts"] = thread_ts
         return event
 
+    def message_event(self, text: str, user_id: str = "U0USER", channel_id: str = "C0CHAN",
+                      thread_ts: str | None = None, channel_type: str = "channel", ts: str | None = None,
+                      **extra: Any) -> dict[str, Any]:
+        """A `message` event with a fresh ts (or `ts`: the same message again), for `send_event`. A reply
+        (`thread_ts`) carries `parent_user_id`, the thread root's author, as Slack's do; `extra` adds fields
+        such as `subtype` or `bot_id`."""
+        ts = ts or self._next_ts()
+        event: dict[str, Any] = {"type": "message", "user": user_id, "text": text, "ts": ts, "channel": channel_id,
+                                 "event_ts": ts, "team": self.team_id, "channel_type": channel_type}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+            root = self._root_author(channel_id, thread_ts)
+            if root is not None:
+                event["parent_user_id"] = root
+        event.update(extra)
+        return event
+
+    def _root_author(self, channel: str, thread_ts: str) -> str | None:
+        raise NotImplementedError
+
     async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The ack frame for `envelope_id` (plus `at` and `connection`), once it arrives."""
         sent = self.socket.envelopes[envelope_id]

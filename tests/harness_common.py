@@ -67,9 +67,9 @@ def bot_settings(replicate: FakeReplicate, slack: FakeSlack | None = None, disco
         discord_api_url=discord.api_url if discord else "https://discord.com/api/v10",
         discord_gateway_url=discord.gateway_url if discord else None,
         discord_guild_ids=(GUILD,) if discord else (),
-        # With the Message Content intent (the harness fakes allow it) answers end with no hint to mention the bot;
-        # tests/test_discord_conversations.py covers the default, without it.
-        discord_message_content=discord is not None,
+        # The Message Content intent when the fake app has it enabled (the harness fakes do): answers then end with
+        # no hint to mention the bot; tests/test_discord_conversations.py covers the default, without it.
+        discord_message_content=discord is not None and bool(discord.privileged_intents & MESSAGE_CONTENT),
         port=0,
         prediction_timeout_s=FAST_POLICY.timeout_s,
         shutdown_grace_s=SHUTDOWN_GRACE_S,

@@ -156,6 +156,7 @@ class FakeDiscord(LocalServer):
                                       bot_username=bot_username, guilds=guilds or {})
         self.guilds = self.objects.guilds
         self.ack_deadline, self.token_ttl = ack_deadline, token_ttl
+        self.privileged_intents = privileged_intents  # what the app has enabled in the Developer Portal
         self.bucket_limit, self.bucket_window, self.enforce_buckets = bucket_limit, bucket_window, enforce_buckets
         self.requests: list[RecordedRequest] = []
         self.callbacks: list[Callback] = []

@@ -165,8 +165,11 @@ async def test_an_image_shows_stop_while_it_runs_and_again_on_its_caption(bot: S
 
 async def test_again_answers_the_same_question_anew_as_a_new_reply_in_its_thread(bot: SlackBot) -> None:
     root, answer = await ask(bot.slack, "what is a haiku?")
+    bot.replicate.hold("create")  # Replicate sits on the new prediction: the press is acknowledged regardless
 
     await press(bot.slack, answer, "again", user=OTHER)
+    await bot.replicate.wait_until(lambda: len(bot.replicate.creates) == 2, timeout=WAIT_S, what="the new create")
+    bot.replicate.release_held()
 
     first, second = await wait_for_answers(bot.slack, root, 2)
     assert second.text == ANSWER and list(second.buttons) == ["again"]
@@ -209,14 +212,15 @@ async def test_again_on_a_conversation_turn_answers_that_turn_anew_with_its_cont
 
 async def test_a_double_press_of_again_runs_it_once(bot: SlackBot) -> None:
     root, answer = await ask(bot.slack, "once more")
+    other_root, other_answer = await ask(bot.slack, "a later question")
 
     for _ in range(2):  # two presses: two interactions, each with its own trigger
-        await bot.slack.send_interactive(bot.slack.press(answer, "again", OTHER))
-    await wait_for_answers(bot.slack, root, 2)
-    await press(bot.slack, answer, "again", THIRD)  # taken after both presses
+        await bot.slack.wait_for_ack(await bot.slack.send_interactive(bot.slack.press(answer, "again", OTHER)))
+    await press(bot.slack, other_answer, "again", THIRD)  # pressed after both, and answered after them
+    await wait_for_answers(bot.slack, other_root, 2)
 
-    await wait_for_answers(bot.slack, root, 3)
-    assert len(bot.replicate.creates) == 3 and len(bot_replies(bot.slack, root)) == 3
+    await wait_for_answers(bot.slack, root, 2)
+    assert len(bot.replicate.creates) == 4 and len(bot_replies(bot.slack, root)) == 2
 
 
 async def test_again_counts_against_the_pressers_own_limits_and_is_refused_privately() -> None:

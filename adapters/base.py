@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from bot.buttons import STOP_EXPIRED_TEXT, STOP_NOT_YOURS_TEXT, ButtonAction, StopOutcome
 from bot.core import CommandCore
 from bot.replies import Failure
 from bot.requests import CommandName, CommandRequest, Origin
+from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
 from config.settings import Settings
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 # discord.com/developers/docs/interactions/receiving-and-responding#responding-to-an-interaction).
 ADMIN_ANSWER_WAIT_S = 2.0
 ADMIN_FAILED_TEXT = "Something went wrong on our side. Try again in a moment."
+PRESS_FAILED_TEXT = ADMIN_FAILED_TEXT
 
 
 class Adapter(Protocol):
@@ -134,6 +137,49 @@ class CommandIntake:
             return
         latency_s = time.monotonic() - received
         self._tasks.spawn(answer(prepared, latency_s), name=f"{origin.platform}-{prepared.request_id}")
+
+    async def take_press(
+        self,
+        *,
+        delivery_key: str,
+        origin: Origin,
+        action: ButtonAction,
+        request_id: str,
+        refuse: Refuse,
+        answer: Answer,
+    ) -> None:
+        """A button press, already acknowledged by the adapter: claimed once (a redelivered interaction is taken
+        once), then handled in an owned task. Again runs the finished command `request_id` anew as the presser's
+        command (their limits and access; a double press is dropped; a refusal or an expired button is told
+        privately), answered like a command; Stop cancels the running command if the presser may, else says why not.
+        """
+        received = time.monotonic()
+        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+            log.info("%s: dropped a repeated delivery of a button press (%s)", origin.platform, delivery_key)
+            return
+        self._tasks.spawn(self._press(origin, action, request_id, refuse, answer, received),
+                          name=f"{origin.platform}-{action}-{request_id}")
+
+    async def _press(
+        self, origin: Origin, action: ButtonAction, request_id: str, refuse: Refuse, answer: Answer, received: float
+    ) -> None:
+        if action is ButtonAction.STOP:
+            outcome = self._core.stop(request_id, origin)
+            if outcome is not StopOutcome.STOPPING:
+                await refuse(STOP_NOT_YOURS_TEXT if outcome is StopOutcome.NOT_YOURS else STOP_EXPIRED_TEXT)
+            return
+        try:
+            prepared = await self._core.prepare_again(request_id, origin)
+        except StateStoreError:  # the presser hears it privately, the operator in the log
+            log.exception("%s: Again failed for %s", origin.platform, origin.user_id)
+            await refuse(PRESS_FAILED_TEXT)
+            return
+        if prepared is None:
+            log.info("%s: dropped a double press of Again by %s", origin.platform, origin.user_id)
+        elif isinstance(prepared, Failure):
+            await refuse(prepared.message)
+        else:
+            await answer(prepared, time.monotonic() - received)
 
     async def administer(
         self,

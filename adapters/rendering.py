@@ -6,6 +6,10 @@ renders the latest text at most once per `edit_interval_s`, skips unchanged text
 Retry-After, and never lets a failed interim edit stall the model. The final text is always
 delivered and never waits behind a rate limit: it is edited in while the budget allows, otherwise
 posted as new messages that take the old ones' place (which are then removed).
+
+Buttons (for a target that shows them, `ButtonTarget`) ride on calls that happen anyway: Stop on the message the
+answer is being written into (the last one, so it moves on when the answer overflows into a new message, in the
+same round of edits), and Again on the last message of the finished answer, put there by the final edit.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from bot.text import SplitPoint, split_from, split_message
 
@@ -43,6 +47,44 @@ class MessageTarget(Protocol):
 
     async def delete(self, message_id: str) -> None:
         """Remove a continuation message the final text no longer needs."""
+
+
+@dataclass(frozen=True)
+class Buttons:
+    """The buttons under one message: Stop while its answer is being written, Again once it is finished (each
+    holds the id its press hands to the core)."""
+
+    stop_id: str | None = None
+    again_id: str | None = None
+
+
+NO_BUTTONS = Buttons()
+
+
+class ButtonTarget(MessageTarget, Protocol):
+    """A target whose messages can carry buttons; each post and edit says which (an edit replaces them)."""
+
+    async def post(self, text: str, buttons: Buttons = NO_BUTTONS) -> str:
+        """Send a new message with `buttons`; return its id."""
+
+    async def edit(self, message_id: str, text: str, buttons: Buttons = NO_BUTTONS) -> None:
+        """Replace a message's text and buttons."""
+
+
+class _WithoutButtons:
+    """A plain `MessageTarget` as the renderer talks to every target (the buttons it is handed are all none)."""
+
+    def __init__(self, target: MessageTarget) -> None:
+        self._target = target
+
+    async def post(self, text: str, buttons: Buttons = NO_BUTTONS) -> str:
+        return await self._target.post(text)
+
+    async def edit(self, message_id: str, text: str, buttons: Buttons = NO_BUTTONS) -> None:
+        await self._target.edit(message_id, text)
+
+    async def delete(self, message_id: str) -> None:
+        await self._target.delete(message_id)
 
 
 class EditBudget:
@@ -99,7 +141,11 @@ class RenderLimits:
 
 
 class StreamingReply:
-    """One answer rendered into one or more messages; the first may already exist (a placeholder) or not."""
+    """One answer rendered into one or more messages; the first may already exist (a placeholder) or not.
+
+    With `stop_id` the target must be a `ButtonTarget`: the message being written carries Stop (a placeholder
+    given as `first_message_id` was posted with it), and `finish`/`replace` may put Again on the last message.
+    """
 
     def __init__(
         self,
@@ -111,9 +157,13 @@ class StreamingReply:
         final_edit_prepaid: bool = False,
         prepare_text: Callable[[str], str] = lambda text: text,
         shown_text: str = "",
+        stop_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._target = target
+        # Only a caller that shows buttons passes `stop_id`, and it passes a ButtonTarget (a Protocol can't be
+        # checked at run time: a plain target's post() would simply not take the buttons).
+        self._target: ButtonTarget = cast(ButtonTarget, target) if stop_id is not None else _WithoutButtons(target)
+        self._stop = Buttons(stop_id=stop_id) if stop_id is not None else NO_BUTTONS
         self._limits = limits
         self._budget = budget
         self._final_edit_prepaid = final_edit_prepaid  # its token was taken when the placeholder was posted
@@ -121,6 +171,7 @@ class StreamingReply:
         self._clock = clock
         self._message_ids = [first_message_id] if first_message_id is not None else []
         self._shown = [shown_text] if first_message_id is not None else []
+        self._buttons = [self._stop] if first_message_id is not None else []  # what each message carries now
         self._status = ""
         self._text = ""
         # The streamed text's chunks that are full stay as they are while more arrives: only the text after
@@ -154,26 +205,29 @@ class StreamingReply:
             self._text += delta
             self._dirty.set()
 
-    async def finish(self, final_text: str) -> None:
-        """Stop streaming and make the messages say exactly `final_text` (already in platform form)."""
+    async def finish(self, final_text: str, *, again_id: str | None = None) -> None:
+        """Stop streaming and make the messages say exactly `final_text` (already in platform form); the last one
+        carries Again when `again_id` is given, and none carries Stop any more."""
         await self._stop_pump()
-        await self._settle(split_message(final_text, self._limits.max_chars))
+        chunks = split_message(final_text, self._limits.max_chars)
+        await self._settle(chunks, _final_buttons(len(chunks), again_id))
 
-    async def replace(self, text: str) -> None:
-        """Stop streaming and show `text` (an error, a caption) in the first message only."""
+    async def replace(self, text: str, *, again_id: str | None = None) -> None:
+        """Stop streaming and show `text` (an error, a caption) in the first message only (with Again, if given)."""
         await self._stop_pump()
-        await self._settle([text])
+        await self._settle([text], _final_buttons(1, again_id))
 
-    async def _settle(self, chunks: list[str]) -> None:
+    async def _settle(self, chunks: list[str], buttons: list[Buttons]) -> None:
         async with self._lock:
             for index, chunk in enumerate(chunks):
                 if index >= len(self._message_ids):
-                    await self._post(chunk)
-                elif self._shown[index] != chunk and not await self._final_edit(index, chunk):
-                    await self._repost_from(index, chunks)
+                    await self._post(chunk, buttons[index])
+                elif (self._shown[index], self._buttons[index]) != (chunk, buttons[index]) and \
+                        not await self._final_edit(index, chunk, buttons[index]):
+                    await self._repost_from(index, chunks, buttons)
                     return
             await self._delete(self._message_ids[len(chunks):])
-            del self._message_ids[len(chunks):], self._shown[len(chunks):]
+            del self._message_ids[len(chunks):], self._shown[len(chunks):], self._buttons[len(chunks):]
 
     async def aclose(self) -> None:
         await self._stop_pump()
@@ -211,7 +265,9 @@ class StreamingReply:
                 await asyncio.sleep(delay)  # coalesce: everything that arrives meanwhile goes in one edit
             self._dirty.clear()
             chunks = self._interim_chunks()
-            changed = any(chunk != shown for chunk, shown in zip(chunks, self._shown, strict=False))
+            buttons = self._interim_buttons(len(chunks))
+            changed = any(shown != (chunk, button) for chunk, button, shown
+                          in zip(chunks, buttons, zip(self._shown, self._buttons, strict=True), strict=False))
             if not changed and len(chunks) <= len(self._shown):
                 continue
             if self._budget is not None and not self._budget.try_take():
@@ -220,7 +276,7 @@ class StreamingReply:
                 continue
             try:
                 async with self._lock:
-                    await self._apply_interim(chunks)
+                    await self._apply_interim(chunks, buttons)
                 self._next_edit_at = self._clock() + self._limits.edit_interval_s
             except RateLimited as limited:
                 self._next_edit_at = self._clock() + max(limited.retry_after_s, self._limits.edit_interval_s)
@@ -231,23 +287,28 @@ class StreamingReply:
                 log.warning("Interim edit failed (%s); will try again", type(error).__name__)
                 self._next_edit_at = self._clock() + self._limits.edit_interval_s
 
-    async def _apply_interim(self, chunks: list[str]) -> None:
-        for index, chunk in enumerate(chunks):
+    def _interim_buttons(self, count: int) -> list[Buttons]:
+        """Stop on the message being written (the last), nothing on those already full."""
+        return [NO_BUTTONS] * (count - 1) + [self._stop] if count else []
+
+    async def _apply_interim(self, chunks: list[str], buttons: list[Buttons]) -> None:
+        for index, (chunk, button) in enumerate(zip(chunks, buttons, strict=True)):
             if index < len(self._message_ids):
-                if self._shown[index] != chunk:
-                    await self._target.edit(self._message_ids[index], chunk)
-                    self._shown[index] = chunk
+                if (self._shown[index], self._buttons[index]) != (chunk, button):
+                    await self._target.edit(self._message_ids[index], chunk, button)
+                    self._shown[index], self._buttons[index] = chunk, button
                     self.edits += 1
             else:
-                await self._post(chunk)
+                await self._post(chunk, button)
 
-    async def _post(self, text: str) -> None:
-        message_id = await self._target.post(text)
+    async def _post(self, text: str, buttons: Buttons) -> None:
+        message_id = await self._target.post(text, buttons)
         self._message_ids.append(message_id)
         self._shown.append(text)
+        self._buttons.append(buttons)
         self.posts += 1
 
-    async def _final_edit(self, index: int, text: str) -> bool:
+    async def _final_edit(self, index: int, text: str, buttons: Buttons) -> bool:
         """Edit message `index` to its final text if that can happen now; False means "post it instead"."""
         if self._budget is not None:
             if self._budget.paused or (self._budget.exhausted and not self._final_edit_prepaid):
@@ -260,7 +321,7 @@ class StreamingReply:
         if delay > 0:
             await asyncio.sleep(delay)  # the final edit too keeps to one edit per interval per message
         try:
-            await self._target.edit(self._message_ids[index], text)
+            await self._target.edit(self._message_ids[index], text, buttons)
         except RateLimited as limited:
             log.info("Final edit rate limited for %.1fs; posting the text as a new message", limited.retry_after_s)
             if self._budget is not None:
@@ -269,16 +330,16 @@ class StreamingReply:
         except Exception as error:
             log.warning("Final edit failed (%s); posting the text as a new message", type(error).__name__)
             return False
-        self._shown[index] = text
+        self._shown[index], self._buttons[index] = text, buttons
         self.edits += 1
         return True
 
-    async def _repost_from(self, index: int, chunks: list[str]) -> None:
+    async def _repost_from(self, index: int, chunks: list[str], buttons: list[Buttons]) -> None:
         """Post `chunks[index:]` as new messages (keeping their order), then remove the ones they replace."""
         stale = self._message_ids[index:]
-        del self._message_ids[index:], self._shown[index:]
-        for chunk in chunks[index:]:
-            await self._post(chunk)
+        del self._message_ids[index:], self._shown[index:], self._buttons[index:]
+        for chunk, button in zip(chunks[index:], buttons[index:], strict=True):
+            await self._post(chunk, button)
         await self._delete(stale)
 
     async def _delete(self, message_ids: list[str]) -> None:
@@ -288,3 +349,9 @@ class StreamingReply:
                 await self._target.delete(message_id)
             except Exception as error:
                 log.warning("Could not delete a leftover message (%s)", type(error).__name__)
+
+
+def _final_buttons(count: int, again_id: str | None) -> list[Buttons]:
+    """A finished answer's buttons: Again (if it has one) on its last message, no Stop anywhere."""
+    last = Buttons(again_id=again_id) if again_id is not None else NO_BUTTONS
+    return [NO_BUTTONS] * (count - 1) + [last]

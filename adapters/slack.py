@@ -3,7 +3,8 @@
 Flow per command: parse and validate (no I/O) → ack at once (bad input is answered in the ack,
 privately) → post a visible parent message → stream the answer into one thread reply (Markdown in a
 markdown block; edits coalesced per message and budgeted per workspace) → images uploaded as files
-into the thread.
+into the thread. While the answer is written its message carries Stop; the finished answer carries Again
+(`adapters.slack_buttons`).
 
 Slack failing is not the answer failing: 5xx answers and dropped connections are retried by slack_sdk's
 own handlers, and if the bot still can't post in the channel (not invited, or Slack down), the user is
@@ -43,8 +44,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_format as fmt
 from adapters.base import CommandIntake
-from adapters.rendering import EditBudget, RenderLimits, StreamingReply
+from adapters.rendering import Buttons, EditBudget, RenderLimits, StreamingReply
 from adapters.slack_admin import SlackAdministration
+from adapters.slack_buttons import SlackButtons
 from adapters.slack_conversations import SlackConversations, link_thread
 from adapters.slack_startup import startup_call
 from adapters.slack_thread import DELIVERY_ERRORS, SlackThread, call, error_code
@@ -161,6 +163,7 @@ class SlackAdapter:
         SlackAdministration(self.app, intake)
         SlackConversations(self.app, core, intake, answer=self.answer_turn, tell=self.tell_privately,
                            bot_user_id=lambda: self.bot_user_id)
+        SlackButtons(self.app, core, intake, answer=self.answer_turn, respond_privately=_tell)
         self._socket_handler: AsyncSocketModeHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self._budgets: dict[str, EditBudget] = {}
@@ -274,9 +277,10 @@ class SlackAdapter:
     async def answer_turn(
         self, request: CommandRequest, latency_s: float, channel: str, thread_ts: str, user_id: str
     ) -> None:
-        """A conversation's turn, answered in its thread like /ask; if the thread won't take the final
-        reply, the user gets it privately (an ephemeral message in the thread)."""
-        thread = SlackThread(self.client, self._edit_client, channel, thread_ts, fmt.Markup.MARKDOWN)
+        """A conversation's turn, or a command run again (its Again button), answered in its thread like /ask or
+        /imagine; if the thread won't take the final reply, the user gets it privately (an ephemeral message in
+        the thread)."""
+        thread = SlackThread(self.client, self._edit_client, channel, thread_ts, _markup_of(request))
         tell = functools.partial(self.tell_privately, channel, user_id, thread_ts)
         await self._answer(request, latency_s, functools.partial(self._answer_in_thread, request, thread, tell))
 
@@ -328,9 +332,7 @@ class SlackAdapter:
             return
         if request.conversation_id is not None:  # a reply in this thread continues the conversation
             await link_thread(self._core, channel, parent["ts"], request.conversation_id)
-        # Answers are Markdown; an image's caption is Slack's own mrkdwn.
-        markup = fmt.Markup.MARKDOWN if request.command is CommandName.ASK else fmt.Markup.MRKDWN
-        thread = SlackThread(self.client, self._edit_client, channel, parent["ts"], markup)
+        thread = SlackThread(self.client, self._edit_client, channel, parent["ts"], _markup_of(request))
         await self._answer_in_thread(request, thread, functools.partial(_tell, respond), events)
 
     async def _answer_in_thread(
@@ -341,9 +343,10 @@ class SlackAdapter:
         # is paid for now. With the workspace's edits spent (many answers at once), the answer is
         # posted once when it is ready instead of a placeholder being posted, then deleted.
         placeholder = None
+        stop = Buttons(stop_id=request.request_id)  # on the message being written, until the final edit
         if budget.try_take():
             try:
-                placeholder = await thread.post(WORKING_TEXT)
+                placeholder = await thread.post(WORKING_TEXT, stop)
             except DELIVERY_ERRORS as error:  # the answer is posted when it has something to show instead
                 log.warning("Slack: could not post the placeholder in %s (%s)", thread.channel, error_code(error))
         reply = StreamingReply(
@@ -354,6 +357,7 @@ class SlackAdapter:
             final_edit_prepaid=placeholder is not None,
             prepare_text=functools.partial(fmt.inert, markup=thread.markup),
             shown_text=WORKING_TEXT,
+            stop_id=stop.stop_id,
         )
         try:
             await self._render(events, reply, thread, tell)
@@ -382,7 +386,7 @@ class SlackAdapter:
         try:
             match event:
                 case TextDone():
-                    await reply.finish(fmt.inert(event.text, thread.markup))
+                    await reply.finish(fmt.inert(event.text, thread.markup), again_id=event.again_id)
                 case Images():
                     await self._post_images(event, reply, thread)
                 case Failure() if partial.strip():
@@ -416,7 +420,9 @@ class SlackAdapter:
         except Exception as error:  # any failure of the three-step upload: fall back to links, once
             log.warning("Slack: image upload failed (%s); posting links instead", type(error).__name__)
             missing = list(images.images)
-        await reply.replace(fmt.image_caption(images, fmt.missing_images_note(images, missing)))
+        # Again goes on the caption, which this edit writes anyway: the uploaded files' message takes no blocks.
+        caption = fmt.image_caption(images, fmt.missing_images_note(images, missing))
+        await reply.replace(caption, again_id=images.again_id)
 
     async def _answer_privately(self, respond: Respond, events: AsyncIterator[ReplyEvent], notice: str) -> None:
         """No thread to answer in: `notice` first, then the final reply through response_url (5 uses). If the
@@ -439,6 +445,11 @@ class SlackAdapter:
         if budget is None:
             budget = self._budgets[workspace_id] = EditBudget(fmt.INTERIM_EDITS_PER_MINUTE, fmt.INTERIM_EDIT_BURST)
         return budget
+
+
+def _markup_of(request: CommandRequest) -> fmt.Markup:
+    """Answers are Markdown; an image's caption is Slack's own mrkdwn."""
+    return fmt.Markup.MARKDOWN if request.command is CommandName.ASK else fmt.Markup.MRKDWN
 
 
 def build_slack_adapter(settings: Settings, core: CommandCore, intake: CommandIntake) -> SlackAdapter | None:

@@ -10,7 +10,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_format as fmt
-from adapters.rendering import RateLimited
+from adapters.rendering import NO_BUTTONS, Buttons, RateLimited
+from adapters.slack_buttons import message_content
 
 # What a Web API call raises once slack_sdk's retries are spent: Slack said no (SlackApiError, 5xx included),
 # the request failed (SlackRequestError), 429s outlasted the retries (RateLimited), the network failed.
@@ -42,7 +43,8 @@ class SlackThread:
     limit means (skip a progress edit; post a final answer anew), so a finished answer never sleeps
     behind Retry-After. Posts and deletes go through `client`, whose retry handlers wait it out.
     Every message of the thread is sent as `markup`, posts and edits alike, so no edit changes a
-    message's kind (chat.update answers `block_mismatch` to that).
+    message's kind (chat.update answers `block_mismatch` to that), with the buttons it carries (Stop while its
+    answer is written, Again once it is finished).
     """
 
     def __init__(
@@ -54,19 +56,19 @@ class SlackThread:
         self.thread_ts = thread_ts
         self.markup = markup
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, buttons: Buttons = NO_BUTTONS) -> str:
         response = await call(self._client.chat_postMessage(
             channel=self.channel,
             thread_ts=self.thread_ts,
             unfurl_links=False,
             unfurl_media=False,
-            **fmt.message_content(text, self.markup),
+            **message_content(text, self.markup, buttons),
         ))
         return str(response["ts"])
 
-    async def edit(self, message_id: str, text: str) -> None:
+    async def edit(self, message_id: str, text: str, buttons: Buttons = NO_BUTTONS) -> None:
         await call(self._edit_client.chat_update(
-            channel=self.channel, ts=message_id, **fmt.message_content(text, self.markup)
+            channel=self.channel, ts=message_id, **message_content(text, self.markup, buttons)
         ))
 
     async def delete(self, message_id: str) -> None:

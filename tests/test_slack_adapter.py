@@ -422,7 +422,7 @@ async def test_answer_arrives_as_markdown_in_a_markdown_block_mention_safe_with_
 
     await bot.slack.wait_until(lambda: bot.answered(ending="`code`"), timeout=10, what="the answer")
     [reply] = bot.replies()
-    assert reply.blocks == [{"type": "markdown", "text": (
+    assert reply.blocks is not None and reply.blocks[:1] == [{"type": "markdown", "text": (
         "**bold** and [a](https://x.test/?a=1&b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`")}]
     assert reply.text == "**bold** and [a](https://x.test/?a=1&amp;b=2) &lt;!channel&gt;\n\n# Heading\n\n- item `code`"
     sends = [c for c in bot.slack.requests if c.method == "chat.update" or (c.method == "chat.postMessage" and
@@ -469,7 +469,9 @@ async def test_image_caption_stays_mrkdwn_text(bot: SlackBot) -> None:
 
     await bot.slack.wait_until(lambda: any("seed:* 9" in m.text for m in bot.replies()), timeout=10, what="caption")
     caption = next(m for m in bot.replies() if "seed:* 9" in m.text)
-    assert caption.blocks is None and caption.markdown_history == [None] * len(caption.history)
+    assert caption.markdown_history == [None] * len(caption.history)
+    shown = [block["text"] for block in caption.blocks or [] if block["type"] == "section"]
+    assert [text["type"] for text in shown] == ["mrkdwn"] and shown[0]["text"] == caption.text
     assert "&lt;!channel&gt;" in caption.text and "<!channel>" not in caption.text
 
 

@@ -38,14 +38,16 @@ from .slack_socket import (
     SentEnvelope,
     SocketModeControls,
     SocketModeHub,
+    block_actions_payload,
     event_callback_payload,
+    interactive_form,
     signed_headers,
     slash_command_form,
     slash_command_payload,
 )
 
 __all__ = ["FakeSlack", "Message", "RecordedRequest", "SentEnvelope", "Upload", "event_callback_payload",
-           "signed_headers", "slash_command_form", "slash_command_payload"]
+           "interactive_form", "signed_headers", "slash_command_form", "slash_command_payload"]
 
 POST_TEXT_LIMIT = 40_000
 UPDATE_TEXT_LIMIT = 4_000
@@ -97,11 +99,17 @@ class Message:
     history: list[str] = field(default_factory=list)
     edit_times: list[float] = field(default_factory=list)
     markdown_history: list[str | None] = field(default_factory=list)  # per post/edit, as `markdown` read then
+    buttons_history: list[dict[str, str]] = field(default_factory=list)  # per post/edit, as `buttons` read then
 
     @property
     def markdown(self) -> str | None:
         """The text of the message's markdown blocks (joined by blank lines), or None if it has none."""
         return markdown_text(self.blocks)
+
+    @property
+    def buttons(self) -> dict[str, str]:
+        """The buttons the message shows now: action_id → value."""
+        return {str(button["action_id"]): str(button.get("value")) for _, button in button_elements(self.blocks)}
 
     @property
     def is_reply(self) -> bool:
@@ -191,6 +199,12 @@ def markdown_text(blocks: list[dict[str, Any]] | None) -> str | None:
     return "\n\n".join(texts) if texts else None
 
 
+def button_elements(blocks: list[dict[str, Any]] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The button elements of the `actions` blocks among `blocks`, each with its block's id."""
+    return [(str(block.get("block_id", "")), element) for block in blocks or [] if block.get("type") == "actions"
+            for element in block.get("elements") or [] if element.get("type") == "button"]
+
+
 def _check_blocks(blocks: Any) -> list[dict[str, Any]] | None:
     """Blocks as Slack validates them (the limits bots hit: 50 blocks, 3,000 characters per section text,
     12,000 for all markdown blocks of a payload together)."""
@@ -217,6 +231,16 @@ def _check_blocks(blocks: Any) -> list[dict[str, Any]] | None:
             errors.append(f"must be less than 151 characters [json-pointer:/blocks/{i}/text/text]")
         elif block["type"] == "context" and len(block.get("elements") or []) > 10:
             errors.append(f"no more than 10 items allowed [json-pointer:/blocks/{i}/elements]")
+        elif block["type"] == "actions":
+            elements = block.get("elements") or []
+            if not elements or len(elements) > 25:
+                errors.append(f"must provide 1 to 25 items [json-pointer:/blocks/{i}/elements]")
+            for j, element in enumerate(elements):
+                label = element.get("text") if isinstance(element, dict) else None
+                if not isinstance(label, dict) or not 0 < len(str(label.get("text", ""))) <= 75:
+                    errors.append(f"must be 1 to 75 characters [json-pointer:/blocks/{i}/elements/{j}/text]")
+                elif len(str(element.get("value", ""))) > 2000 or not element.get("action_id"):
+                    errors.append(f"invalid button [json-pointer:/blocks/{i}/elements/{j}]")
         elif block["type"] == "markdown":
             if not isinstance(block.get("text"), str) or not block["text"]:
                 errors.append(f"missing required field: text [json-pointer:/blocks/{i}/text]")
@@ -352,6 +376,19 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         path = f"/commands/{self.team_id}/{n}/{secrets.token_urlsafe(18)}"
         self._response_urls[path] = {"created": time.monotonic(), "uses": 0}
         return self.origin + path
+
+    def press(self, message: Message, action_id: str, user_id: str = "U0USER") -> dict[str, Any]:
+        """The `block_actions` payload of `user_id` pressing the button `action_id` that `message` shows now (an
+        AssertionError if it shows none), with a fresh response_url; deliver it with `send_interactive` or, in
+        HTTP mode, POST `interactive_form(payload)`."""
+        found = [(block_id, button) for block_id, button in button_elements(message.blocks)
+                 if button.get("action_id") == action_id]
+        assert found, f"message {message.ts} shows no {action_id!r} button (it shows {message.buttons})"
+        block_id, button = found[0]
+        return block_actions_payload(
+            message=message.as_json(self.team_id, self.app_id), channel_id=message.channel, button=button,
+            block_id=block_id, user_id=user_id, team_id=self.team_id, team_domain=self.team_domain,
+            api_app_id=self.app_id, response_url=self.new_response_url(), token=self.verification_token)
 
     # --- reading what happened ---------------------------------------------------------------------
 
@@ -556,6 +593,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         message = Message(channel, self._next_ts(), text or "", self.bot_user_id, self.bot_id, time.monotonic(),
                           blocks=blocks, thread_ts=self._thread_root(channel, params.get("thread_ts")),
                           history=[text or ""], markdown_history=[markdown_text(blocks)])
+        message.buttons_history.append(message.buttons)
         self.messages[(channel, message.ts)] = message
         return {"channel": channel, "ts": message.ts, "message": message.as_json(self.team_id, self.app_id)}
 
@@ -578,6 +616,7 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             message.blocks = blocks
         message.history.append(message.text)
         message.markdown_history.append(message.markdown)
+        message.buttons_history.append(message.buttons)
         message.edit_times.append(time.monotonic())
         data = message.as_json(self.team_id, self.app_id)
         return {"channel": channel, "ts": message.ts, "text": message.text, "message": data}

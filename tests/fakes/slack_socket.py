@@ -12,7 +12,9 @@
 - WebSocket pings (the SDK sends `sdk-ping-pong:<time>` every `ping_interval`) are answered with pongs.
 
 In HTTP mode the same payloads are POSTed to the app, signed: `slash_command_form` and `signed_headers` build
-such a request for bolt's `AsyncBoltRequest` (or an HTTP client pointed at the bot).
+such a request for bolt's `AsyncBoltRequest` (or an HTTP client pointed at the bot). A button press
+(`block_actions_payload`) goes over Socket Mode in an `interactive` envelope, and in HTTP mode as a form whose
+field `payload` holds its JSON (`interactive_form`).
 """
 
 from __future__ import annotations
@@ -63,6 +65,35 @@ def event_callback_payload(
                             "is_enterprise_install": False}],
         "is_ext_shared_channel": False, "event_context": "4-" + secrets.token_urlsafe(48),
     }
+
+
+def block_actions_payload(
+    *, message: dict[str, Any], channel_id: str, button: dict[str, Any], block_id: str, user_id: str = "U0USER",
+    user_name: str = "alice", team_id: str = "T0TEAM", team_domain: str = "fake", api_app_id: str = "A0APP",
+    response_url: str, trigger_id: str | None = None, token: str = "fake-verification-token",
+) -> dict[str, Any]:
+    """A press of `button` (a button element of `message`'s blocks) as Slack sends it
+    (https://api.slack.com/reference/interaction-payloads/block-actions); `message` is the message's JSON."""
+    action_ts = f"{time.time():.6f}"
+    return {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": team_id},
+        "api_app_id": api_app_id, "token": token,
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel_id,
+                      "is_ephemeral": False, **({"thread_ts": message["thread_ts"]} if "thread_ts" in message else {})},
+        "trigger_id": trigger_id or f"{secrets.randbelow(10**13)}.{secrets.randbelow(10**13)}.{secrets.token_hex(16)}",
+        "team": {"id": team_id, "domain": team_domain}, "enterprise": None, "is_enterprise_install": False,
+        "channel": {"id": channel_id, "name": "general"}, "message": message, "state": {"values": {}},
+        "response_url": response_url,
+        "actions": [{"action_id": button["action_id"], "block_id": block_id, "text": button.get("text"),
+                     "value": button.get("value"), "type": "button", "action_ts": action_ts,
+                     **({"style": button["style"]} if "style" in button else {})}],
+    }
+
+
+def interactive_form(payload: dict[str, Any]) -> str:
+    """An interaction as Slack POSTs it in HTTP mode: urlencoded, its JSON in the field `payload`."""
+    return urlencode({"payload": json.dumps(payload)})
 
 
 def slash_command_form(**fields: Any) -> str:
@@ -361,6 +392,15 @@ class SocketModeControls:
 
     def _root_author(self, channel: str, thread_ts: str) -> str | None:
         raise NotImplementedError
+
+    async def send_interactive(self, payload: dict[str, Any]) -> str:
+        """Deliver an `interactive` envelope (a button press: `press`); the same payload again is a redelivery.
+        Returns the envelope id."""
+        conn = await self._socket_for_send()
+        sent = await self.socket.send_envelope(conn, "interactive", payload,
+                                               response_url=payload.get("response_url"),
+                                               accepts_response_payload=False)
+        return sent.envelope_id
 
     async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The ack frame for `envelope_id` (plus `at` and `connection`), once it arrives."""

@@ -304,9 +304,10 @@ class DiscordAdapter:
             return self._conversations.final_text(text, in_dm=in_dm)
 
         answer = _Answer(interaction, request, messages, reply, replies, final_text)
-        async def link(message_ids: list[int]) -> None:
-            if request.conversation_id is not None and message_ids:
-                dm_user = interaction.user.id if in_dm else None
+        async def link(message_ids: list[int], *, dm: bool = False) -> None:
+            """The answer's messages; and with `dm`, the user's DM (before the final text, messages or not)."""
+            if request.conversation_id is not None and (message_ids or dm):
+                dm_user = interaction.user.id if dm else None
                 await self._conversations.link_answer(message_ids, request.conversation_id, dm_user=dm_user)
 
         handed_over = False
@@ -330,7 +331,7 @@ class DiscordAdapter:
                             # Linked before the final text shows (and again for messages it added), so a reply
                             # typed at once finds the conversation.
                             linked = [] if handed_over else answer.message_ids_shown()
-                            await link(linked)
+                            await link(linked, dm=in_dm)
                             delivered = await answer.send_text(event)
                             if delivered is not None:
                                 await link([i for i in await answer.message_ids(delivered) if i not in linked])

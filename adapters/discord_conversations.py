@@ -197,9 +197,11 @@ class DiscordConversations:
     async def _answer(self, message: discord.Message, request: CommandRequest, latency_s: float) -> None:
         """Stream the answer into replies to the user's message; link them once the answer is final."""
         in_dm = message.guild is None
-        async def link(message_ids: list[str]) -> None:
-            if request.conversation_id is not None and message_ids:
-                dm_user = message.author.id if in_dm else None
+        async def link(message_ids: list[str], *, dm: bool = False) -> None:
+            """The answer's messages; and with `dm`, the user's DM (before the final text: a DM's next message
+            needs no message of ours to find its conversation)."""
+            if request.conversation_id is not None and (message_ids or dm):
+                dm_user = message.author.id if dm else None
                 await self.link_answer(message_ids, request.conversation_id, dm_user=dm_user)
 
         limits = RenderLimits(max_chars=MAX_MESSAGE_CHARS, edit_interval_s=CHANNEL_EDIT_INTERVAL_S)
@@ -216,7 +218,7 @@ class DiscordConversations:
                             # Linked before the final text shows (and again for messages it added), so a reply
                             # typed at once finds the conversation.
                             linked = reply.message_ids
-                            await link(linked)
+                            await link(linked, dm=in_dm)
                             await reply.finish(self.final_text(event.text, in_dm=in_dm))
                             await link([i for i in reply.message_ids if i not in linked])
                         case Failure():

@@ -23,6 +23,12 @@ READY_TIMEOUT_S = 30.0
 _ID = re.compile(r"\d{6,}")
 
 
+def is_final(content: object, answer: str) -> bool:
+    """The answer's whole text, alone or followed by the bot's line on how to continue the conversation (a
+    `-# …` subtext line, added when the bot can't read replies without a mention)."""
+    return isinstance(content, str) and (content == answer or content.startswith(answer + "\n\n-# "))
+
+
 class DiscordAnswers:
     """Finds, incrementally, when each interaction's messages first carried the final answer."""
 
@@ -39,7 +45,7 @@ class DiscordAnswers:
             message = self._discord.messages.get(op.message_id)
             if message is None or message.token is None:
                 continue
-            if op.kind in ("create", "edit") and op.payload.get("content") == self._answer:
+            if op.kind in ("create", "edit") and is_final(op.payload.get("content"), self._answer):
                 self.final_at.setdefault(message.token, op.at)
         self._scanned = len(ops)
         return len(self.final_at)
@@ -110,7 +116,7 @@ def _analyse(workload: Workload, reading: LoadReading, discord: FakeDiscord, ans
     edits: dict[int, list[tuple[float, bool]]] = {}
     for message in discord.messages.values():
         if message.token in tokens:
-            edits[message.id] = [(op.at, op.payload.get("content") == workload.answer)
+            edits[message.id] = [(op.at, is_final(op.payload.get("content"), workload.answer))
                                  for op in message.history if op.kind == "edit"]
     seen = Observed(acks=acks, per_command=per_command, finals=finals, replicate_requests=replicate_requests[0],
                     metrics_lookups=replicate_requests[1],

@@ -5,9 +5,10 @@ The turns come from here, never from re-reading the platform's history: Slack th
 to one call a minute for many apps (https://docs.slack.dev/apis/web-api/rate-limits), and Discord withholds
 other users' message text from bots without the Message Content intent.
 
-Keys: `conversation:<id>` (JSON: command, model, options), `turns:<id>` (a list of JSON turns), and
-`thread:<platform key>` (a conversation id), where an adapter names its own keys (a Slack thread, a Discord
-message, a DM).
+Keys: `conversation:<id>`, a list with one JSON item per exchange (`{"user": …, "assistant": …}`; the first also
+carries the conversation's `setup`: command, model, options), so remembering a turn and recalling a conversation
+are one store call each, and every turn pushes the whole conversation's expiry on; and `thread:<platform key>`
+(a conversation id), where an adapter names its own keys (a Slack thread, a Discord message, a DM).
 """
 
 from __future__ import annotations
@@ -48,15 +49,18 @@ class ConversationMemory:
 
     async def recall(self, conversation_id: str) -> Remembered | None:
         """None when the bot no longer knows it (never started, or forgotten past the retention)."""
-        meta = await self._store.get_value(f"conversation:{conversation_id}")
-        if meta is None:
+        exchanges = [json.loads(item) for item in await self._store.items(f"conversation:{conversation_id}")]
+        if not exchanges or "setup" not in exchanges[0]:
             return None
-        setup = json.loads(meta)
-        turns = [json.loads(item) for item in await self._store.items(f"turns:{conversation_id}")]
+        setup = exchanges[0]["setup"]
+        turns: list[ContextMessage] = []
+        for exchange in exchanges:
+            turns.append(ContextMessage("user", str(exchange["user"])))
+            turns.append(ContextMessage("assistant", str(exchange["assistant"])))
         return Remembered(
             model=str(setup["model"]),
             options=Options(**{name: setup["options"].get(name) for name in _OPTION_NAMES}),
-            turns=tuple(ContextMessage(str(turn["role"]), str(turn["text"])) for turn in turns),
+            turns=tuple(turns),
         )
 
     async def remember(self, request: CommandRequest, answer: str) -> None:
@@ -64,18 +68,11 @@ class ConversationMemory:
         sets the conversation's model and options; later turns' own options were for them alone."""
         if request.conversation_id is None:
             return
-        until = self._until()
+        exchange: dict[str, object] = {"user": request.prompt, "assistant": answer}
         if not request.context:
-            meta = {"command": str(request.command), "model": request.model,
-                    "options": dataclasses.asdict(request.options)}
-            await self._store.put_value(f"conversation:{request.conversation_id}", json.dumps(meta), until)
-        else:  # refresh its expiry: a conversation lives RETENTION_DAYS past its last turn
-            meta_text = await self._store.get_value(f"conversation:{request.conversation_id}")
-            if meta_text is not None:
-                await self._store.put_value(f"conversation:{request.conversation_id}", meta_text, until)
-        key = f"turns:{request.conversation_id}"
-        await self._store.append_item(key, json.dumps({"role": "user", "text": request.prompt}), until)
-        await self._store.append_item(key, json.dumps({"role": "assistant", "text": answer}), until)
+            exchange["setup"] = {"command": str(request.command), "model": request.model,
+                                 "options": dataclasses.asdict(request.options)}
+        await self._store.append_item(f"conversation:{request.conversation_id}", json.dumps(exchange), self._until())
 
     def _until(self) -> float:
         return self._clock() + self._keep_s

@@ -383,7 +383,7 @@ class CommandCore:
                 ):
                     if isinstance(event, ImagesResult):
                         emit(Images(images=event.images, prompt=request.prompt, seed=seed, run=event.run,
-                                    notes=model_input.notes, again_id=await self._keep_for_again(request)))
+                                    notes=model_input.notes, again_id=self._record_finished(request, None)))
                     else:
                         emit(event)
             else:
@@ -397,26 +397,46 @@ class CommandCore:
             self._admission.release()
 
     async def _remembered(self, request: CommandRequest, done: TextDone) -> TextDone:
-        """The turn goes into the conversation before the answer is shown (a reply typed at once finds it), and the
-        answer gains the request's notes."""
-        if self._memory is not None and request.conversation_id is not None:
-            try:
-                await self._memory.remember(request, done.text)
-            except StateStoreError as error:  # the answer still goes out; its conversation can't go on
-                log.warning("Could not remember turn %s of conversation %s: %s",
-                            request.request_id, request.conversation_id, error)
-        done = dataclasses.replace(done, again_id=await self._keep_for_again(request))
+        """The answer as shown: with its Again button and the request's notes. The turn goes into the conversation,
+        and the command into its Again payload, in an owned task started first: the answer never waits for the
+        store (a wait here would let a progress edit in first, and the final edit then waits a whole edit
+        interval behind it), and a reply typed once the answer shows still finds the turn (the store takes
+        calls in order, and these are sent before the answer reaches the chat platform)."""
+        again_id = self._record_finished(request, done.text)
+        done = dataclasses.replace(done, again_id=again_id)
         if not request.notes:
             return done
         return dataclasses.replace(done, text="\n\n".join((done.text, *request.notes)))
 
-    async def _keep_for_again(self, request: CommandRequest) -> str | None:
-        """What Again will need, kept before the answer shows; the button's id, or None if it could not be kept."""
+    def _record_finished(self, request: CommandRequest, answer: str | None) -> str | None:
+        """Start keeping a finished command (its conversation turn, if `answer`; its Again payload); the id of its
+        Again button, or None when there is no store to keep it in."""
         if self._again is None:
             return None
+
+        async def record() -> None:
+            if answer is not None:
+                await asyncio.gather(self._remember(request, answer), self._keep_for_again(request))
+            else:
+                await self._keep_for_again(request)
+
+        self._settlements.spawn(record(), name=f"record-{request.request_id}")
+        return request.request_id
+
+    async def _remember(self, request: CommandRequest, answer: str) -> None:
+        if self._memory is None or request.conversation_id is None:
+            return
+        try:
+            await self._memory.remember(request, answer)
+        except StateStoreError as error:  # the answer still goes out; its conversation can't go on
+            log.warning("Could not remember turn %s of conversation %s: %s",
+                        request.request_id, request.conversation_id, error)
+
+    async def _keep_for_again(self, request: CommandRequest) -> None:
+        """What Again will need (if it can't be kept, a press answers that the button expired)."""
+        if self._again is None:
+            return
         try:
             await self._again.keep(request)
         except StateStoreError as error:
             log.warning("Could not keep command %s for its Again button: %s", request.request_id, error)
-            return None
-        return request.request_id

@@ -78,6 +78,9 @@ async def run_slack(workload: Workload, *, baseline: bool, follow_ups: bool = Fa
         if follow_ups:
             await asyncio.gather(*(send(index) for index in range(workload.n)))
             await wait_for(lambda: answers.count() >= workload.n, workload.answer_timeout_s, "the first turns")
+            # Measured alone: the first turns' bookkeeping (each one's metrics lookup, after its answer) is over.
+            await wait_for(lambda: split_replicate_requests(replicate.requests)[1] > workload.n,
+                           workload.answer_timeout_s, "the first turns' metrics lookups")
             threads = {index: slack.channel_messages(channel_of(index))[0].ts for index in range(workload.n)}
             answers = SlackAnswers(slack, workload.answer, since_call=len(slack.requests))
             envelopes.clear()

@@ -48,11 +48,12 @@ from adapters.rendering import Buttons, EditBudget, RenderLimits, StreamingReply
 from adapters.slack_admin import SlackAdministration
 from adapters.slack_buttons import SlackButtons
 from adapters.slack_conversations import SlackConversations, link_thread
+from adapters.slack_payloads import command_delivery_key, command_origin
 from adapters.slack_startup import startup_call
 from adapters.slack_thread import DELIVERY_ERRORS, SlackThread, call, error_code
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
-from bot.requests import CommandName, CommandRequest, Origin
+from bot.requests import CommandName, CommandRequest
 from bot.text import close_open_fence
 from config.settings import Settings, SlackSettings
 
@@ -258,14 +259,8 @@ class SlackAdapter:
             await self._answer(request, ack_latency_s, open_thread)
 
         await self._intake.take(
-            delivery_key=f"{command.get('team_id')}:{command.get('trigger_id')}",
-            origin=Origin(
-                platform="slack",
-                user_id=command.get("user_id", ""),
-                channel_id=command.get("channel_id", ""),
-                user_name=command.get("user_name"),
-                workspace_id=command.get("team_id"),
-            ),
+            delivery_key=command_delivery_key(command),
+            origin=command_origin(command),
             command=command.get("command", ""),
             text=command.get("text", ""),
             acknowledge=ack,

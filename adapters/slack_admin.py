@@ -18,7 +18,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from adapters import slack_format as fmt
 from adapters.base import CommandIntake
-from bot.requests import Origin
+from adapters.slack_payloads import command_delivery_key, command_origin
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,8 @@ class SlackAdministration:
             await _respond_privately(respond, answer_text(answer))
 
         await self._intake.administer(
-            delivery_key=f"{command.get('team_id')}:{command.get('trigger_id')}",
-            origin=Origin(
-                platform="slack",
-                user_id=command.get("user_id", ""),
-                channel_id=command.get("channel_id", ""),
-                user_name=command.get("user_name"),
-                workspace_id=command.get("team_id"),
-            ),
+            delivery_key=command_delivery_key(command),
+            origin=command_origin(command),
             text=command.get("text", ""),
             answer_in_ack=in_ack,
             acknowledge=ack,

@@ -14,8 +14,10 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import discord
 import pytest
 
+from adapters.discord_buttons import AnswerButtons
 from adapters.rendering import CURSOR
 from bot.buttons import EXPIRED_TEXT, STOP_EXPIRED_TEXT, STOP_NOT_YOURS_TEXT
 from config.governance import UseLimit, Window
@@ -334,3 +336,25 @@ async def test_an_again_whose_command_the_bot_no_longer_knows_says_it_expired(bo
     told = await told_privately(bot, await press(bot, stale, AGAIN_ID))
 
     assert told.content == EXPIRED_TEXT and len(bot.replicate.creates) == 1
+
+
+# --- the fallback edit ---------------------------------------------------------------------------------------
+
+
+async def test_a_message_the_final_text_left_unedited_gets_its_buttons_in_one_edit_of_its_own() -> None:
+    """Rare over the wire (the final text's last chunk already shown as it is): `settle` puts things right."""
+    request_id = "a" * 32
+    answer_buttons = AnswerButtons(request_id, max_chars=2000)
+    answer_buttons.shown("first", answer_buttons.view_for("⏳ Starting…"))  # shows Stop
+    answer_buttons.shown("last", None)
+    answer_buttons.shown("right", None)
+    answer_buttons.end("the end", again_id="b" * 32)
+    edits: list[tuple[str, list[str]]] = []
+
+    async def set_view(message_id: str, view: discord.ui.View | None) -> None:
+        edits.append((message_id, [str(getattr(item, "custom_id", "")) for item in view.children] if view else []))
+
+    await answer_buttons.settle(["first", "right", "last"], set_view)
+    await answer_buttons.settle(["first", "right", "last"], set_view)  # nothing left to put right
+
+    assert edits == [("first", []), ("last", ["again:" + "b" * 32])]

@@ -25,7 +25,7 @@ from tests.discord_harness import NO_MENTIONS, USER, DiscordBot, discord_bot, fa
 from tests.fakes.discord_gateway import StoredMessage
 from tests.fakes.discord_server import FakeDiscord, SentInteraction
 from tests.fakes.replicate_server import ImageModel, TextModel
-from tests.harness_common import ASK_MODEL, IMAGINE_MODEL, PNG, WAIT_S
+from tests.harness_common import APPLICATION_ID, ASK_MODEL, IMAGINE_MODEL, PNG, WAIT_S
 
 OTHER_USER = 555
 MANAGE_GUILD = 1 << 5  # discord.com/developers/docs/topics/permissions#permissions-bitwise-permission-flags
@@ -147,6 +147,18 @@ async def test_imagine_shows_stop_while_running_and_again_on_the_images(bot: Dis
     await bot.until(lambda: bool(bot.original(sent).attachments) and shows(bot.original(sent), AGAIN_ID), "Again")
 
     assert len(button_ids(bot.original(sent))) == 1
+
+
+async def test_a_conversation_turn_shows_stop_while_running_and_again_at_the_end(bot: DiscordBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["One", " two", " three"], token_interval_s=0.3))
+    message = bot.discord.send_message(f"<@{APPLICATION_ID}> count")
+    await bot.until(lambda: [final(m) and shows(m, AGAIN_ID) for m in bot.discord.replies_to(int(message["id"]))]
+                    == [True], "the answer with Again")
+
+    [answer] = bot.discord.replies_to(int(message["id"]))
+    first_send, *_, last_edit = sent_components(answer)
+    assert len(first_send) == 1 and STOP_ID.fullmatch(first_send[0])
+    assert button_ids(answer) == last_edit and len(last_edit) == 1
 
 
 # --- Stop ---------------------------------------------------------------------------------------------------

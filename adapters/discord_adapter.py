@@ -5,7 +5,7 @@ at once (inside the 3 s deadline, before any call to Replicate) → stream the a
 original response (edits coalesced per message), continuing in follow-ups past 2,000
 characters → images as attachments. Every final reply goes through `CommandReplies` (interaction while its
 token lives, then the channel, then a DM); a command whose answer can go nowhere has its prediction cancelled.
-Every send and edit carries `AllowedMentions.none()`.
+Every send and edit carries `AllowedMentions.none()`. The answer's Stop and Again buttons: `adapters.discord_buttons`.
 """
 
 # No `from __future__ import annotations`: discord.py reads the command signatures' annotations at runtime.

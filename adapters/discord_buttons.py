@@ -108,8 +108,9 @@ AnswerAgain = Callable[[discord.Interaction[Any], CommandRequest, float], Awaita
 
 
 class ButtonPresses:
-    """A press: acknowledged at once (a deferred update, which changes nothing on screen), claimed once, then
-    Again runs the command anew as the presser's, or Stop cancels it; a refusal is an ephemeral follow-up."""
+    """A press: claimed once (in memory: a redelivered interaction is dropped before it could be acknowledged
+    twice), acknowledged at once with a deferred update (nothing changes on screen), then Again runs the command
+    anew as the presser's, or Stop cancels it; a refusal is an ephemeral follow-up."""
 
     def __init__(self, core: CommandCore, intake: CommandIntake, answer_again: AnswerAgain) -> None:
         self._core = core

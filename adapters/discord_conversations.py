@@ -15,6 +15,7 @@ gets a hint instead, and every answer outside DMs ends with a line saying to men
 
 The answer is a reply to the user's message (pinging no one, the user included), streamed by edits like /ask's
 and continued in further replies past 2,000 characters; each of its messages then leads to the conversation.
+An Again press is answered the same way, as a reply to the pressed answer (pictures attached to it).
 A refused turn is told to the user privately: Discord has no ephemeral reply to a message, so by DM, else by a
 reply that deletes itself.
 """

@@ -179,6 +179,24 @@ async def test_stop_by_the_asker_cancels_on_replicate_and_keeps_the_text_so_far(
     assert bot.discord.followups(sent.token) == [] and bot.discord.followups(pressed.token) == []
 
 
+async def test_stop_on_a_conversation_answer_keeps_its_text_and_says_it_stopped(bot: DiscordBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=["Partial"], hang=True))
+    message = bot.discord.send_message(f"<@{APPLICATION_ID}> go on forever")
+
+    def answers() -> list[StoredMessage]:
+        return bot.discord.replies_to(int(message["id"]))
+
+    await bot.until(lambda: len(answers()) == 1 and "Partial" in answers()[0].content and shows(answers()[0], STOP_ID),
+                    "Stop on the answer")
+
+    await press(bot, answers()[0], STOP_ID)
+    await bot.until(lambda: answers()[0].content.endswith("Stopped."), "the stopped answer")
+
+    [stopped] = answers()
+    assert bot.replicate.cancels == [bot.replicate.creates[0].id] and button_ids(stopped) == []
+    assert stopped.content.startswith("Partial") and "⚠️" not in stopped.content and "incomplete" not in stopped.content
+
+
 async def test_stop_by_another_member_is_refused_privately(bot: DiscordBot) -> None:
     sent, answer = await running_answer(bot)
 

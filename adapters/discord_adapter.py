@@ -202,13 +202,13 @@ class DiscordAdapter:
             await asyncio.shield(self._gateway)
 
     async def _setup_hook(self) -> None:
+        # Presses of buttons on any message, sent before a restart too, match these by their custom id.
+        self.client.add_dynamic_items(*PERSISTENT_BUTTONS)
         if not self._config.gateway_url and self._config.api_url.rstrip("/") != "https://discord.com/api/v10":
             # With only DISCORD_API_URL set (a proxy, a test server), that API says where its gateway is.
             _, url, _ = await self.client.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.registrations_skipped += await register_commands(self.client, self.tree, self._config.guild_ids)
-        # Presses of buttons on any message, sent before a restart too, match these by their custom id.
-        self.client.add_dynamic_items(*PERSISTENT_BUTTONS)
 
     async def wait_until_ready(self) -> None:
         await self.client.wait_until_ready()

@@ -235,7 +235,7 @@ class DiscordConversations:
     async def answer_in_replies(
         self, message: discord.Message, request: CommandRequest, latency_s: float, *, asker_id: int
     ) -> None:
-        """Stream the answer into replies to `message` (Stop on the first while it runs, Again on the last at the
+        """Stream the answer into replies to `message` (Stop on the one being written, Again on the last at the
         end); link them once the answer is final. In a DM the asker's next message continues it too."""
         in_dm = message.guild is None
         async def link(message_ids: list[str]) -> None:

@@ -181,6 +181,27 @@ class CommandIntake:
         else:
             await answer(prepared, time.monotonic() - received)
 
+    async def take_again(
+        self, *, delivery_key: str, origin: Origin, request_id: str, acknowledge: Acknowledge, refuse: Refuse,
+        answer: Answer,
+    ) -> None:
+        """An Again press by `origin`: claimed once, acknowledged at once (the state store and Replicate come
+        after), then run as a new command of theirs in an owned task; a double press is dropped, a refusal
+        (their limits, an expired button) told privately."""
+        received = time.monotonic()
+        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+            log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
+            return
+        await acknowledge()
+        ack_latency_s = time.monotonic() - received
+        prepared = await self._core.prepare_again(request_id, origin)
+        if prepared is None:
+            return
+        if isinstance(prepared, Failure):
+            await refuse(prepared.message)
+            return
+        self._tasks.spawn(answer(prepared, ack_latency_s), name=f"{origin.platform}-{prepared.request_id}")
+
     async def administer(
         self,
         *,

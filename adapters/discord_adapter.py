@@ -5,7 +5,7 @@ at once (inside the 3 s deadline, before any call to Replicate) → stream the a
 original response (edits coalesced per message), continuing in follow-ups past 2,000
 characters → images as attachments. Every final reply goes through `CommandReplies` (interaction while its
 token lives, then the channel, then a DM); a command whose answer can go nowhere has its prediction cancelled.
-Every send and edit carries `AllowedMentions.none()`.
+Every send and edit carries `AllowedMentions.none()`. The answer's Stop and Again buttons: `adapters.discord_buttons`.
 """
 
 # No `from __future__ import annotations`: discord.py reads the command signatures' annotations at runtime.
@@ -14,7 +14,7 @@ import asyncio
 import datetime
 import io
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from typing import Any, assert_never
 
@@ -25,15 +25,15 @@ from discord import app_commands
 
 from adapters.base import CommandIntake
 from adapters.discord_admin import ADMIN_GROUP, MEMBER_GROUP, DiscordAdministration
+from adapters.discord_buttons import PERSISTENT_BUTTONS, AgainButton, AnswerButtons, ButtonPresses, buttons_view
 from adapters.discord_commands import MODEL_KINDS, build_command, origin_of, register_commands
-from adapters.discord_conversations import DiscordConversations
+from adapters.discord_conversations import DiscordConversations, stopped_text
 from adapters.discord_format import (
     DEFAULT_ATTACHMENT_LIMIT_BYTES,
     MAX_ATTACHMENTS,
     MAX_MESSAGE_CHARS,
-    caption,
     fit,
-    safe_link,
+    image_caption,
 )
 from adapters.discord_replies import (
     DELIVERY_ERRORS,
@@ -48,6 +48,7 @@ from adapters.discord_replies import (
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RenderLimits, StreamingReply
 from bot.core import CommandCore
+from bot.errors import FailureKind
 from bot.models import ModelKind
 from bot.options import OptionSpec, options_for
 from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
@@ -74,36 +75,48 @@ INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
 
 
 class InteractionMessages:
-    """The messages of one interaction, as the streaming renderer sees them (original + follow-ups).
+    """The messages of one interaction, as the streaming renderer sees them (original + follow-ups), each with
+    the buttons `AnswerButtons` gives it.
 
     Past the token's lifetime every call raises `TokenExpired` rather than reach the webhook.
     """
 
     ORIGINAL = "@original"
 
-    def __init__(self, interaction: discord.Interaction, token_alive: Callable[[], bool]) -> None:
+    def __init__(
+        self, interaction: discord.Interaction, token_alive: Callable[[], bool], buttons: AnswerButtons
+    ) -> None:
         self._interaction = interaction
         self._token_alive = token_alive
+        self.buttons = buttons
         self.original_id: int | None = None  # the original response's message id, once an edit returned it
 
     async def post(self, text: str) -> str:
         self._check_token()
-        message = await rate_limited_call(
-            self._interaction.followup.send(content=text, wait=True, allowed_mentions=NO_MENTIONS)
-        )
+        view = self.buttons.view_for(text)
+        message = await rate_limited_call(self._interaction.followup.send(
+            content=text, wait=True, allowed_mentions=NO_MENTIONS, **_components(view)
+        ))
+        self.buttons.shown(str(message.id), view)
         return str(message.id)
 
     async def edit(self, message_id: str, text: str) -> None:
         self._check_token()
+        view = self.buttons.view_for(text)
+        await self._edit(message_id, content=text, allowed_mentions=NO_MENTIONS, view=view)
+        self.buttons.shown(message_id, view)
+
+    async def set_view(self, message_id: str, view: discord.ui.View | None) -> None:
+        """Only the buttons of a message change."""
+        self._check_token()
+        await self._edit(message_id, view=view)
+
+    async def _edit(self, message_id: str, **fields: Any) -> None:
         if message_id == self.ORIGINAL:
-            message = await rate_limited_call(
-                self._interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-            )
+            message = await rate_limited_call(self._interaction.edit_original_response(**fields))
             self.original_id = message.id
         else:
-            await rate_limited_call(
-                self._interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_MENTIONS)
-            )
+            await rate_limited_call(self._interaction.followup.edit_message(int(message_id), **fields))
 
     async def delete(self, message_id: str) -> None:
         self._check_token()
@@ -115,6 +128,11 @@ class InteractionMessages:
     def _check_token(self) -> None:
         if not self._token_alive():
             raise TokenExpired(f"interaction {self._interaction.id}")
+
+
+def _components(view: discord.ui.View | None) -> dict[str, Any]:
+    """A new message's `view` argument: discord.py's webhook send takes a view or nothing (not None)."""
+    return {"view": view} if view is not None else {}
 
 
 class DiscordAdapter:
@@ -140,6 +158,8 @@ class DiscordAdapter:
         # `on_<event>`; setting them on the instance spares a Client subclass.
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.client.on_message = self._conversations.on_message  # type: ignore[attr-defined]
+        presses = ButtonPresses(core, intake, self._conversations.answer_again)
+        self.client.on_replicate_button = presses.on_press  # type: ignore[attr-defined]
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)
         self._administration = DiscordAdministration(intake)
@@ -182,6 +202,8 @@ class DiscordAdapter:
             await asyncio.shield(self._gateway)
 
     async def _setup_hook(self) -> None:
+        # Presses of buttons on any message, sent before a restart too, match these by their custom id.
+        self.client.add_dynamic_items(*PERSISTENT_BUTTONS)
         if not self._config.gateway_url and self._config.api_url.rstrip("/") != "https://discord.com/api/v10":
             # With only DISCORD_API_URL set (a proxy, a test server), that API says where its gateway is.
             _, url, _ = await self.client.http.get_bot_gateway()
@@ -292,7 +314,9 @@ class DiscordAdapter:
         def token_alive() -> bool:
             return not self._token_expired(interaction)
 
-        messages = InteractionMessages(interaction, token_alive)
+        messages = InteractionMessages(
+            interaction, token_alive, AnswerButtons(request.request_id, MAX_MESSAGE_CHARS)
+        )
         reply = StreamingReply(
             messages,
             InteractionMessages.ORIGINAL,
@@ -396,11 +420,20 @@ class _Answer:
 
     async def send_text(self, done: TextDone) -> Delivered | None:
         text = self._final_text(done.text)
+
+        async def in_interaction() -> None:
+            self._messages.buttons.end(text, done.again_id)  # Stop goes, Again comes with the final edit
+            await self._reply.finish(text)
+            await self._settle_buttons()
+
         return await self._replies.deliver(
-            Form(lambda: self._reply.finish(text), lambda place: self._plain(place, text)),
+            Form(in_interaction, lambda place: self._plain(place, text)),
             what="the answer",
             if_lost="the answer is lost",
         )
+
+    async def _settle_buttons(self) -> None:
+        await self._messages.buttons.settle(self._reply.message_ids, self._messages.set_view)
 
     def message_ids_shown(self) -> list[int]:
         """The interaction's messages known by id so far (the streamed answer's)."""
@@ -434,23 +467,31 @@ class _Answer:
         links = [image for image in images.images if image not in attachable]
         files = tuple((image.filename, image.data) for image in attachable)
 
-        def attached() -> Awaitable[object]:
-            return self._interaction.edit_original_response(
-                content=_image_caption(images, links),
+        buttons = self._messages.buttons
+        buttons.end(None, images.again_id)
+        again = buttons_view(AgainButton(images.again_id) if images.again_id else None)  # in place of Stop
+
+        async def attached() -> None:
+            await self._interaction.edit_original_response(
+                content=image_caption(images, links),
                 attachments=[discord.File(io.BytesIO(data), filename=name) for name, data in files],
                 allowed_mentions=NO_MENTIONS,
+                view=again,
             )
+            buttons.shown(InteractionMessages.ORIGINAL, again)
 
-        def linked() -> Awaitable[object]:  # Discord refused the files (too large, Attach Files taken away)
-            return self._interaction.edit_original_response(
-                content=_image_caption(images, list(images.images)), attachments=[], allowed_mentions=NO_MENTIONS
+        async def linked() -> None:  # Discord refused the files (too large, Attach Files taken away)
+            await self._interaction.edit_original_response(
+                content=image_caption(images, list(images.images)), attachments=[], allowed_mentions=NO_MENTIONS,
+                view=again,
             )
+            buttons.shown(InteractionMessages.ORIGINAL, again)
 
         def as_message(
             place: Place, shown_as_links: list[Image], with_files: tuple[tuple[str, bytes], ...]
         ) -> list[Message]:
             lead = self._lead(place)
-            return [Message(lead + _image_caption(images, shown_as_links, MAX_MESSAGE_CHARS - len(lead)), with_files)]
+            return [Message(lead + image_caption(images, shown_as_links, MAX_MESSAGE_CHARS - len(lead)), with_files)]
 
         await self._replies.deliver(
             Form(attached, lambda place: as_message(place, links, files)),
@@ -461,13 +502,20 @@ class _Answer:
 
     async def send_failure(self, failure: Failure) -> None:
         """Errors are ephemeral while the interaction lives; a half-streamed answer keeps its (settled) text
-        beside the private error. Past the token, both go to the channel."""
+        beside the private error. Past the token, both go to the channel. A stopped answer ends with what it had
+        and says so, in place: the presser asked for it, there is nothing private to tell."""
         error = f"⚠️ {failure.message}"
         partial = close_open_fence(self._reply.text) if self._reply.text.strip() else ""
+        self._messages.buttons.end(None, None)  # no Stop any more, no Again for a failure
+
+        async def stopped() -> None:
+            await self._reply.finish(stopped_text(self._reply.text, failure.message))
+            await self._settle_buttons()
 
         async def private() -> None:
             if partial:
                 await self._reply.finish(partial + INCOMPLETE_NOTE)
+                await self._settle_buttons()
             else:
                 await self._reply.aclose()
             try:
@@ -483,22 +531,14 @@ class _Answer:
                 return [*self._plain(place, partial + INCOMPLETE_NOTE), Message(fit(error))]
             return self._plain(place, error)
 
+        if failure.kind is FailureKind.STOPPED:
+            def stopped_public(place: Place) -> list[Message]:
+                return self._plain(place, stopped_text(self._reply.text, failure.message))
+
+            await self._replies.deliver(Form(stopped, stopped_public), what="a stopped answer",
+                                        if_lost="the user is not told")
+            return
         await self._replies.deliver(Form(private, public), what="an error reply", if_lost="the user is not told")
-
-
-def _image_caption(images: Images, links: list[Image], limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Model and seed first, then what the user must know, the links, and the prompt last (escaped): markup
-    typed in it can't swallow the rest, and a long prompt is what gets cut to fit the message."""
-    header = f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}"
-    extra_lines = [f"*{note}*" for note in images.notes]  # ours: which options the model could not use
-    problems = [_missing(image) for image in links if image.problem or not safe_link(image.url)]
-    shown = [link for link in (safe_link(image.url) for image in links) if link]
-    return caption(header, [*extra_lines, *problems], shown, images.prompt, limit)
-
-
-def _missing(image: Image) -> str:
-    """One line saying why an image isn't attached (the core's words, shown literally)."""
-    return discord.utils.escape_markdown(image.problem or "An image could not be posted.")
 
 
 def build_discord_adapter(settings: Settings, core: CommandCore, intake: CommandIntake) -> "DiscordAdapter | None":

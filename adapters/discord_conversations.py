@@ -15,25 +15,35 @@ gets a hint instead, and every answer outside DMs ends with a line saying to men
 
 The answer is a reply to the user's message (pinging no one, the user included), streamed by edits like /ask's
 and continued in further replies past 2,000 characters; each of its messages then leads to the conversation.
+An Again press is answered the same way, as a reply to the pressed answer (pictures attached to it).
 A refused turn is told to the user privately: Discord has no ephemeral reply to a message, so by DM, else by a
 reply that deletes itself.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import aclosing
-from typing import assert_never
+from typing import Any, assert_never
 
 import discord
 
 from adapters.base import CommandIntake
-from adapters.discord_format import MAX_MESSAGE_CHARS, fit
+from adapters.discord_buttons import AnswerButtons
+from adapters.discord_format import (
+    DEFAULT_ATTACHMENT_LIMIT_BYTES,
+    MAX_ATTACHMENTS,
+    MAX_MESSAGE_CHARS,
+    fit,
+    image_caption,
+)
 from adapters.discord_replies import DELIVERY_ERRORS, rate_limited_call
 from adapters.rendering import RenderLimits, StreamingReply
 from bot.core import CommandCore
+from bot.errors import FailureKind
 from bot.replies import Failure, Images, Status, TextDelta, TextDone
 from bot.requests import CommandRequest, Origin
 from bot.state.store import StateStoreError
@@ -50,7 +60,6 @@ REFUSAL_SHOWN_S = 60.0  # a refusal that could not go by DM is replied in the ch
 CONTINUE_HINT = "-# Reply to this and mention @{name} to continue."
 EMPTY_MESSAGE_TEXT = "Mention me (@{name}) and write your question in the same message."
 INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
-UNEXPECTED_TEXT = "⚠️ Something went wrong on our side. Try again in a moment."
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -65,26 +74,48 @@ def dm_key(user_id: int | str) -> str:
 
 
 class ReplyMessages:
-    """The messages of one answer, each a reply to the user's message (as the streaming renderer sees them)."""
+    """The messages of one answer, each a reply to the user's message (as the streaming renderer sees them),
+    each with the buttons `AnswerButtons` gives it."""
 
-    def __init__(self, message: discord.Message) -> None:
+    def __init__(self, message: discord.Message, buttons: AnswerButtons) -> None:
         self._message = message
         # If the user deleted their message meanwhile, the answer still goes out, just not as a reply.
         self._reference = message.to_reference(fail_if_not_exists=False)
         self._sent: dict[str, discord.Message] = {}
+        self.buttons = buttons
 
-    async def post(self, text: str) -> str:
+    async def post(self, text: str, files: Sequence[tuple[str, bytes]] = ()) -> str:
+        view = self.buttons.view_for(text)
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
+        if files:
+            extra["files"] = _files(files)
         sent = await rate_limited_call(self._message.channel.send(
-            content=text, reference=self._reference, mention_author=False, allowed_mentions=NO_MENTIONS
+            content=text, reference=self._reference, mention_author=False, allowed_mentions=NO_MENTIONS, **extra,
         ))
         self._sent[str(sent.id)] = sent
+        self.buttons.shown(str(sent.id), view)
         return str(sent.id)
 
-    async def edit(self, message_id: str, text: str) -> None:
-        await rate_limited_call(self._sent[message_id].edit(content=text, allowed_mentions=NO_MENTIONS))
+    async def edit(self, message_id: str, text: str, files: Sequence[tuple[str, bytes]] | None = None) -> None:
+        """`files`, when given, replace the message's attachments."""
+        view = self.buttons.view_for(text)
+        extra: dict[str, Any] = {} if files is None else {"attachments": _files(files)}
+        await rate_limited_call(self._sent[message_id].edit(
+            content=text, allowed_mentions=NO_MENTIONS, view=view, **extra
+        ))
+        self.buttons.shown(message_id, view)
+
+    async def set_view(self, message_id: str, view: discord.ui.View | None) -> None:
+        """Only the buttons of a message change."""
+        await rate_limited_call(self._sent[message_id].edit(view=view))
 
     async def delete(self, message_id: str) -> None:
         await rate_limited_call(self._sent.pop(message_id).delete())
+
+
+def _files(files: Sequence[tuple[str, bytes]]) -> list[discord.File]:
+    """Built for every attempt: discord.py closes a File once it has been sent."""
+    return [discord.File(io.BytesIO(data), filename=name) for name, data in files]
 
 
 class DiscordConversations:
@@ -142,7 +173,7 @@ class DiscordConversations:
             await self._refuse(message, reason)
 
         async def answer(request: CommandRequest, latency_s: float) -> None:
-            await self._answer(message, request, latency_s)
+            await self.answer_in_replies(message, request, latency_s, asker_id=message.author.id)
 
         await self._intake.take_turn(
             delivery_key=str(message.id),
@@ -194,18 +225,36 @@ class DiscordConversations:
             log.warning("Discord: could not tell %s their message was refused (%s)", message.author.id,
                         type(error).__name__)
 
-    async def _answer(self, message: discord.Message, request: CommandRequest, latency_s: float) -> None:
-        """Stream the answer into replies to the user's message; link them once the answer is final."""
+    async def answer_again(
+        self, interaction: discord.Interaction[Any], request: CommandRequest, latency_s: float
+    ) -> None:
+        """An Again press's answer: a reply to the pressed message, in the conversation that message was in."""
+        if interaction.message is None:  # a button press always comes with its message
+            log.error("Discord: an Again press without its message (interaction %s)", interaction.id)
+            return
+        await self.answer_in_replies(interaction.message, request, latency_s, asker_id=interaction.user.id)
+
+    async def answer_in_replies(
+        self, message: discord.Message, request: CommandRequest, latency_s: float, *, asker_id: int
+    ) -> None:
+        """Stream the answer into replies to `message` (Stop on the one being written, Again on the last at the
+        end); link them once the answer is final. In a DM the asker's next message continues it too."""
         in_dm = message.guild is None
         async def link(message_ids: list[str], *, dm: bool = False) -> None:
-            """The answer's messages; and with `dm`, the user's DM (before the final text: a DM's next message
+            """The answer's messages; and with `dm`, the asker's DM (before the final text: a DM's next message
             needs no message of ours to find its conversation)."""
             if request.conversation_id is not None and (message_ids or dm):
-                dm_user = message.author.id if dm else None
-                await self.link_answer(message_ids, request.conversation_id, dm_user=dm_user)
+                await self.link_answer(message_ids, request.conversation_id, dm_user=asker_id if dm else None)
 
+        messages = ReplyMessages(message, AnswerButtons(request.request_id, MAX_MESSAGE_CHARS))
         limits = RenderLimits(max_chars=MAX_MESSAGE_CHARS, edit_interval_s=CHANNEL_EDIT_INTERVAL_S)
-        reply = StreamingReply(ReplyMessages(message), None, limits)
+        reply = StreamingReply(messages, None, limits)
+
+        async def finish(text: str, again_id: str | None) -> None:
+            messages.buttons.end(text, again_id)  # Stop goes, Again comes with the final edit
+            await reply.finish(text)
+            await messages.buttons.settle(reply.message_ids, messages.set_view)
+
         try:
             async with aclosing(self._core.execute(request, ack_latency_s=latency_s)) as events:
                 async for event in events:
@@ -219,13 +268,15 @@ class DiscordConversations:
                             # typed at once finds the conversation.
                             linked = reply.message_ids
                             await link(linked, dm=in_dm)
-                            await reply.finish(self.final_text(event.text, in_dm=in_dm))
+                            await finish(self.final_text(event.text, in_dm=in_dm), event.again_id)
                             await link([i for i in reply.message_ids if i not in linked])
+                        case Failure() if event.kind is FailureKind.STOPPED:
+                            await finish(stopped_text(reply.text, event.message), None)
                         case Failure():
-                            await reply.finish(_failure_text(reply.text, event.message))
-                        case Images():  # a turn is always a text command
-                            log.error("Discord: a conversation turn produced images (request %s)", request.request_id)
-                            await reply.finish(UNEXPECTED_TEXT)
+                            await finish(_failure_text(reply.text, event.message), None)
+                        case Images():  # an Again of /imagine
+                            await reply.aclose()
+                            await _send_images(messages, reply.message_ids, event, _attachment_limit(message))
                         case _:
                             assert_never(event)
         except DELIVERY_ERRORS as error:  # leaving `execute` early cancels the prediction
@@ -237,6 +288,37 @@ class DiscordConversations:
     def _bot_name(self) -> str:
         user = self._client.user
         return user.name if user is not None else "me"
+
+
+def stopped_text(partial: str, stopped: str) -> str:
+    """A stopped answer: what it had written (its code block closed), then that it was stopped."""
+    if not partial.strip():
+        return f"⏹ {stopped}"
+    return f"{close_open_fence(partial)}\n\n⏹ {stopped}"
+
+
+async def _send_images(messages: ReplyMessages, shown: list[str], images: Images, limit_bytes: int) -> None:
+    """The pictures as attachments in the answer's message (its placeholder, else a new reply), with Again;
+    as links if Discord refuses the files."""
+    attachable = [image for image in images.images if image.data and len(image.data) <= limit_bytes][:MAX_ATTACHMENTS]
+    links = [image for image in images.images if image not in attachable]
+    files = [(image.filename, image.data) for image in attachable if image.data]
+    for text, with_files in ((image_caption(images, links), files), (image_caption(images, list(images.images)), [])):
+        messages.buttons.end(text, images.again_id)
+        try:
+            if shown:
+                await messages.edit(shown[0], text, with_files)
+            else:
+                await messages.post(text, with_files)
+            return
+        except DELIVERY_ERRORS as error:
+            log.info("Discord: the images were refused (%s)%s", type(error).__name__,
+                     "; sending links instead" if with_files else "")
+    log.warning("Discord: the images of an Again press are lost")
+
+
+def _attachment_limit(message: discord.Message) -> int:
+    return message.guild.filesize_limit if message.guild is not None else DEFAULT_ATTACHMENT_LIMIT_BYTES
 
 
 def _failure_text(partial: str, error: str) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from discord.utils import escape_markdown
 
+from bot.replies import Image, Images
+
 # Limits (https://discord.com/developers/docs/resources/message#create-message).
 MAX_MESSAGE_CHARS = 2000  # `content`
 MAX_ATTACHMENTS = 10  # files per message
@@ -104,3 +106,18 @@ def _links_line(links: Sequence[str], room: int) -> str:
 
 def _left_out_note(count: int) -> str:
     return f"({count} more link{'s' if count != 1 else ''} too long to show)"
+
+
+def image_caption(images: Images, links: list[Image], limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Model and seed first, then what the user must know, the links, and the prompt last (escaped): markup
+    typed in it can't swallow the rest, and a long prompt is what gets cut to fit the message."""
+    header = f"🖼 **model:** `{images.run.model}` · **seed:** {images.seed}"
+    extra_lines = [f"*{note}*" for note in images.notes]  # ours: which options the model could not use
+    problems = [missing_image_line(image) for image in links if image.problem or not safe_link(image.url)]
+    shown = [link for link in (safe_link(image.url) for image in links) if link]
+    return caption(header, [*extra_lines, *problems], shown, images.prompt, limit)
+
+
+def missing_image_line(image: Image) -> str:
+    """One line saying why an image isn't attached (the core's words, shown literally)."""
+    return escape_markdown(image.problem or "An image could not be posted.")

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, _image_caption
+from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME
 from adapters.discord_format import MAX_MESSAGE_CHARS
+from adapters.discord_format import image_caption as _image_caption
 from bot.replies import Image, Images, RunInfo
 from bot.runner import MAX_OUTPUT_FILES, RunPolicy
 from tests.discord_harness import NO_MENTIONS, USER, DiscordBot, discord_bot, fakes, running_bot

@@ -325,6 +325,31 @@ class FakeDiscord(LocalServer):
         self._changed()
         return SentInteraction(interaction_id, token, guild_id, channel_id, user_id, payload)
 
+    def press_button(self, message: StoredMessage, custom_id: str, *, user_id: int = 444,
+                     member_permissions: int = 0) -> SentInteraction:
+        """Dispatch INTERACTION_CREATE for a click on `message`'s button `custom_id` (a MESSAGE_COMPONENT, type 3),
+        shaped like Discord's: `data.custom_id`, `data.component_type` 2, the message as it is now, the presser as
+        member (guild) or user (DM). Its callback may be 4, 5, 6 (deferred update) or 7 (update message)."""
+        buttons = [c for row in message.components for c in row.get("components") or [row]]
+        if not any(c.get("custom_id") == custom_id for c in buttons):
+            raise ValueError(f"message {message.id} has no button {custom_id!r}: {message.components}")
+        dm = message.guild_id is None
+        interaction_id = self.objects.snowflake()
+        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
+        payload = self.objects.interaction(
+            interaction_id=interaction_id, token=token, data={"custom_id": custom_id, "component_type": 2},
+            guild_id=message.guild_id, channel_id=message.channel_id, user_id=user_id,
+            app_permissions=str(self.objects.app_permissions(message.channel_id, dm)), locale="en-US",
+            member_permissions=member_permissions)
+        payload.update(type=3, message=self.objects.message(message, self.base_url))
+        if message.guild_id is not None:
+            payload["message"]["guild_id"] = str(message.guild_id)  # as the gateway sends it
+        self.interactions[token] = InteractionState(interaction_id, token, custom_id, message.guild_id,
+                                                    message.channel_id, user_id, payload, time.monotonic())
+        self.gateway.dispatch("INTERACTION_CREATE", payload)
+        self._changed()
+        return SentInteraction(interaction_id, token, message.guild_id, message.channel_id, user_id, payload)
+
     def dispatch(self, event: str, data: dict[str, Any]) -> int:
         """Send any gateway event on the current session; returns its sequence number."""
         seq = self.gateway.dispatch(event, data)
@@ -664,8 +689,9 @@ class FakeDiscord(LocalServer):
             raise ApiError(400, 40060, "Interaction has already been acknowledged.")
         body = request[JSON_KEY] or {}
         kind, data, uploads = body.get("type"), body.get("data") or {}, request[UPLOADS_KEY]
-        if kind not in (4, 5, 9, 10, 12):
-            raise form_error("type", "Value must be one of {4, 5, 9, 10, 12}.")
+        component = state.payload.get("type") == 3
+        if kind not in (4, 5, 9, 10, 12) and not (component and kind in (6, 7)):
+            raise form_error("type", "Value must be one of {4, 5, 9, 10, 12}.")  # 6 and 7 answer only components
         message = None
         if kind == 4:
             message = self._new_message(state.channel_id, state.guild_id, state, original=True)
@@ -675,11 +701,15 @@ class FakeDiscord(LocalServer):
             message = self._new_message(state.channel_id, state.guild_id, state, original=True)
             message.flags = 128 | (int(data.get("flags", 0)) & 64)
             self._record(message, "create", data, [])
+        elif kind == 7:  # the clicked message itself is updated
+            clicked = self.messages.get(int(state.payload["message"]["id"]))
+            if clicked is not None and not clicked.deleted:
+                self._apply(clicked, data, uploads, creating=False)
         state.callback_type, state.original = kind, message
         self.callbacks.append(Callback(state.id, state.token, kind, data, time.monotonic(), uploads))
         if request.query.get("with_response", "").lower() not in ("1", "true"):
             return _no_content()
-        interaction: dict[str, Any] = {"id": str(state.id), "type": 2}
+        interaction: dict[str, Any] = {"id": str(state.id), "type": state.payload.get("type", 2)}
         resource: dict[str, Any] = {"type": kind}
         if message is not None:
             interaction.update(response_message_id=str(message.id), response_message_loading=message.loading,
@@ -697,7 +727,7 @@ class FakeDiscord(LocalServer):
 
     async def _execute_webhook(self, request: web.Request) -> web.Response:
         state = self._webhook_state(request)
-        if state.callback_type not in (4, 5):
+        if state.callback_type not in (4, 5, 6, 7):
             raise ApiError(404, 10015, "Unknown Webhook")  # no follow-ups before the interaction is answered
         payload, uploads = request[JSON_KEY] or {}, request[UPLOADS_KEY]
         original = state.original

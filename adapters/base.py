@@ -147,16 +147,21 @@ class CommandIntake:
         request_id: str,
         refuse: Refuse,
         answer: Answer,
+        acknowledge: Acknowledge | None = None,
     ) -> None:
-        """A button press, already acknowledged by the adapter: claimed once (a redelivered interaction is taken
-        once), then handled in an owned task. Again runs the finished command `request_id` anew as the presser's
-        command (their limits and access; a double press is dropped; a refusal or an expired button is told
-        privately), answered like a command; Stop cancels the running command if the presser may, else says why not.
+        """A button press: claimed once (a redelivered interaction is taken once), acknowledged (`acknowledge`,
+        right after the claim, for a platform that must not acknowledge twice; Slack's adapter acks every delivery
+        itself, first), then handled in an owned task. Again runs the finished command `request_id` anew as the
+        presser's command (their limits and access; a double press is dropped; a refusal or an expired button is
+        told privately), answered like a command; Stop cancels the running command if the presser may, else says
+        why not.
         """
         received = time.monotonic()
         if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
             log.info("%s: dropped a repeated delivery of a button press (%s)", origin.platform, delivery_key)
             return
+        if acknowledge is not None:
+            await acknowledge()  # in memory so far: nothing reaches the store or Replicate before it
         self._tasks.spawn(self._press(origin, action, request_id, refuse, answer, received),
                           name=f"{origin.platform}-{action}-{request_id}")
 
@@ -180,27 +185,6 @@ class CommandIntake:
             await refuse(prepared.message)
         else:
             await answer(prepared, time.monotonic() - received)
-
-    async def take_again(
-        self, *, delivery_key: str, origin: Origin, request_id: str, acknowledge: Acknowledge, refuse: Refuse,
-        answer: Answer,
-    ) -> None:
-        """An Again press by `origin`: claimed once, acknowledged at once (the state store and Replicate come
-        after), then run as a new command of theirs in an owned task; a double press is dropped, a refusal
-        (their limits, an expired button) told privately."""
-        received = time.monotonic()
-        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
-            log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
-            return
-        await acknowledge()
-        ack_latency_s = time.monotonic() - received
-        prepared = await self._core.prepare_again(request_id, origin)
-        if prepared is None:
-            return
-        if isinstance(prepared, Failure):
-            await refuse(prepared.message)
-            return
-        self._tasks.spawn(answer(prepared, ack_latency_s), name=f"{origin.platform}-{prepared.request_id}")
 
     async def administer(
         self,

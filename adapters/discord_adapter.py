@@ -158,7 +158,7 @@ class DiscordAdapter:
         # `on_<event>`; setting them on the instance spares a Client subclass.
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.client.on_message = self._conversations.on_message  # type: ignore[attr-defined]
-        presses = ButtonPresses(core, intake, self._conversations.answer_again)
+        presses = ButtonPresses(intake, self._conversations.answer_again)
         self.client.on_replicate_button = presses.on_press  # type: ignore[attr-defined]
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)

@@ -32,8 +32,7 @@ from adapters.discord_commands import origin_of
 from adapters.discord_format import fit
 from adapters.discord_replies import DELIVERY_ERRORS
 from adapters.rendering import CURSOR
-from bot.buttons import STOP_EXPIRED_TEXT, STOP_NOT_YOURS_TEXT, ButtonAction, StopOutcome
-from bot.core import CommandCore
+from bot.buttons import ButtonAction
 from bot.requests import CommandRequest
 from bot.text import split_message
 
@@ -102,7 +101,6 @@ def buttons_view(button: _PressButton | None) -> View | None:
 
 
 NO_MENTIONS = discord.AllowedMentions.none()
-STOP_REFUSALS = {StopOutcome.NOT_YOURS: STOP_NOT_YOURS_TEXT, StopOutcome.NOT_RUNNING: STOP_EXPIRED_TEXT}
 # The Again answer of a press: (the press, the new request, acknowledgement latency in seconds).
 AnswerAgain = Callable[[discord.Interaction[Any], CommandRequest, float], Awaitable[None]]
 
@@ -112,8 +110,7 @@ class ButtonPresses:
     twice), acknowledged at once with a deferred update (nothing changes on screen), then Again runs the command
     anew as the presser's, or Stop cancels it; a refusal is an ephemeral follow-up."""
 
-    def __init__(self, core: CommandCore, intake: CommandIntake, answer_again: AnswerAgain) -> None:
-        self._core = core
+    def __init__(self, intake: CommandIntake, answer_again: AnswerAgain) -> None:
         self._intake = intake
         self._answer_again = answer_again
 
@@ -128,18 +125,9 @@ class ButtonPresses:
         async def answer(request: CommandRequest, ack_latency_s: float) -> None:
             await self._answer_again(interaction, request, ack_latency_s)
 
-        origin = origin_of(interaction)
-        if action is ButtonAction.AGAIN:
-            await self._intake.take_again(delivery_key=str(interaction.id), origin=origin, request_id=request_id,
-                                          acknowledge=acknowledge, refuse=refuse, answer=answer)
-            return
-        if not self._core.claim_delivery(f"discord:{interaction.id}"):
-            log.info("discord: dropped a repeated delivery (%s)", interaction.id)
-            return
-        await acknowledge()
-        outcome = self._core.stop(request_id, origin)
-        if outcome in STOP_REFUSALS:
-            await refuse(STOP_REFUSALS[outcome])
+        await self._intake.take_press(delivery_key=str(interaction.id), origin=origin_of(interaction),
+                                      action=action, request_id=request_id, refuse=refuse, answer=answer,
+                                      acknowledge=acknowledge)
 
 
 async def _tell_privately(interaction: discord.Interaction[Any], text: str) -> None:

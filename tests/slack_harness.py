@@ -84,3 +84,19 @@ async def slack_bot(
             yield SlackBot(slack, replicate, service)
         finally:
             await service.shutdown()
+
+
+@asynccontextmanager
+async def restartable_bot(
+    slack: FakeSlack, replicate: FakeReplicate, state_url: str, **overrides: Any
+) -> AsyncIterator[BotService]:
+    """A started bot (Socket Mode) on `state_url`; a second one on the same URL is the first restarted."""
+    settings = bot_settings(replicate, slack, state_url=state_url, **overrides)
+    running = BotService(settings, RunPolicy(timeout_s=10, poll_interval_s=0.05, create_wait_s=1))
+    sockets = slack.socket.ready_count
+    await running.start()
+    await slack.wait_for_socket(sockets + 1, timeout=WAIT_S)
+    try:
+        yield running
+    finally:
+        await running.shutdown()

@@ -5,7 +5,6 @@ and that a press is taken once, under the presser's limits, and after a restart.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,7 @@ import aiohttp
 import pytest
 
 from bot.buttons import EXPIRED_TEXT, STOP_EXPIRED_TEXT, STOP_NOT_YOURS_TEXT
-from bot.runner import RunPolicy
 from config.governance import UseLimit, Window
-from service.bot_service import BotService
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 from tests.fakes.slack_server import FakeSlack, Message, interactive_form, signed_headers, slash_command_form
 from tests.harness_common import (
@@ -27,10 +24,9 @@ from tests.harness_common import (
     SLACK_APP_TOKEN,
     SLACK_BOT_TOKEN,
     WAIT_S,
-    bot_settings,
     default_models,
 )
-from tests.slack_harness import CHANNEL, CURSOR, SIGNING_SECRET, SlackBot, slack_bot
+from tests.slack_harness import CHANNEL, CURSOR, SIGNING_SECRET, SlackBot, restartable_bot, slack_bot
 
 ASKER, OTHER, THIRD = "U0USER", "U0OTHER", "U0THIRD"
 HUNG = "test/hung"  # streams its tokens, then runs until cancelled
@@ -300,32 +296,18 @@ async def test_a_redelivered_press_is_taken_once(bot: SlackBot) -> None:
 # --- a restart ------------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def service(slack: FakeSlack, replicate: FakeReplicate, state_url: str) -> AsyncIterator[BotService]:
-    """A started bot (Socket Mode) on `state_url`; a second one on the same URL is the first restarted."""
-    settings = bot_settings(replicate, slack, state_url=state_url, allowed_models=MODELS)
-    running = BotService(settings, RunPolicy(timeout_s=10, poll_interval_s=0.05, create_wait_s=1))
-    sockets = slack.socket.ready_count
-    await running.start()
-    await slack.wait_for_socket(sockets + 1, timeout=WAIT_S)
-    try:
-        yield running
-    finally:
-        await running.shutdown()
-
-
 async def test_after_a_restart_again_still_runs_and_stop_says_it_is_no_longer_running(tmp_path: Path) -> None:
     state_url = f"sqlite:///{tmp_path}/bot.db"
     async with FakeReplicate(api_token=REPLICATE_TOKEN) as replicate, \
             FakeSlack(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as slack:
         default_models(replicate)
         add_hung(replicate)
-        async with service(slack, replicate, state_url):
+        async with restartable_bot(slack, replicate, state_url, allowed_models=MODELS):
             root, answer = await ask(slack, "before the restart")
             _, running = await running_answer(slack)
             stale_stop = slack.press(running, "stop")  # pressed only once the bot has restarted
 
-        async with service(slack, replicate, state_url):
+        async with restartable_bot(slack, replicate, state_url, allowed_models=MODELS):
             await press(slack, answer, "again", OTHER)
             await wait_for_answers(slack, root, 2)
             await slack.wait_for_ack(await slack.send_interactive(stale_stop))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,11 @@ import aiohttp
 import pytest
 
 from adapters.slack_conversations import EMPTY_MENTION_TEXT
-from bot.runner import RunPolicy
-from service.bot_service import BotService
 from tests.fakes.replicate_server import FakeReplicate
 from tests.fakes.slack_server import FakeSlack, Message, event_callback_payload, signed_headers, slash_command_form
-from tests.harness_common import ANSWER, REPLICATE_TOKEN, SLACK_APP_TOKEN, SLACK_BOT_TOKEN, WAIT_S, bot_settings
+from tests.harness_common import ANSWER, REPLICATE_TOKEN, SLACK_APP_TOKEN, SLACK_BOT_TOKEN, WAIT_S
 from tests.harness_common import default_models as arrange_default_models
-from tests.slack_harness import CHANNEL, CURSOR, SIGNING_SECRET, SlackBot, slack_bot
+from tests.slack_harness import CHANNEL, CURSOR, SIGNING_SECRET, SlackBot, restartable_bot, slack_bot
 
 ADMIN, USER, OTHER_BOT = "U0ADMIN", "U0USER", "B0OTHER"
 DM = "D0DIRECT"
@@ -299,26 +296,12 @@ async def test_http_mode_a_reply_in_an_ask_thread_continues_the_conversation() -
 # --- a restart ----------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def service(slack: FakeSlack, replicate: FakeReplicate, state_url: str) -> AsyncIterator[BotService]:
-    """A started bot (Socket Mode) on `state_url`; a second one on the same URL is the first restarted."""
-    settings = bot_settings(replicate, slack, state_url=state_url)
-    running = BotService(settings, RunPolicy(timeout_s=10, poll_interval_s=0.05, create_wait_s=1))
-    sockets = slack.socket.ready_count
-    await running.start()
-    await slack.wait_for_socket(sockets + 1, timeout=WAIT_S)
-    try:
-        yield running
-    finally:
-        await running.shutdown()
-
-
 async def test_a_conversation_goes_on_after_the_bot_restarts(tmp_path: Any) -> None:
     state_url = f"sqlite:///{tmp_path}/bot.db"
     async with FakeReplicate(api_token=REPLICATE_TOKEN) as replicate, \
             FakeSlack(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as slack:
         arrange_default_models(replicate)
-        async with service(slack, replicate, state_url):
+        async with restartable_bot(slack, replicate, state_url):
             await slack.send_slash_command(command="/ask", text="before the restart", user_id=USER)
             await slack.wait_until(lambda: bool(slack.channel_messages(CHANNEL)), timeout=WAIT_S, what="parent")
             root = slack.channel_messages(CHANNEL)[0].ts
@@ -326,7 +309,7 @@ async def test_a_conversation_goes_on_after_the_bot_restarts(tmp_path: Any) -> N
             await slack.send_event(slack.message_event("second, still before", user_id=USER, thread_ts=root))
             await wait_for_answers(slack, root, 2)
 
-        async with service(slack, replicate, state_url):
+        async with restartable_bot(slack, replicate, state_url):
             await slack.send_event(slack.message_event("after the restart", user_id=USER, thread_ts=root))
             await wait_for_answers(slack, root, 3)
 

@@ -139,10 +139,6 @@ class Governor:
         self._spend = _Cached(self._read_spend_today, BUDGET_CACHE_S, clock)
         self._budget_warned_day: str | None = None
 
-    @property
-    def store(self) -> StateStore:
-        return self._store
-
     def is_admin(self, origin: Origin) -> bool:
         """Admins: `ADMIN_USERS`, whoever the platform says administers the place, and the console's user."""
         return origin.platform == "console" or origin.platform_admin or user_key(origin) in self._settings.admin_users
@@ -202,8 +198,10 @@ class Governor:
         now = self._now()
         keep_until = (_next_day(now) + timedelta(days=self._settings.retention_days)).timestamp()
         day = _day_name(now)
-        await self._store.add_ranked(f"spend:{day}", admitted.user, micro_usd, keep_until)
-        await self._store.add_ranked(f"commands:{day}", admitted.user, 1, keep_until)
+        await asyncio.gather(  # one store round trip for both boards
+            self._store.add_ranked(f"spend:{day}", admitted.user, micro_usd, keep_until),
+            self._store.add_ranked(f"commands:{day}", admitted.user, 1, keep_until),
+        )
         self._spend.adjust(lambda spent: spent + micro_usd)
 
     # What /replicate shows.

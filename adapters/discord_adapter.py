@@ -330,9 +330,8 @@ class DiscordAdapter:
         answer = _Answer(interaction, request, messages, reply, replies, final_text)
         async def link(message_ids: list[int], *, dm: bool = False) -> None:
             """The answer's messages; and with `dm`, the user's DM (before the final text, messages or not)."""
-            if request.conversation_id is not None and (message_ids or dm):
-                dm_user = interaction.user.id if dm else None
-                await self._conversations.link_answer(message_ids, request.conversation_id, dm_user=dm_user)
+            dm_user = interaction.user.id if dm else None
+            await self._conversations.link_answer(message_ids, request.conversation_id, dm_user=dm_user)
 
         handed_over = False
         notice: Delivered | None = None

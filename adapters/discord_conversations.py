@@ -22,6 +22,7 @@ reply that deletes itself.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -137,15 +138,26 @@ class DiscordConversations:
             return text
         return f"{close_open_fence(text)}\n\n{CONTINUE_HINT.format(name=self._bot_name())}"
 
-    async def link_answer(self, message_ids: Iterable[int | str], conversation_id: str, *, dm_user: int | None) -> None:
-        """A reply to any of these messages (and, in a DM, the user's next message) continues the conversation."""
-        try:
-            for message_id in message_ids:
-                await self._core.link_conversation(message_key(message_id), conversation_id)
-            if dm_user is not None:
-                await self._core.link_conversation(dm_key(dm_user), conversation_id)
-        except StateStoreError as error:  # the answer is out; only its continuation is lost
-            log.warning("Discord: could not link the answer to conversation %s: %s", conversation_id, error)
+    async def link_answer(
+        self, message_ids: Iterable[int | str], conversation_id: str | None, *, dm_user: int | None
+    ) -> None:
+        """A reply to any of these messages (and, in a DM, the user's next message) continues the conversation.
+
+        Every link is written in one store round trip: the answer's final text waits for them."""
+        keys = [message_key(message_id) for message_id in message_ids]
+        if dm_user is not None:
+            keys.append(dm_key(dm_user))
+        if conversation_id is None or not keys:
+            return
+        outcomes = await asyncio.gather(
+            *(self._core.link_conversation(key, conversation_id) for key in keys), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, StateStoreError):  # the answer is out; only its continuation is lost
+                log.warning("Discord: could not link the answer to conversation %s: %s", conversation_id, outcome)
+                return
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     # --- messages ------------------------------------------------------------------------------------------
 
@@ -243,8 +255,7 @@ class DiscordConversations:
         async def link(message_ids: list[str], *, dm: bool = False) -> None:
             """The answer's messages; and with `dm`, the asker's DM (before the final text: a DM's next message
             needs no message of ours to find its conversation)."""
-            if request.conversation_id is not None and (message_ids or dm):
-                await self.link_answer(message_ids, request.conversation_id, dm_user=asker_id if dm else None)
+            await self.link_answer(message_ids, request.conversation_id, dm_user=asker_id if dm else None)
 
         messages = ReplyMessages(message, AnswerButtons(request.request_id, MAX_MESSAGE_CHARS))
         limits = RenderLimits(max_chars=MAX_MESSAGE_CHARS, edit_interval_s=CHANNEL_EDIT_INTERVAL_S)

@@ -26,8 +26,9 @@ from config.settings import SettingsError, load_settings
 from tests.bot_harness import running_bots
 from tests.fakes.replicate_server import FakeReplicate, TextModel
 from tests.harness_common import ASK_MODEL, CHANNEL, WAIT_S
+from tests.process_harness import bot_process, discord_contents, slack_replies
 from tests.test_core_runner import ASK, ORIGIN, make_core
-from tests.test_lifecycle import bot_process, discord_contents, get_health, slack_replies
+from tests.test_lifecycle import get_health
 
 TIMEOUT_S = 10.0
 HUNG_MODEL = "test/hung"

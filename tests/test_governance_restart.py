@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.test_lifecycle import QUICK_TOKENS, ROOT, Process, bot_process, process_env, slack_replies
+from tests.process_harness import QUICK_TOKENS, ROOT, Process, bot_process, process_env, slack_replies
 
 WAIT_S = 15.0
 LIMITED, OTHER = "U0LIMITED", "U0OTHER"

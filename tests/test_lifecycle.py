@@ -4,16 +4,9 @@ predictions, one structured log line per command, and no secret in the log at an
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import re
 import signal
-import socket
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,171 +14,31 @@ import aiohttp
 import pytest
 
 from adapters.discord_adapter import DiscordAdapter
-from tests.bot_harness import Bots, running_bots, started_fakes
-from tests.fakes.discord_server import FakeDiscord, SentInteraction
+from tests.bot_harness import Bots, running_bots
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
-from tests.fakes.slack_server import FakeSlack
 from tests.harness_common import (
     ANSWER,
     ASK_MODEL,
     CHANNEL,
     DISCORD_TOKEN,
-    GUILD,
     IMAGINE_MODEL,
     REPLICATE_TOKEN,
     SLACK_APP_TOKEN,
     SLACK_BOT_TOKEN,
     WAIT_S,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-SIGNING_SECRET = "harness-signing-secret-0123456789"
-HUNG_MODEL, BROKEN_MODEL = "test/hung", "test/broken"
-RESTARTING = "The bot is restarting. Try again in a moment."
-SHUTDOWN_GRACE_S = 2.0
-START_TIMEOUT_S = 30.0  # a cold interpreter importing discord.py, bolt and replicate on a busy machine
-COMMAND_LOG = re.compile(r"bot\.commands: command (\{.*\})$")
-QUICK_TOKENS = ["Quick ", "answer"]
-
-
-# --- the real process ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class BotProcess:
-    """`python -m bot` as an operator runs it; every line it writes is kept, and can be waited for."""
-
-    process: asyncio.subprocess.Process
-    lines: list[str] = field(default_factory=list)
-    _change: asyncio.Event = field(default_factory=asyncio.Event)
-    _readers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def read(self) -> None:
-        for stream in (self.process.stdout, self.process.stderr):
-            assert stream is not None
-            self._readers.append(asyncio.create_task(self._pump(stream)))
-
-    async def _pump(self, stream: asyncio.StreamReader) -> None:
-        async for raw in stream:
-            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-            self._change.set()
-            self._change = asyncio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-        """Until `predicate()` holds, re-checked at every line the process writes."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    if self.process.returncode is not None:
-                        raise AssertionError(f"the bot exited before {what}:\n{self.output}")
-                    await self._change.wait()
-        except TimeoutError:
-            raise AssertionError(f"no {what} after {timeout}s:\n{self.output[-4000:]}") from None
-
-    async def wait_for_line(self, needle: str, timeout: float = WAIT_S) -> None:
-        await self.wait_until(lambda: any(needle in line for line in self.lines), f"line {needle!r}", timeout)
-
-    async def exit_status(self, timeout: float = WAIT_S) -> int:
-        status = await asyncio.wait_for(self.process.wait(), timeout)
-        await asyncio.gather(*self._readers)  # everything it wrote, to the last line
-        return status
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def command_records(self) -> list[dict[str, Any]]:
-        return [json.loads(match.group(1)) for line in self.lines if (match := COMMAND_LOG.search(line))]
-
-
-def process_env(replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord, port: int) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT),
-        "SSL_CERT_FILE": replicate.ca_bundle,  # trust the fake's HTTPS file server
-        "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
-        "REPLICATE_BASE_URL": replicate.base_url,
-        "REPLICATE_OUTPUT_HOSTS": replicate.output_host,
-        "SLACK_BOT_TOKEN": SLACK_BOT_TOKEN,
-        "SLACK_APP_TOKEN": SLACK_APP_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "DISCORD_TOKEN": DISCORD_TOKEN,
-        "DISCORD_API_URL": discord.api_url,
-        "DISCORD_GATEWAY_URL": discord.gateway_url,
-        "DISCORD_GUILD_IDS": str(GUILD),
-        "DISCORD_MESSAGE_CONTENT": "1",  # as the harness's bots (tests.harness_common.bot_settings)
-        "ALLOWED_MODELS": f"{HUNG_MODEL},{BROKEN_MODEL}",
-        "SHUTDOWN_GRACE": str(SHUTDOWN_GRACE_S),
-        "PREDICTION_TIMEOUT": "30",
-        "PORT": str(port),
-        "LOG_LEVEL": "DEBUG",
-    }
-
-
-@dataclass
-class Process:
-    bot: BotProcess
-    replicate: FakeReplicate
-    slack: FakeSlack
-    discord: FakeDiscord
-    http_port: int
-
-
-@asynccontextmanager
-async def bot_process(
-    tmp_path: Path, *, arrange: Callable[[FakeReplicate], None] = lambda _: None, **settings: str
-) -> AsyncIterator[Process]:
-    """The fakes, and the real bot process connected to all three (Socket Mode and the gateway are up).
-
-    `arrange` scripts the fake Replicate after the default models; `settings` are extra environment variables."""
-    async with started_fakes() as (replicate, slack, discord):
-        assert slack is not None and discord is not None
-        replicate.add_model(ASK_MODEL, TextModel(tokens=QUICK_TOKENS, token_interval_s=0.3))
-        replicate.add_model(HUNG_MODEL, TextModel(tokens=["Thinking"], hang=True))
-        replicate.add_model(BROKEN_MODEL, TextModel(tokens=[], fail_with="CUDA out of memory"))
-        arrange(replicate)
-        port = free_port()
-        env = {**process_env(replicate, slack, discord, port), **settings}  # STATE_URL: its default, under cwd
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", env=env, cwd=tmp_path,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        bot = BotProcess(process)
-        bot.read()
-        try:
-            await bot.wait_for_line("Bot running: slack, discord", START_TIMEOUT_S)
-            await slack.wait_for_socket(1, WAIT_S)
-            await discord.wait_for_ready(1, WAIT_S)
-            yield Process(bot, replicate, slack, discord, port)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await asyncio.gather(*bot._readers, return_exceptions=True)
-
-
-def slack_replies(slack: FakeSlack, channel: str) -> list[str]:
-    return [reply.text for parent in slack.channel_messages(channel) for reply in slack.thread(channel, parent.ts)]
-
-
-def discord_contents(discord: FakeDiscord, sent: SentInteraction) -> list[str]:
-    state = discord.interactions[sent.token]
-    messages = ([state.original] if state.original else []) + list(state.followups)
-    return [message.content for message in messages if not message.deleted]
-
-
-async def ask_slack(running: Process, channel: str, text: str) -> str:
-    envelope = await running.slack.send_slash_command(command="/ask", text=text, channel_id=channel)
-    await running.slack.wait_for_ack(envelope)
-    return envelope
-
+from tests.process_harness import (
+    BROKEN_MODEL,
+    HUNG_MODEL,
+    QUICK_TOKENS,
+    RESTARTING,
+    SHUTDOWN_GRACE_S,
+    SIGNING_SECRET,
+    ask_slack,
+    bot_process,
+    discord_contents,
+    slack_replies,
+)
 
 # --- SIGTERM / SIGINT ----------------------------------------------------------------------------------
 

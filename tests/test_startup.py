@@ -24,7 +24,7 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.replicate_server import FakeReplicate
 from tests.fakes.slack_server import FakeSlack
 from tests.harness_common import DISCORD_TOKEN, GUILD, REPLICATE_TOKEN, SLACK_APP_TOKEN, SLACK_BOT_TOKEN
-from tests.test_lifecycle import ROOT, START_TIMEOUT_S, free_port
+from tests.process_harness import ROOT, START_TIMEOUT_S, free_port
 
 STARTUP_ERROR_STATUS = 3  # the operator's contract: 2 is a malformed setting, 3 a refused or unreachable platform
 PREFIX = "Start-up error: "

@@ -133,6 +133,12 @@ class EditBudget:
         self._refill()
         return self._tokens < 0 or self.paused
 
+    @property
+    def left(self) -> float:
+        """Interim edits that may go now (below zero: overdrawn by final edits); read by the metrics."""
+        self._refill()
+        return self._tokens
+
 
 @dataclass(frozen=True)
 class RenderLimits:

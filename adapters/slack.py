@@ -435,6 +435,10 @@ class SlackAdapter:
                 case _:
                     assert_never(event)
 
+    def edit_budget_left(self) -> dict[str, float]:
+        """Interim edits each workspace may still make now (`GET /metrics` reads it at each scrape)."""
+        return {workspace_id: budget.left for workspace_id, budget in self._budgets.items()}
+
     def _budget(self, workspace_id: str) -> EditBudget:
         budget = self._budgets.get(workspace_id)
         if budget is None:

@@ -6,6 +6,9 @@ Operators grep and chart these; the fields are stable. No prompt text (it may be
 is Replicate's billed compute time and `cost_usd` the estimate of what the prediction cost (`bot.pricing`), both
 from the finished prediction's `metrics`; a streamed answer's are looked up with one GET after the answer went
 out (the stream carries none). Both are null when no prediction ran.
+
+A `CommandObserver` (the service's metrics) hears of the same ends, plus the commands refused before they ran
+(which have no log line of their own here: the core logs each refusal as it makes it).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
+from bot.errors import FailureKind
 from bot.pricing import MICRO_USD_PER_USD
 from bot.replies import Failure, Images, ReplyEvent, RunInfo, TextDelta, TextDone
-from bot.requests import CommandRequest
+from bot.requests import CommandRequest, Origin
 
 log = logging.getLogger("bot.commands")
 
@@ -82,6 +87,26 @@ class CommandRecord:
     def emit(self) -> None:
         fields = {key: value for key, value in asdict(self).items() if not key.startswith("_")}
         log.info("command %s", json.dumps(fields, separators=(",", ":")))
+
+
+class CommandObserver(Protocol):
+    """Told of every command as it ends, on the event loop: it must return at once and never raise."""
+
+    def command_ended(self, record: CommandRecord) -> None:
+        """A command that was admitted is over (answered, failed, stopped); `record` is complete."""
+
+    def command_refused(self, origin: Origin, command: str, reason: FailureKind) -> None:
+        """A command was turned away before it ran (invalid input, a limit, the budget, a full queue…)."""
+
+
+class NoObserver:
+    """Nobody listening (the console, tests of the core alone)."""
+
+    def command_ended(self, record: CommandRecord) -> None:
+        pass
+
+    def command_refused(self, origin: Origin, command: str, reason: FailureKind) -> None:
+        pass
 
 
 def _ms(seconds: float | None) -> float | None:

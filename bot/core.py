@@ -17,7 +17,7 @@ from typing import Any
 from bot.administration import Administration
 from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.buttons import EXPIRED_TEXT, AgainPayloads, StopOutcome
-from bot.command_log import CommandRecord
+from bot.command_log import CommandObserver, CommandRecord, NoObserver
 from bot.conversation_memory import ConversationMemory
 from bot.dedupe import RecentKeys
 from bot.errors import BotError, FailureKind, ModelNotAllowed, ShuttingDown, describe_failure
@@ -70,9 +70,15 @@ class CommandCore:
     """Holds the runner and the admission queue; every adapter holds one core."""
 
     def __init__(
-        self, runner: PredictionRunner, admission: AdmissionQueue, config: CoreConfig, models: ModelCatalog
+        self,
+        runner: PredictionRunner,
+        admission: AdmissionQueue,
+        config: CoreConfig,
+        models: ModelCatalog,
+        observer: CommandObserver | None = None,
     ) -> None:
         self._runner = runner
+        self._observer = observer or NoObserver()  # hears every command's end and every refusal (metrics)
         self._admission = admission
         self._config = config
         self._models = models
@@ -176,8 +182,9 @@ class CommandCore:
         a burst of commands sees the room left shrink with each one, and those beyond it are refused here.
         Every /ask starts a conversation (`conversation_id`) that replies can continue (`prepare_turn`).
         """
-        request = self._builder.command(CommandName(str(command).lstrip("/")), text, origin, typed_options)
-        return request if isinstance(request, Failure) else await self._admit(request)
+        name = CommandName(str(command).lstrip("/"))
+        request = self._builder.command(name, text, origin, typed_options)
+        return self._refused(origin, name, request) if isinstance(request, Failure) else await self._admit(request)
 
     async def prepare_turn(
         self, text: str, origin: Origin, *, conversation_id: str | None, forgotten: bool = False
@@ -192,7 +199,9 @@ class CommandCore:
         if conversation_id is not None and self._memory is not None:
             remembered = await self._memory.recall(conversation_id)
         request = self._builder.turn(text, origin, remembered, conversation_id=conversation_id, forgotten=forgotten)
-        return request if isinstance(request, Failure) else await self._admit(request)
+        if isinstance(request, Failure):
+            return self._refused(origin, CommandName.ASK, request)
+        return await self._admit(request)
 
     async def find_conversation(self, key: str) -> str | None:
         """The conversation a platform thread or message leads to (`link_conversation`), if the bot knows one."""
@@ -207,27 +216,34 @@ class CommandCore:
         """Governance, then a place in the admission queue; a refusal gives back whatever was taken."""
         name, origin = request.command, request.origin
         if not self._accepting:
-            return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
+            return self._refused(origin, name, Failure(FailureKind.SHUTTING_DOWN,
+                                                       describe_failure(FailureKind.SHUTTING_DOWN)))
         governance = None
         if self._governor is not None:
             decision = await self._governor.admit(origin, name)
             if isinstance(decision, Refusal):
                 log.info("Refused /%s from %s:%s in %s: %s",
                          name, origin.platform, origin.user_id, origin.channel_id, decision.reason)
-                return Failure(decision.reason, decision.message)
+                return self._refused(origin, name, Failure(decision.reason, decision.message))
             governance = decision
         shut = self._shut()  # it may have begun while the store answered
         if shut or not self._admission.reserve(request.request_id):
             if governance is not None and self._governor is not None:
                 await self._governor.release(governance, reached_replicate=False)
             if shut:
-                return Failure(FailureKind.SHUTTING_DOWN, describe_failure(FailureKind.SHUTTING_DOWN))
+                return self._refused(origin, name, Failure(FailureKind.SHUTTING_DOWN,
+                                                           describe_failure(FailureKind.SHUTTING_DOWN)))
             waiting = self._admission.waiting_ahead_of_newcomer
             log.info("Refused a %s command from %s: the queue is full (%d waiting)", name, origin.platform, waiting)
             commands = "1 command is" if waiting == 1 else f"{waiting} commands are"
-            return Failure(FailureKind.QUEUE_FULL, describe_failure(FailureKind.QUEUE_FULL, commands=commands))
+            return self._refused(origin, name, Failure(FailureKind.QUEUE_FULL,
+                                                       describe_failure(FailureKind.QUEUE_FULL, commands=commands)))
         self._admitted[request.request_id] = _Admitted(governance)
         return request
+
+    def _refused(self, origin: Origin, command: CommandName, failure: Failure) -> Failure:
+        self._observer.command_refused(origin, str(command), failure.kind)
+        return failure
 
     def _shut(self) -> bool:
         return not self._accepting
@@ -298,6 +314,7 @@ class CommandCore:
         finally:
             if record is not None:
                 record.emit()
+                self._observer.command_ended(record)
 
     def stop_accepting(self) -> None:
         """New commands get a polite "restarting" from now on (shutdown), and so, at once, do those still

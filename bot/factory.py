@@ -9,6 +9,7 @@ import certifi
 
 from bot.admission import AdmissionQueue
 from bot.buttons import AgainPayloads
+from bot.command_log import CommandObserver
 from bot.conversation_memory import ConversationMemory
 from bot.core import CommandCore, CoreConfig
 from bot.downloads import OutputFetcher, OutputHosts
@@ -63,8 +64,11 @@ class CoreResources:
             await self.store.aclose()
 
 
-def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreResources:
-    """A core wired to Replicate with the settings' token, URL, timeout, concurrency cap and queue bound.
+def create_core(
+    settings: Settings, policy: RunPolicy | None = None, observer: CommandObserver | None = None
+) -> CoreResources:
+    """A core wired to Replicate with the settings' token, URL, timeout, concurrency cap and queue bound;
+    `observer` hears of every command's end and every refusal (the service's metrics).
 
     Until `load_models()` runs, the core knows the models from the fallback table only.
     """
@@ -88,5 +92,5 @@ def create_core(settings: Settings, policy: RunPolicy | None = None) -> CoreReso
     )
     configured = ConfiguredModels(settings.ask_model, settings.imagine_model, settings.allowed_models)
     admission = AdmissionQueue(settings.max_concurrent_predictions, max_queued=settings.max_queued)
-    core = CommandCore(runner, admission, config, ModelCatalog.from_table(configured))
+    core = CommandCore(runner, admission, config, ModelCatalog.from_table(configured), observer)
     return CoreResources(core=core, clients=clients, outputs=outputs, configured_models=configured, settings=settings)

@@ -23,6 +23,7 @@ from bot.tasks import BackgroundTasks
 from config.settings import Settings
 from service.health import RECONNECT_WINDOW_S, HealthMonitor
 from service.http_server import HttpPort
+from service.metrics import BotMetrics
 
 log = logging.getLogger(__name__)
 # After SHUTDOWN_GRACE, everything else (cancels on Replicate, the users' last replies, closing connections)
@@ -42,8 +43,8 @@ async def open_state(resources: CoreResources) -> None:
 
 
 class BotService:
-    """The chat adapters, the HTTP port (`/healthz`, an adapter's own routes) and the core, started and stopped
-    together."""
+    """The chat adapters, the HTTP port (`/healthz`, `/metrics`, an adapter's own routes) and the core, started and
+    stopped together."""
 
     def __init__(
         self,
@@ -54,7 +55,8 @@ class BotService:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._resources = create_core(settings, policy)
+        self.metrics = BotMetrics()  # this service's own registry: several services in one process never clash
+        self._resources = create_core(settings, policy, observer=self.metrics)
         self.core = self._resources.core
         self.tasks = BackgroundTasks("command")
         self._housekeeping = BackgroundTasks("housekeeping")
@@ -62,6 +64,7 @@ class BotService:
         self.adapters: list[Adapter] = [
             adapter for build in PLATFORMS if (adapter := build(settings, self.core, intake)) is not None
         ]
+        self.metrics.watch(self.core, self.adapters)
         probes = {adapter.name: adapter.is_connected for adapter in self.adapters}
         self.health = HealthMonitor(self.core, probes, reconnect_window_s=reconnect_window_s, clock=clock)
         self._http: HttpPort | None = None
@@ -80,7 +83,8 @@ class BotService:
         await open_state(self._resources)
         # Then the models: they decide which commands and options the adapters offer (Discord registers them).
         await self._resources.load_models()
-        routes = self.health.routes() + [route for adapter in self.adapters for route in adapter.http_routes()]
+        routes = self.health.routes() + self.metrics.routes()
+        routes += [route for adapter in self.adapters for route in adapter.http_routes()]
         self._http = HttpPort(routes)
         try:
             await self._http.start(self._settings.http_listen_host, self._settings.port)

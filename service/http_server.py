@@ -1,4 +1,5 @@
-"""The HTTP port (`/healthz`, and `/slack/events` in Slack HTTP mode), bounded against slow and hostile clients.
+"""The HTTP port (`/healthz`, `/metrics`, and `/slack/events` in Slack HTTP mode), bounded against slow and
+hostile clients.
 
 aiohttp's defaults suit a server that sits behind a proxy doing this job: an idle keep-alive connection is kept
 for 3630 s, a request body may take forever to arrive, and nothing caps the number of connections. This port

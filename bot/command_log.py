@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from bot.errors import FailureKind
+from bot.logs import structured
 from bot.pricing import MICRO_USD_PER_USD
 from bot.replies import Failure, Images, ReplyEvent, RunInfo, TextDelta, TextDone
 from bot.requests import CommandRequest, Origin
 
 log = logging.getLogger("bot.commands")
+COMMAND_LOG_SUMMARY = "command"  # a JSON log line's `message`; its fields stand beside it
 
 
 @dataclass
@@ -86,7 +88,8 @@ class CommandRecord:
 
     def emit(self) -> None:
         fields = {key: value for key, value in asdict(self).items() if not key.startswith("_")}
-        log.info("command %s", json.dumps(fields, separators=(",", ":")))
+        log.info("command %s", json.dumps(fields, separators=(",", ":")),
+                 extra=structured(COMMAND_LOG_SUMMARY, fields))
 
 
 class CommandObserver(Protocol):

@@ -33,6 +33,7 @@ DEFAULT_DISCORD_API_URL = "https://discord.com/api/v10"
 REPLICATE_TOKEN_PAGE = "https://replicate.com/account/api-tokens"
 PUBLIC_HTTP_HOST = "0.0.0.0"
 LOOPBACK_HTTP_HOST = "127.0.0.1"
+LOG_FORMATS = ("text", "json")  # bot/logs.py writes both
 
 # A bot token is three base64url parts joined by dots; only its alphabet is checked, which catches what gets
 # pasted by mistake (quotes, spaces, "Bot " in front) without rejecting a token whose shape Discord changes.
@@ -91,6 +92,7 @@ class Settings:
     port: int = 3000
     http_host: str | None = None  # HTTP_HOST; None: see `http_listen_host`
     log_level: str = "INFO"
+    log_format: str = "text"  # LOG_FORMAT: `text` lines, or `json`: one JSON object per line
     system_prompt: str = ASK_SYSTEM_PROMPT  # SYSTEM_PROMPT: first in every /ask and conversation
     context_max_chars: int = 12_000  # CONTEXT_MAX_CHARS: the most conversation text sent to a model
     discord_message_content: bool = False  # DISCORD_MESSAGE_CONTENT=1: the privileged intent is enabled
@@ -189,6 +191,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         port=_number(env, "PORT", 3000, int, minimum=0, maximum=65535),
         http_host=_ip_address(env, "HTTP_HOST"),
         log_level=_log_level(env),
+        log_format=_log_format(env),
         system_prompt=env.get("SYSTEM_PROMPT", ASK_SYSTEM_PROMPT),
         context_max_chars=_number(env, "CONTEXT_MAX_CHARS", 12_000, int, minimum=1000),
         discord_message_content=_flag(env, "DISCORD_MESSAGE_CONTENT"),
@@ -339,3 +342,11 @@ def _log_level(env: Mapping[str, str]) -> str:
     if not isinstance(logging.getLevelName(level), int):
         raise SettingsError("LOG_LEVEL", f"is {level!r}", "use DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = env.get("LOG_FORMAT", "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise SettingsError("LOG_FORMAT", f"is {value!r}", "use text (the default) or json (one JSON object per line)")
+    return value

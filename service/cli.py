@@ -45,7 +45,8 @@ def main(argv: Sequence[str]) -> int:
         return CONFIGURATION_ERROR_STATUS
     # The terminal shows the conversation; routine INFO lines would drown it unless asked for.
     console_quiet = argv == ["console"] and settings.log_level == "INFO"
-    install_logging("WARNING" if console_quiet else settings.log_level, settings.secrets)
+    install_logging("WARNING" if console_quiet else settings.log_level, settings.secrets,
+                    log_format=settings.log_format)
     if argv == ["console"]:
         return asyncio.run(run_console(settings))
     try:

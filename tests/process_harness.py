@@ -137,12 +137,14 @@ class Process:
 
 
 async def launch_bot(
-    cwd: Path, replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord, **settings: str
+    cwd: Path, replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord, *, discord_sessions: int = 1,
+    **settings: str
 ) -> tuple[BotProcess, int]:
     """`python -m bot` in `cwd`, connected to the fakes; returns it and its HTTP port once it said it runs.
 
     Several may run at once on the same fakes (give them the same `STATE_URL` to make them one bot); each
-    one's Slack socket and Discord session come on top of those already open."""
+    one's Slack socket and Discord sessions (`discord_sessions`: one per shard it runs) come on top of those
+    already open."""
     port = int(settings.pop("PORT", free_port()))
     env = {**process_env(replicate, slack, discord, port), **settings}  # STATE_URL: its default, under cwd
     sockets, sessions = slack.socket.ready_count, discord.ready_count
@@ -155,7 +157,7 @@ async def launch_bot(
     try:
         await bot.wait_for_line("Bot running:", START_TIMEOUT_S)
         await slack.wait_for_socket(sockets + 1, WAIT_S)
-        await discord.wait_for_ready(sessions + 1, WAIT_S)
+        await discord.wait_for_ready(sessions + discord_sessions, WAIT_S)
     except BaseException:
         await bot.kill()
         raise

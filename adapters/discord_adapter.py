@@ -45,7 +45,7 @@ from adapters.discord_replies import (
     TokenExpired,
     rate_limited_call,
 )
-from adapters.discord_shards import GatewayPlan, IdentifyTurns, plan_gateway, shard_states
+from adapters.discord_shards import GatewayPlan, IdentifyTurns, plan_gateway, shard_states, sharded_client
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RenderLimits, StreamingReply
 from bot.core import CommandCore
@@ -152,10 +152,7 @@ class DiscordAdapter:
         intents.guild_messages = intents.dm_messages = True
         intents.message_content = config.message_content
         # Sharded always: without DISCORD_SHARD_COUNT, as many shards as Discord recommends (`_setup_hook`).
-        self.client = discord.AutoShardedClient(
-            intents=intents, allowed_mentions=NO_MENTIONS, shard_count=config.shard_count,
-            shard_ids=list(config.shard_ids) or None,
-        )
+        self.client = sharded_client(config, intents=intents, allowed_mentions=NO_MENTIONS)
         self._conversations = DiscordConversations(
             self.client, core, intake, message_content=config.message_content
         )

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 import yarl
@@ -52,14 +53,21 @@ async def plan_gateway(client: discord.AutoShardedClient, config: DiscordSetting
     recommended, url, limits = await client.http.get_bot_gateway()
     if not config.gateway_url and config.api_url.rstrip("/") != DEFAULT_DISCORD_API_URL:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-    if client.shard_count is None:
-        client.shard_count = recommended
-    shard_ids = config.shard_ids or tuple(range(client.shard_count))
+    shard_count: int | None = client.shard_count  # None until set: discord.py's annotation says int
+    if shard_count is None:
+        shard_count = client.shard_count = recommended
+    shard_ids = config.shard_ids or tuple(range(shard_count))
     max_concurrency = max(int(limits.get("max_concurrency", 1)), 1)
     log.info("Discord: running shard(s) %s of %d (Discord recommends %d; %d IDENTIFY(s) at once, %s left today)",
-             ",".join(map(str, shard_ids)), client.shard_count, recommended, max_concurrency,
-             limits.get("remaining", "?"))
-    return GatewayPlan(client.shard_count, shard_ids, max_concurrency)
+             ",".join(map(str, shard_ids)), shard_count, recommended, max_concurrency, limits.get("remaining", "?"))
+    return GatewayPlan(shard_count, shard_ids, max_concurrency)
+
+
+def sharded_client(config: DiscordSettings, **options: Any) -> discord.AutoShardedClient:
+    """The client for the shards of DISCORD_SHARD_COUNT/IDS; without a count, `plan_gateway` sets Discord's."""
+    if config.shard_ids:
+        return discord.AutoShardedClient(shard_count=config.shard_count, shard_ids=list(config.shard_ids), **options)
+    return discord.AutoShardedClient(shard_count=config.shard_count, **options)
 
 
 class IdentifyTurns:
@@ -87,8 +95,10 @@ class IdentifyTurns:
             return
         key = IDENTIFY_KEY.format(application=self._application_id, key=(shard_id or 0) % self._max_concurrency)
         try:
-            while not await store.claim(key, self._clock() + IDENTIFY_WINDOW_S):
-                await asyncio.sleep(IDENTIFY_RETRY_S)
+            while True:
+                if await store.claim(key, self._clock() + IDENTIFY_WINDOW_S):
+                    return
+                await asyncio.sleep(IDENTIFY_RETRY_S)  # another process's turn: it ends with its claim, within 5 s
         except StateStoreError as error:  # the gateway must not wait on a broken store: discord.py's spacing
             log.warning("Discord: shard %s could not take its IDENTIFY turn in the state store (%s); "
                         "waiting %.0f s instead", shard_id, error, IDENTIFY_WINDOW_S)

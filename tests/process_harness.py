@@ -137,17 +137,18 @@ class Process:
 
 
 async def launch_bot(
-    cwd: Path, replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord, *, discord_sessions: int = 1,
-    **settings: str
+    cwd: Path, replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord, **settings: str
 ) -> tuple[BotProcess, int]:
     """`python -m bot` in `cwd`, connected to the fakes; returns it and its HTTP port once it said it runs.
 
     Several may run at once on the same fakes (give them the same `STATE_URL` to make them one bot); each
-    one's Slack socket and Discord sessions (`discord_sessions`: one per shard it runs) come on top of those
-    already open."""
+    one's Slack socket and Discord sessions (one per shard it runs: DISCORD_SHARD_IDS, else DISCORD_SHARD_COUNT,
+    else one) come on top of those already open."""
     port = int(settings.pop("PORT", free_port()))
     env = {**process_env(replicate, slack, discord, port), **settings}  # STATE_URL: its default, under cwd
     sockets, sessions = slack.socket.ready_count, discord.ready_count
+    shards = settings.get("DISCORD_SHARD_IDS")
+    discord_sessions = len(shards.split(",")) if shards else int(settings.get("DISCORD_SHARD_COUNT", "1"))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", env=env, cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -360,8 +360,7 @@ async def sharded_fake(**options: Any) -> AsyncIterator[FakeDiscord]:
 @asynccontextmanager
 async def sharded_clients(*shard_ids: list[int] | None, shard_count: int | None = None) -> AsyncIterator[None]:
     """One real `AutoShardedClient` per entry (None: every shard; no count: `GET /gateway/bot` decides), started."""
-    clients = [discord.AutoShardedClient(intents=discord.Intents.default(), shard_count=shard_count,
-                                         shard_ids=ids) for ids in shard_ids]
+    clients = [sharded_client(ids, shard_count) for ids in shard_ids]
     tasks = [asyncio.create_task(client.start(TOKEN)) for client in clients]
     try:
         yield
@@ -369,6 +368,13 @@ async def sharded_clients(*shard_ids: list[int] | None, shard_count: int | None 
         for client in clients:
             await client.close()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+def sharded_client(shard_ids: list[int] | None, shard_count: int | None) -> discord.AutoShardedClient:
+    intents = discord.Intents.default()
+    if shard_ids is None:
+        return discord.AutoShardedClient(intents=intents, shard_count=shard_count)
+    return discord.AutoShardedClient(intents=intents, shard_count=shard_count, shard_ids=shard_ids)
 
 
 def interaction_ids(session: Any) -> list[str]:
@@ -408,7 +414,7 @@ async def test_two_sessions_of_one_shard_both_get_its_events() -> None:
     async with sharded_fake(max_concurrency=2) as fake, sharded_clients([0], [0], [1], shard_count=2):
         await fake.wait_for_ready(3)
         sessions = list(fake.gateway.sessions.values())
-        assert sorted(session.shard for session in sessions) == [[0, 2], [0, 2], [1, 2]]
+        assert sorted(str(session.shard) for session in sessions) == ["[0, 2]", "[0, 2]", "[1, 2]"]
 
         sent = await fake.send_interaction("ask", guild_id=GUILD_ON_SHARD_0)
 

@@ -45,6 +45,7 @@ from adapters.discord_replies import (
     TokenExpired,
     rate_limited_call,
 )
+from adapters.discord_shards import GatewayPlan, IdentifyTurns, plan_gateway, shard_states, sharded_client
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RenderLimits, StreamingReply
 from bot.core import CommandCore
@@ -150,7 +151,8 @@ class DiscordAdapter:
         # the privileged Message Content intent is enabled in the Developer Portal and here.
         intents.guild_messages = intents.dm_messages = True
         intents.message_content = config.message_content
-        self.client = discord.Client(intents=intents, allowed_mentions=NO_MENTIONS)
+        # Sharded always: without DISCORD_SHARD_COUNT, as many shards as Discord recommends (`_setup_hook`).
+        self.client = sharded_client(config, intents=intents, allowed_mentions=NO_MENTIONS)
         self._conversations = DiscordConversations(
             self.client, core, intake, message_content=config.message_content
         )
@@ -165,6 +167,8 @@ class DiscordAdapter:
         self._administration = DiscordAdministration(intake)
         self.registrations_skipped = 0
         self._gateway: asyncio.Task[None] | None = None
+        self._plan: GatewayPlan | None = None  # the shards this process runs, once Discord said how many
+        self._signing_in = False  # `login` began: from then on discord.py has something to close
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class DiscordAdapter:
         discord.http.Route.BASE = self._config.api_url
         if self._config.gateway_url:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._config.gateway_url)
+        self._signing_in = True
         try:
             await self.client.login(self._config.token)
         except LOGIN_ERRORS as error:
@@ -204,10 +209,10 @@ class DiscordAdapter:
     async def _setup_hook(self) -> None:
         # Presses of buttons on any message, sent before a restart too, match these by their custom id.
         self.client.add_dynamic_items(*PERSISTENT_BUTTONS)
-        if not self._config.gateway_url and self._config.api_url.rstrip("/") != "https://discord.com/api/v10":
-            # With only DISCORD_API_URL set (a proxy, a test server), that API says where its gateway is.
-            _, url, _ = await self.client.http.get_bot_gateway()
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+        self._plan = await plan_gateway(self.client, self._config)
+        application_id = self.client.application_id or 0
+        turns = IdentifyTurns(lambda: self._core.store, application_id, self._plan.max_concurrency)
+        self.client.before_identify_hook = turns.wait_turn  # type: ignore[method-assign]
         self.registrations_skipped += await register_commands(self.client, self.tree, self._config.guild_ids)
 
     async def wait_until_ready(self) -> None:
@@ -218,13 +223,20 @@ class DiscordAdapter:
         return []
 
     async def is_connected(self) -> bool:
-        # discord.py keeps its ready flag through a dropped gateway (it clears it only in close()), so ask
-        # the gateway socket itself; while reconnecting, `ws` is the old, closed one.
-        gateway = self.client.ws
-        return self.client.is_ready() and not self.client.is_closed() and gateway is not None and gateway.open
+        """Connected when every shard this process runs is: discord.py keeps its ready flag through a dropped
+        gateway (it clears it only in close()), so each shard's socket is asked."""
+        states = self.shard_states()
+        return self.client.is_ready() and not self.client.is_closed() and bool(states) and all(states.values())
+
+    def shard_states(self) -> dict[int, bool]:
+        """Each shard this process runs: whether its gateway socket is open (empty before Discord said how many)."""
+        return shard_states(self.client, self._plan.shard_ids) if self._plan is not None else {}
 
     async def close(self) -> None:
-        await self.client.close()
+        # An AutoShardedClient that never began `login` (another adapter failed to start first) cannot close:
+        # its event queue is made in login. It holds nothing open yet.
+        if self._signing_in:
+            await self.client.close()
         if self._gateway is not None:
             self._gateway.cancel()
             await asyncio.gather(self._gateway, return_exceptions=True)  # a failure is `wait_closed`'s to report

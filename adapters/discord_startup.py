@@ -26,13 +26,19 @@ GATEWAY_CLOSE_REASONS = {
     4013: "Invalid intent(s)",
     4014: "Disallowed intent(s)",
 }
-LOGIN_ERRORS = (discord.LoginFailure, discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError)
+LOGIN_ERRORS = (discord.LoginFailure, discord.HTTPException, discord.GatewayNotFound, aiohttp.ClientError, OSError,
+                TimeoutError)
 
 
 def login_failed(error: BaseException, api_url: str) -> StartupError:
     """Why `Client.login` failed: the token, Discord's answer, or the network."""
     if isinstance(error, discord.LoginFailure):
         return StartupError("DISCORD_TOKEN was refused by Discord (GET /users/@me: 401 Unauthorized)", RESET_TOKEN_FIX)
+    if isinstance(error, discord.GatewayNotFound):  # `GET /gateway/bot` (shard count, gateway URL) refused
+        cause = error.__cause__
+        status = f" ({cause.status})" if isinstance(cause, discord.HTTPException) else ""
+        return StartupError(f"Discord did not say how to connect its gateway (GET /gateway/bot failed{status})",
+                            f"try again in a few minutes; see {DISCORD_STATUS_PAGE}")
     if isinstance(error, discord.HTTPException):
         answer = f"{error.status} {error.text[:200]}" if error.text else str(error.status)
         what = f"Discord answered {answer} while signing in and registering /ask and /imagine"

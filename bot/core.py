@@ -31,7 +31,7 @@ from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, RunInf
 from bot.request_builder import NO_MODEL_TEXT, RequestBuilder
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.runner import ImagesResult, PredictionRunner
-from bot.state.store import StateStoreError
+from bot.state.store import StateStore, StateStoreError
 from bot.tasks import BackgroundTasks
 from config.models import ASK_SYSTEM_PROMPT
 
@@ -91,6 +91,7 @@ class CommandCore:
         self._governor: Governor | None = None
         self._memory: ConversationMemory | None = None
         self._again: AgainPayloads | None = None
+        self._store: StateStore | None = None
         self._running: dict[str, _Running] = {}  # by request id: what a Stop press can reach
         self._admitted: dict[str, _Admitted] = {}
 
@@ -119,6 +120,11 @@ class CommandCore:
         return self._models
 
     @property
+    def store(self) -> StateStore | None:
+        """The state store, once the service has opened it: what an adapter coordinates processes through."""
+        return self._store
+
+    @property
     def limits(self) -> InputLimits:
         return self._config.limits
 
@@ -126,9 +132,12 @@ class CommandCore:
         """Replace the fallback catalog with the one looked up on Replicate (at start-up, before any command)."""
         self._models = models
 
-    def use_state(self, governor: Governor, memory: ConversationMemory, again: AgainPayloads) -> None:
+    def use_state(
+        self, governor: Governor, memory: ConversationMemory, again: AgainPayloads, store: StateStore | None = None
+    ) -> None:
         """Limits, budget, access, conversations and Again buttons from now on (the service opens the state store
         before any command)."""
+        self._store = store
         self._governor = governor
         self._memory = memory
         self._again = again

@@ -50,6 +50,7 @@ class CoreResources:
                 Governor(self.store, governance, running_slot_s=self.settings.prediction_timeout_s),
                 ConversationMemory(self.store, governance.retention_days),
                 AgainPayloads(self.store, governance.retention_days),
+                store=self.store,
             )
 
     async def load_models(self) -> None:

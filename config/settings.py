@@ -63,6 +63,8 @@ class DiscordSettings:
     gateway_url: str | None = None
     guild_ids: tuple[int, ...] = ()
     message_content: bool = False  # the privileged Message Content intent (enable it in the Developer Portal too)
+    shard_count: int | None = None  # None: as many shards as Discord recommends (`GET /gateway/bot`)
+    shard_ids: tuple[int, ...] = ()  # the shards this process runs; empty: every one of `shard_count`
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class Settings:
     system_prompt: str = ASK_SYSTEM_PROMPT  # SYSTEM_PROMPT: first in every /ask and conversation
     context_max_chars: int = 12_000  # CONTEXT_MAX_CHARS: the most conversation text sent to a model
     discord_message_content: bool = False  # DISCORD_MESSAGE_CONTENT=1: the privileged intent is enabled
+    discord_shard_count: int | None = None  # DISCORD_SHARD_COUNT; None: Discord's recommendation
+    discord_shard_ids: tuple[int, ...] = ()  # DISCORD_SHARD_IDS; empty: every shard
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
 
     @property
@@ -118,7 +122,8 @@ class Settings:
         if not self.discord_token:
             return None
         return DiscordSettings(self.discord_token, self.discord_api_url, self.discord_gateway_url,
-                               self.discord_guild_ids, self.discord_message_content)
+                               self.discord_guild_ids, self.discord_message_content, self.discord_shard_count,
+                               self.discord_shard_ids)
 
     @property
     def slack_enabled(self) -> bool:
@@ -195,6 +200,8 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         system_prompt=env.get("SYSTEM_PROMPT", ASK_SYSTEM_PROMPT),
         context_max_chars=_number(env, "CONTEXT_MAX_CHARS", 12_000, int, minimum=1000),
         discord_message_content=_flag(env, "DISCORD_MESSAGE_CONTENT"),
+        discord_shard_count=_shard_count(env),
+        discord_shard_ids=_shard_ids(env),
         governance=governance_settings_from(env),
     )
     if settings.slack_enabled and not (settings.slack_app_token or settings.slack_signing_secret):
@@ -328,6 +335,41 @@ def _guild_ids(env: Mapping[str, str]) -> tuple[int, ...]:
         if not (item.isascii() and item.isdigit()):
             raise SettingsError("DISCORD_GUILD_IDS", f"has {item!r}", "list numeric server ids, comma-separated")
     return tuple(int(item) for item in items)
+
+
+def _shard_count(env: Mapping[str, str]) -> int | None:
+    if "DISCORD_SHARD_COUNT" not in env:
+        return None
+    return _number(env, "DISCORD_SHARD_COUNT", 1, int, minimum=1)
+
+
+def _shard_ids(env: Mapping[str, str]) -> tuple[int, ...]:
+    """The shards of DISCORD_SHARD_COUNT this process runs: each in range, none twice (discord.py refuses ids
+    without a count; Discord closes a session whose shard id is not below the count, code 4010)."""
+    raw = env.get("DISCORD_SHARD_IDS")
+    if raw is None:
+        return ()
+    count = _shard_count(env)
+    if count is None:
+        raise SettingsError(
+            "DISCORD_SHARD_IDS", "is set without DISCORD_SHARD_COUNT",
+            "set DISCORD_SHARD_COUNT to the total number of shards across every process, or unset DISCORD_SHARD_IDS",
+        )
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    if not items:
+        raise SettingsError("DISCORD_SHARD_IDS", "lists no shard", "list shard ids like 0,1, or unset it")
+    ids: list[int] = []
+    for item in items:
+        if not (item.isascii() and item.isdigit()):
+            raise SettingsError("DISCORD_SHARD_IDS", f"has {item!r}", "list numeric shard ids, comma-separated (0,1)")
+        shard_id = int(item)
+        if shard_id >= count:
+            raise SettingsError("DISCORD_SHARD_IDS", f"has {shard_id}, out of range for DISCORD_SHARD_COUNT={count}",
+                                f"list ids from 0 to {count - 1}")
+        if shard_id in ids:
+            raise SettingsError("DISCORD_SHARD_IDS", f"lists {shard_id} twice", "list each shard once")
+        ids.append(shard_id)
+    return tuple(ids)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

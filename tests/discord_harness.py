@@ -91,9 +91,11 @@ def _finished(message: StoredMessage) -> bool:
 
 @asynccontextmanager
 async def running_bot(
-    discord_fake: FakeDiscord, replicate: FakeReplicate, *, policy: RunPolicy = FAST_POLICY, **overrides: Any
+    discord_fake: FakeDiscord, replicate: FakeReplicate, *, policy: RunPolicy = FAST_POLICY, sessions: int = 1,
+    **overrides: Any
 ) -> AsyncIterator[BotService]:
-    """A `BotService` started against the fakes, connected (READY written); shut down and un-redirected after."""
+    """A `BotService` started against the fakes, connected (READY written for each of its `sessions`: one per shard);
+    shut down and un-redirected after."""
     saved = redirect_snapshot()
     settings = bot_settings(replicate, discord=discord_fake, **overrides)
     service = BotService(settings, policy)  # after FakeReplicate.start(): the transport trusts its certificate now
@@ -101,7 +103,7 @@ async def running_bot(
     try:
         await service.start()
         replicate.take_requests()  # the start-up model look-ups are not what a command costs
-        await discord_fake.wait_for_ready(ready_before + 1, timeout=WAIT_S)
+        await discord_fake.wait_for_ready(ready_before + sessions, timeout=WAIT_S)
         yield service
     finally:
         await stop_service(service)
@@ -147,13 +149,14 @@ class SlowFollowUpDiscord(FakeDiscord):
 
 @asynccontextmanager
 async def fakes(
-    guilds: dict[int, list[int]] | None = None, discord_class: type[FakeDiscord] = FakeDiscord
+    guilds: dict[int, list[int]] | None = None, discord_class: type[FakeDiscord] = FakeDiscord, **fake_options: Any
 ) -> AsyncIterator[tuple[FakeDiscord, FakeReplicate]]:
+    """`fake_options` go to the fake Discord (e.g. `recommended_shards`, `max_concurrency`)."""
     replicate = FakeReplicate(api_token=REPLICATE_TOKEN, max_wait_s=5.0)
     await replicate.start()
     discord_fake = discord_class(token=DISCORD_TOKEN, application_id=APPLICATION_ID, bot_user_id=APPLICATION_ID,
                                  guilds=guilds or {GUILD: [CHANNEL, SECOND_CHANNEL]},
-                                 privileged_intents=PRIVILEGED_INTENTS)
+                                 privileged_intents=PRIVILEGED_INTENTS, **fake_options)
     await discord_fake.start()
     try:
         default_models(replicate)

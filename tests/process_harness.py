@@ -142,10 +142,13 @@ async def launch_bot(
     """`python -m bot` in `cwd`, connected to the fakes; returns it and its HTTP port once it said it runs.
 
     Several may run at once on the same fakes (give them the same `STATE_URL` to make them one bot); each
-    one's Slack socket and Discord session come on top of those already open."""
+    one's Slack socket and Discord sessions (one per shard it runs: DISCORD_SHARD_IDS, else DISCORD_SHARD_COUNT,
+    else one) come on top of those already open."""
     port = int(settings.pop("PORT", free_port()))
     env = {**process_env(replicate, slack, discord, port), **settings}  # STATE_URL: its default, under cwd
     sockets, sessions = slack.socket.ready_count, discord.ready_count
+    shards = settings.get("DISCORD_SHARD_IDS")
+    discord_sessions = len(shards.split(",")) if shards else int(settings.get("DISCORD_SHARD_COUNT", "1"))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", env=env, cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -155,7 +158,7 @@ async def launch_bot(
     try:
         await bot.wait_for_line("Bot running:", START_TIMEOUT_S)
         await slack.wait_for_socket(sockets + 1, WAIT_S)
-        await discord.wait_for_ready(sessions + 1, WAIT_S)
+        await discord.wait_for_ready(sessions + discord_sessions, WAIT_S)
     except BaseException:
         await bot.kill()
         raise

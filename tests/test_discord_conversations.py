@@ -199,6 +199,9 @@ async def test_ask_answers_end_with_the_hint_and_a_reply_to_any_of_their_message
         await until_linked(bot, messages[-1].id)
         message = bot.discord.send_message(f"{BOT} summarise that", reply_to=messages[-1].id)
         await answer_to(bot.discord, message)
+        # Its last message too (the answer is three): the bot closes once the test ends, with nothing in flight.
+        await bot.until(lambda: "Paragraph 5" in bot.discord.replies_to(int(message["id"]))[-1].content,
+                        "the whole answer")
         assert USER_TURN.format("Tell me a lot") in prompts(bot.replicate)[1]
         assert prompts(bot.replicate)[1].endswith(
             USER_TURN.format("summarise that") + "<|start_header_id|>assistant<|end_header_id|>\n\n"

@@ -8,7 +8,9 @@ import asyncio
 import io
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import discord
@@ -332,3 +334,109 @@ async def test_two_hundred_concurrent_interactions(fake: FakeDiscord, bot: AskBo
     contents = {message.content for s in sent if (message := fake.original_message(s.token))}
     assert contents == {f"You asked: {i}" for i in range(200)}
     assert time.monotonic() - started < 30
+
+
+# --- sharding ------------------------------------------------------------------------------------------
+
+# Guild ids whose events Discord sends to shard 0 and shard 1 of 2: (guild_id >> 22) % 2.
+GUILD_ON_SHARD_0, GUILD_ON_SHARD_1 = 10 << 22, 11 << 22
+SHARDED_GUILDS = {GUILD_ON_SHARD_0: [5001], GUILD_ON_SHARD_1: [5002]}
+
+
+@asynccontextmanager
+async def sharded_fake(**options: Any) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(token=TOKEN, application_id=111, bot_user_id=111, guilds=SHARDED_GUILDS,
+                           **options) as server:
+        base, gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+        discord.http.Route.BASE = server.api_url
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(server.gateway_url)
+        try:
+            yield server
+        finally:
+            discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+        assert server.fake_errors == []
+
+
+@asynccontextmanager
+async def sharded_clients(*shard_ids: list[int] | None, shard_count: int | None = None) -> AsyncIterator[None]:
+    """One real `AutoShardedClient` per entry (None: every shard; no count: `GET /gateway/bot` decides), started."""
+    clients = [sharded_client(ids, shard_count) for ids in shard_ids]
+    tasks = [asyncio.create_task(client.start(TOKEN)) for client in clients]
+    try:
+        yield
+    finally:
+        for client in clients:
+            await client.close()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+def sharded_client(shard_ids: list[int] | None, shard_count: int | None) -> discord.AutoShardedClient:
+    intents = discord.Intents.default()
+    if shard_ids is None:
+        return discord.AutoShardedClient(intents=intents, shard_count=shard_count)
+    return discord.AutoShardedClient(intents=intents, shard_count=shard_count, shard_ids=shard_ids)
+
+
+def interaction_ids(session: Any) -> list[str]:
+    return [event["d"]["id"] for event in session.events if event["t"] == "INTERACTION_CREATE"]
+
+
+async def test_gateway_bot_recommends_shards_and_each_shard_gets_its_guilds_and_dms_go_to_shard_0() -> None:
+    async with sharded_fake(recommended_shards=2, max_concurrency=2) as fake, sharded_clients(None):
+        await fake.wait_for_ready(2)
+        assert fake.identified_shards() == [[0, 2], [1, 2]]  # discord.py asked GET /gateway/bot how many
+        shard_0, shard_1 = fake.gateway.session_of_shard(0), fake.gateway.session_of_shard(1)
+        assert shard_0 is not None and shard_1 is not None
+        for session, guild in ((shard_0, GUILD_ON_SHARD_0), (shard_1, GUILD_ON_SHARD_1)):
+            ready, *creates = [event for event in session.events if event["t"] in ("READY", "GUILD_CREATE")]
+            assert ready["d"]["shard"] == session.shard and ready["d"]["guilds"] == [
+                {"id": str(guild), "unavailable": True}]
+            assert [create["d"]["id"] for create in creates] == [str(guild)]
+
+        on_0 = await fake.send_interaction("ask", guild_id=GUILD_ON_SHARD_0)
+        on_1 = await fake.send_interaction("ask", guild_id=GUILD_ON_SHARD_1)
+        in_dm = await fake.send_interaction("ask", dm=True)
+
+        assert interaction_ids(shard_0) == [str(on_0.id), str(in_dm.id)]
+        assert interaction_ids(shard_1) == [str(on_1.id)]
+        limit = (await fake_gateway_bot(fake))["session_start_limit"]
+        assert limit["max_concurrency"] == 2
+
+
+async def fake_gateway_bot(fake: FakeDiscord) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{fake.api_url}/gateway/bot", headers={"Authorization": f"Bot {TOKEN}"}) as response:
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def test_two_sessions_of_one_shard_both_get_its_events() -> None:
+    async with sharded_fake(max_concurrency=2) as fake, sharded_clients([0], [0], [1], shard_count=2):
+        await fake.wait_for_ready(3)
+        sessions = list(fake.gateway.sessions.values())
+        assert sorted(str(session.shard) for session in sessions) == ["[0, 2]", "[0, 2]", "[1, 2]"]
+
+        sent = await fake.send_interaction("ask", guild_id=GUILD_ON_SHARD_0)
+
+        assert [str(sent.id) in interaction_ids(session) for session in sessions] == [
+            session.shard == [0, 2] for session in sessions]
+
+
+async def test_identifies_beyond_max_concurrency_per_5_s_get_op_9() -> None:
+    async with sharded_fake(max_concurrency=1, enforce_identify_limit=True) as fake:
+        # Two processes, each starting its own first shard at once: discord.py spaces only one process's IDENTIFYs.
+        async with sharded_clients([0], [1], shard_count=2):
+            await fake.wait_for_ready(1)
+            await fake.wait_until(lambda: fake.gateway.rate_limited_identifies != [], what="an op 9")
+        assert len(fake.gateway.rate_limited_identifies) == 1 and fake.identify_count == 1
+
+
+async def test_an_identify_with_a_shard_out_of_range_is_closed_4010() -> None:
+    async with sharded_fake() as fake, aiohttp.ClientSession() as http, \
+            http.ws_connect(f"{fake.gateway_url}?v=10&encoding=json") as ws:
+        hello = await ws.receive_json()
+        assert hello["op"] == 10
+        await ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": 0, "properties": {}, "shard": [2, 2]}})
+        closing = await ws.receive()
+        assert (closing.type, ws.close_code) == (aiohttp.WSMsgType.CLOSE, 4010)
+        assert fake.identify_count == 0

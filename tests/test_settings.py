@@ -34,6 +34,8 @@ def test_defaults_follow_the_spec() -> None:
     assert loaded.discord_api_url == "https://discord.com/api/v10"
     assert loaded.discord_gateway_url is None
     assert loaded.discord_guild_ids == ()
+    assert loaded.discord_shard_count is None  # as many shards as Discord recommends, all in this process
+    assert loaded.discord_shard_ids == ()
     assert loaded.ask_model == DEFAULT_ASK_MODEL == "meta/meta-llama-3-8b-instruct"
     assert loaded.imagine_model == DEFAULT_IMAGINE_MODEL == "black-forest-labs/flux-schnell"
     assert loaded.allowed_models == {DEFAULT_ASK_MODEL, DEFAULT_IMAGINE_MODEL}
@@ -61,6 +63,7 @@ def test_defaults_follow_the_spec() -> None:
         ("DISCORD_GATEWAY_URL", "ws://127.0.0.1:7001", "discord_gateway_url", "ws://127.0.0.1:7001"),
         ("DISCORD_GUILD_IDS", "123, 456 ,789", "discord_guild_ids", (123, 456, 789)),
         ("DISCORD_GUILD_IDS", "123456789012345678", "discord_guild_ids", (123456789012345678,)),
+        ("DISCORD_SHARD_COUNT", "4", "discord_shard_count", 4),
         ("ASK_MODEL", "meta/meta-llama-3-70b-instruct", "ask_model", "meta/meta-llama-3-70b-instruct"),
         ("IMAGINE_MODEL", f"stability-ai/sdxl:{VERSION}", "imagine_model", f"stability-ai/sdxl:{VERSION}"),
         ("MAX_PROMPT_CHARS", "1000", "max_prompt_chars", 1000),
@@ -173,7 +176,8 @@ def test_malformed_value_in_the_env_file_is_reported_by_variable(tmp_path: Path)
 DOCUMENTED_VARIABLES = (
     "REPLICATE_API_TOKEN REPLICATE_BASE_URL SLACK_BOT_TOKEN SLACK_APP_TOKEN SLACK_SIGNING_SECRET SLACK_API_URL "
     "DISCORD_TOKEN DISCORD_API_URL DISCORD_GATEWAY_URL DISCORD_GUILD_IDS ASK_MODEL IMAGINE_MODEL ALLOWED_MODELS "
-    "MAX_PROMPT_CHARS MAX_CONCURRENT_PREDICTIONS IMAGE_DIR PREDICTION_TIMEOUT SHUTDOWN_GRACE PORT LOG_LEVEL"
+    "MAX_PROMPT_CHARS MAX_CONCURRENT_PREDICTIONS IMAGE_DIR PREDICTION_TIMEOUT SHUTDOWN_GRACE PORT LOG_LEVEL "
+    "DISCORD_SHARD_COUNT DISCORD_SHARD_IDS"
 ).split()
 
 
@@ -212,6 +216,13 @@ def test_default_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch, 
         ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"),
         ({"DISCORD_GUILD_IDS": "123,my-server"}, "DISCORD_GUILD_IDS", "numeric"),
         ({"DISCORD_GUILD_IDS": "-5"}, "DISCORD_GUILD_IDS", "numeric"),
+        ({"DISCORD_SHARD_COUNT": "0"}, "DISCORD_SHARD_COUNT", "at least 1"),
+        ({"DISCORD_SHARD_COUNT": "two"}, "DISCORD_SHARD_COUNT", "number"),
+        ({"DISCORD_SHARD_IDS": "0,1"}, "DISCORD_SHARD_IDS", "set DISCORD_SHARD_COUNT"),
+        ({"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "0,2"}, "DISCORD_SHARD_IDS", "from 0 to 1"),
+        ({"DISCORD_SHARD_COUNT": "4", "DISCORD_SHARD_IDS": "1,3,1"}, "DISCORD_SHARD_IDS", "each shard once"),
+        ({"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "-1"}, "DISCORD_SHARD_IDS", "numeric"),
+        ({"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": ","}, "DISCORD_SHARD_IDS", "like 0,1"),
         ({"ASK_MODEL": "llama3"}, "ASK_MODEL", "owner/name"),
         ({"ASK_MODEL": "meta/llama:latest"}, "ASK_MODEL", "owner/name"),
         ({"IMAGINE_MODEL": "https://replicate.com/x/y"}, "IMAGINE_MODEL", "owner/name"),
@@ -244,6 +255,14 @@ def test_a_malformed_token_is_not_echoed_in_the_error(variable: str, value: str)
     environ = {**SOCKET_MODE, variable: value}
 
     assert value not in str(settings_error(**environ))
+
+
+def test_discord_shard_ids_name_the_shards_of_this_process_in_the_order_given() -> None:
+    loaded = load(DISCORD_TOKEN="fake-bot-token", DISCORD_SHARD_COUNT="4", DISCORD_SHARD_IDS=" 3, 1 ")
+
+    assert (loaded.discord_shard_count, loaded.discord_shard_ids) == (4, (3, 1))
+    assert loaded.discord is not None
+    assert (loaded.discord.shard_count, loaded.discord.shard_ids) == (4, (3, 1))
 
 
 # --- DISCORD_TOKEN ----------------------------------------------------------------------------------

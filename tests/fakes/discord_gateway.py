@@ -8,7 +8,10 @@ message ping). `FakeDiscord` (discord_server.py) answers REST requests with the 
 Gateway (`FakeGateway`, v10, JSON): Discord's wire protocol, not a simplified one, because the point is to
 exercise the real client: HELLO → IDENTIFY → READY + one GUILD_CREATE per guild; heartbeats answered with
 op 11; RESUME replays the dispatches the client missed and ends with RESUMED; an unknown or invalidated
-session gets op 9. Frames are compressed the way the URL asks (`compress=zlib-stream`: one zlib stream per
+session gets op 9. Sharding as Discord does it: a session that IDENTIFYs with `shard: [id, count]` gets READY and
+GUILD_CREATE for its own guilds only, and the events of a guild go to the sessions of shard `(guild_id >> 22) %
+count`, events without a guild (DMs) to shard 0 only; two live sessions of the same shard both get them. Frames are
+compressed the way the URL asks (`compress=zlib-stream`: one zlib stream per
 connection, each message flushed with Z_SYNC_FLUSH, which discord.py 2.7 requests when zstandard is not
 installed; `zstd-stream` when a zstd module is importable), so discord.py's decompressor runs too.
 """
@@ -51,6 +54,11 @@ HEARTBEAT_INTERVAL_MS = 41250
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)
 # Close codes after which Discord forgets the session (a RESUME then gets op 9).
 SESSION_ENDING_CODES = {4007, 4009}
+INVALID_SHARD = 4010
+# IDENTIFYs: `max_concurrency` per 5 s, one per rate-limit key `shard_id % max_concurrency`; beyond it, op 9
+# (https://discord.com/developers/docs/events/gateway#session-start-limit-object,
+# https://discord.com/developers/docs/events/gateway#sharding-max-concurrency).
+IDENTIFY_WINDOW_S = 5.0
 
 DISCORD_EPOCH_MS = 1420070400000
 ATTACHMENT_SIZE_LIMIT = 26214400  # 25 MiB, what Discord reports for unboosted guilds
@@ -68,6 +76,12 @@ USER_MENTION, ROLE_MENTION, EVERYONE_MENTION = re.compile(r"<@!?(\d+)>"), re.com
 
 
 # --- Discord objects -------------------------------------------------------------------------------
+
+
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to; events without a guild (DMs) go to shard 0
+    (https://discord.com/developers/docs/events/gateway#sharding)."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
 
 
 def iso(ts: float) -> str:
@@ -306,13 +320,18 @@ class DiscordObjects:
     def ready(self, session: GatewaySession, gateway_url: str) -> dict[str, Any]:
         ready: dict[str, Any] = {
             "v": 10, "user": self.user(self.bot_user_id, full=True), "user_settings": {},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds], "presences": [],
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds_of(session)], "presences": [],
             "private_channels": [], "relationships": [], "guild_join_requests": [], "geo_ordered_rtc_regions": [],
             "session_id": session.id, "session_type": "normal", "resume_gateway_url": gateway_url,
             "application": {"id": str(self.application_id), "flags": 0}, "_trace": ["fake-gateway"]}
         if session.shard is not None:
             ready["shard"] = session.shard
         return ready
+
+    def guilds_of(self, session: GatewaySession) -> list[int]:
+        """The guilds whose events go to `session`'s shard (every guild without sharding)."""
+        shard_id, count = session.shard_id, session.shard_count
+        return [guild_id for guild_id in self.guilds if shard_of(guild_id, count) == shard_id]
 
     def guild(self, guild_id: int) -> dict[str, Any]:
         """GUILD_CREATE data: what discord.py needs for `get_guild`, `get_channel` and `guild.me`."""
@@ -399,6 +418,18 @@ class DiscordObjects:
 # --- the gateway -----------------------------------------------------------------------------------
 
 
+def _guild_id(data: dict[str, Any]) -> int | None:
+    """The guild an event belongs to (it decides the shard): `guild_id`, as Discord's events carry it."""
+    value = data.get("guild_id") if isinstance(data, dict) else None
+    return int(value) if value is not None else None
+
+
+def _valid_shard(shard: Any) -> bool:
+    """`[shard_id, num_shards]` with 0 <= shard_id < num_shards, else Discord closes with 4010 "Invalid shard"."""
+    return (isinstance(shard, list) and len(shard) == 2 and all(isinstance(n, int) for n in shard)
+            and 0 <= shard[0] < shard[1])
+
+
 class _Encoder:
     """Turns one gateway payload into one WebSocket frame, keeping the per-connection compression context."""
 
@@ -456,6 +487,18 @@ class GatewaySession:
     valid: bool = True
     conn: _Conn | None = None
 
+    @property
+    def shard_id(self) -> int:
+        return self.shard[0] if self.shard else 0
+
+    @property
+    def shard_count(self) -> int:
+        """Without `shard` in its IDENTIFY a session is the only shard of one: it gets everything."""
+        return self.shard[1] if self.shard else 1
+
+    def receives(self, guild_id: int | None) -> bool:
+        return self.valid and shard_of(guild_id, self.shard_count) == self.shard_id
+
 
 class _Conn:
     """A live socket: frames go through one queue and one writer task so compression sees them in order."""
@@ -499,12 +542,17 @@ class FakeGateway:
     """Gateway state machine. `FakeDiscord` owns it and routes `/gateway` WebSockets to `handle`."""
 
     def __init__(self, *, token: str, objects: DiscordObjects, url: Callable[[], str], privileged_intents: int,
-                 changed: Callable[[], None]) -> None:
+                 changed: Callable[[], None], max_concurrency: int = 1, enforce_identify_limit: bool = False) -> None:
         self._token, self._objects, self._url = token, objects, url
         self._privileged = privileged_intents
         self._changed = changed
+        self.max_concurrency = max_concurrency  # what `GET /gateway/bot` says in `session_start_limit`
+        self.enforce_identify_limit = enforce_identify_limit  # op 9 for IDENTIFYs beyond max_concurrency per 5 s
+        self._identified_at: dict[int, float] = {}  # rate-limit key → when an IDENTIFY last went through
         self.sessions: dict[str, GatewaySession] = {}
-        self.current: GatewaySession | None = None  # the session new dispatches go to
+        self.current: GatewaySession | None = None  # the latest session identified or resumed (`drop`, `send_op`)
+        self.rate_limited_identifies: list[list[int] | None] = []  # the `shard` of each IDENTIFY refused with op 9
+        self._held: asyncio.Event | None = None  # set: new sockets wait for it before their HELLO
         self.conns: set[_Conn] = set()
         self.log: list[GatewayConnection] = []
         self.identify_count = 0
@@ -517,11 +565,22 @@ class FakeGateway:
     # --- what the server side does --------------------------------------------------------------
 
     def dispatch(self, event: str, data: dict[str, Any]) -> int:
-        """Send an op 0 event on the current session (buffered for RESUME if the socket is down)."""
-        session = self.current
-        if session is None or not session.valid:
-            raise RuntimeError("no gateway session: start the client and `await fake.wait_for_ready()` first")
-        return self._dispatch(session, event, data)
+        """Send an op 0 event to every valid session of the shard its `guild_id` falls on (shard 0 without one),
+        buffered for RESUME where the socket is down; returns its sequence number on the latest of them."""
+        sessions = self.receivers(_guild_id(data))
+        if not sessions:
+            raise RuntimeError("no gateway session for this event's shard: start the client and "
+                               "`await fake.wait_for_ready()` first")
+        return [self._dispatch(session, event, data) for session in sessions][-1]
+
+    def receivers(self, guild_id: int | None) -> list[GatewaySession]:
+        """The valid sessions that get the events of `guild_id` (None: a DM), oldest first."""
+        return [session for session in self.sessions.values() if session.receives(guild_id)]
+
+    def session_of_shard(self, shard_id: int) -> GatewaySession | None:
+        """The latest valid session of shard `shard_id` (an unsharded session is shard 0)."""
+        found = [session for session in self.sessions.values() if session.valid and session.shard_id == shard_id]
+        return found[-1] if found else None
 
     def _dispatch(self, session: GatewaySession, event: str, data: dict[str, Any]) -> int:
         session.seq += 1
@@ -531,9 +590,10 @@ class FakeGateway:
             session.conn.send(payload)
         return session.seq
 
-    async def drop(self, code: int = 4000) -> None:
-        """Close the current session's socket with `code` (4007/4009 also end the session, as on Discord)."""
-        session = self.current
+    async def drop(self, code: int = 4000, *, shard: int | None = None) -> None:
+        """Close the current session's socket (or shard `shard`'s) with `code` (4007/4009 also end the session, as
+        on Discord)."""
+        session = self.current if shard is None else self.session_of_shard(shard)
         if session is None or session.conn is None:
             raise RuntimeError("no connected gateway session to drop")
         if code in SESSION_ENDING_CODES:
@@ -549,7 +609,17 @@ class FakeGateway:
             session.valid = False
         session.conn.send({"op": op, "d": data, "s": None, "t": None})
 
+    def hold_connections(self) -> None:
+        """New sockets are accepted but get no HELLO until `release_connections()`: a reconnect that hangs."""
+        self._held = asyncio.Event()
+
+    def release_connections(self) -> None:
+        if self._held is not None:
+            self._held.set()
+            self._held = None
+
     async def close(self) -> None:
+        self.release_connections()
         for conn in list(self.conns):
             await conn.close(1001)
 
@@ -567,6 +637,8 @@ class FakeGateway:
         self.conns.add(conn)
         self.log.append(record)
         self._changed()
+        if self._held is not None:
+            await self._held.wait()
         if request.query.get("encoding", "json") != "json":
             await conn.close(4002)  # "Decode error": the fake only speaks JSON, not ETF
         else:
@@ -634,19 +706,34 @@ class FakeGateway:
         if intents & PRIVILEGED_INTENTS & ~self._privileged:
             await conn.close(4014)  # "Disallowed intent(s)": not enabled for this app in the portal
             return
+        shard = data.get("shard")
+        if shard is not None and not _valid_shard(shard):
+            await conn.close(INVALID_SHARD)
+            return
+        if self.enforce_identify_limit and not self._identify_allowed(shard):
+            self.rate_limited_identifies.append(shard)
+            conn.send({"op": INVALID_SESSION, "d": False, "s": None, "t": None})
+            return
         self.identify_count += 1
-        session = GatewaySession(id=secrets.token_hex(16), token=data["token"], intents=intents,
-                                 shard=data.get("shard"))
+        session = GatewaySession(id=secrets.token_hex(16), token=data["token"], intents=intents, shard=shard)
         self.sessions[session.id] = session
-        if self.current is not None and self.current.conn is not None and self.current.conn is not conn:
-            await self.current.conn.close(4000)
         self.current = session
         session.conn, conn.session = conn, session
         conn.record.session_id, conn.record.identified = session.id, True
         self._dispatch(session, "READY", self._objects.ready(session, self._url()))
-        for guild_id in self._objects.guilds:
+        for guild_id in self._objects.guilds_of(session):
             self._dispatch(session, "GUILD_CREATE", self._objects.guild(guild_id))
         conn.then(self._mark_ready)
+
+    def _identify_allowed(self, shard: list[int] | None) -> bool:
+        """One IDENTIFY per rate-limit key (`shard_id % max_concurrency`) per `IDENTIFY_WINDOW_S`."""
+        key = (shard[0] if shard else 0) % self.max_concurrency
+        now = time.monotonic()
+        last = self._identified_at.get(key)
+        if last is not None and now - last < IDENTIFY_WINDOW_S:
+            return False
+        self._identified_at[key] = now
+        return True
 
     async def _resume(self, conn: _Conn, data: dict[str, Any]) -> None:
         if data.get("token") != self._token:

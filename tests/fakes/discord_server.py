@@ -148,6 +148,9 @@ class FakeDiscord(LocalServer):
         bucket_limit: int = 1000,
         bucket_window: float = 1.0,
         enforce_buckets: bool = False,
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
+        enforce_identify_limit: bool = False,
     ) -> None:
         super().__init__()
         self.token, self.application_id = token, application_id
@@ -170,8 +173,10 @@ class FakeDiscord(LocalServer):
         self._uploads_denied: set[int] = set()
         self._buckets: dict[str, tuple[float, int]] = {}
         self._attachments: dict[int, Attachment] = {}
+        self.recommended_shards = recommended_shards  # `shards` in `GET /gateway/bot`
         self.gateway = FakeGateway(token=token, objects=self.objects, url=lambda: self.gateway_url,
-                                    privileged_intents=privileged_intents, changed=self._changed)
+                                    privileged_intents=privileged_intents, changed=self._changed,
+                                    max_concurrency=max_concurrency, enforce_identify_limit=enforce_identify_limit)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -396,8 +401,8 @@ class FakeDiscord(LocalServer):
             data["member"] = {k: v for k, v in self.objects.member(user_id).items() if k != "user"}
             data["mentions"] = [{**self.objects.user(u), "member": {k: v for k, v in self.objects.member(u).items()
                                                                      if k != "user"}} for u in mentioned]
-        session = self.gateway.current
-        intents = session.intents if session is not None else 0
+        receivers = self.gateway.receivers(guild_id)
+        intents = receivers[-1].intents if receivers else 0  # one bot's sessions all ask for the same intents
         if not intents & (DIRECT_MESSAGES if dm else GUILD_MESSAGES):
             return data  # Discord doesn't send it to this session at all
         if not intents & MESSAGE_CONTENT and not dm and self.bot_user_id not in mentioned:
@@ -410,9 +415,10 @@ class FakeDiscord(LocalServer):
         return [m for m in self.messages.values() if m.author_id is None and not m.deleted
                 and (m.message_reference or {}).get("message_id") in (message_id, str(message_id))]
 
-    async def drop_gateway(self, code: int = 4000) -> None:
-        """Close the gateway socket with `code`; discord.py resumes (4007/4009: Discord ends the session too)."""
-        await self.gateway.drop(code)
+    async def drop_gateway(self, code: int = 4000, *, shard: int | None = None) -> None:
+        """Close the gateway socket (the latest session's, or shard `shard`'s) with `code`; discord.py resumes
+        (4007/4009: Discord ends the session too)."""
+        await self.gateway.drop(code, shard=shard)
 
     def refuse_identify(self, code: int = 4004) -> None:
         """The next IDENTIFY is answered by closing the socket with `code` (4004 "Authentication failed": the
@@ -451,6 +457,10 @@ class FakeDiscord(LocalServer):
     def gateway_connections(self) -> int:
         """WebSocket connections accepted; `fake.gateway.log` has each one's query and close code."""
         return len(self.gateway.log)
+
+    def identified_shards(self) -> list[list[int] | None]:
+        """The `shard` of every IDENTIFY received, in order (None: an unsharded IDENTIFY)."""
+        return [payload.get("shard") for payload in self.gateway.identify_payloads]
 
     @property
     def identify_count(self) -> int:
@@ -605,8 +615,9 @@ class FakeDiscord(LocalServer):
     async def _gateway_info(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"url": self.gateway_url}
         if request.path.endswith("/bot"):
-            body.update(shards=1, session_start_limit={"total": 1000, "remaining": 999, "reset_after": 14400000,
-                                                       "max_concurrency": 1})
+            limit = {"total": 1000, "remaining": 1000 - self.identify_count, "reset_after": 14400000,
+                     "max_concurrency": self.gateway.max_concurrency}
+            body.update(shards=self.recommended_shards, session_start_limit=limit)
         return json_response(body)
 
     async def _commands_route(self, request: web.Request) -> web.Response:
@@ -847,8 +858,8 @@ class FakeDiscord(LocalServer):
         thread = self.objects.thread(thread_id, parent, name, 11 if starter else int(body.get("type", 12)), body)
         if starter is not None:
             starter.thread_id, starter.flags = thread_id, starter.flags | 32  # HAS_THREAD
-        session = self.gateway.current
-        if session is not None and session.valid and session.intents & 1:  # GUILDS intent
+        receivers = self.gateway.receivers(int(thread["guild_id"]))
+        if receivers and receivers[-1].intents & 1:  # GUILDS intent
             self.gateway.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return json_response(thread, 201)
 

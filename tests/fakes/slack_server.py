@@ -13,8 +13,9 @@ for rate limits, `ok` as text/html from response_urls, `OK - <n>` as text/plain 
 rules bots trip over are enforced: channel membership, 4,000 characters per `chat.update`, 40,000 per post,
 block limits (markdown blocks: 12,000 characters per payload), `block_mismatch` when an edit swaps a markdown
 message for another kind or back, 5 uses per response_url, optionally the documented rate-limit tiers.
-Native streaming (`chat.startStream` / `appendStream` / `stopStream`) is refused by default, as in a workspace
-whose app does not have the feature (`allow_streaming` turns it on); a stream's message exists from its start,
+Native streaming (`chat.startStream` / `appendStream` / `stopStream`) is refused by default, as for an app
+without Slack's AI-app feature and its `assistant:write` scope (`allow_streaming` turns both on; `grant_scope` and
+`refuse_streaming` make a workspace that grants the scope yet refuses); a stream's message exists from its start,
 shows each appended text (`Message.history`), expires (`expire_stream`, or 5 minutes after its start) and refuses
 `chat.update` while it streams (`streaming_state_conflict`).
 Faults are scripted per method (`fail`: an API error, an outage's HTTP 5xx, or the connection dropped
@@ -412,8 +413,15 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         self._post_windows = {}
 
     def allow_streaming(self) -> None:
-        """Native streaming works, as for an app with Slack's AI-app feature turned on."""
+        """Native streaming works, as for an app with Slack's AI-app feature turned on (its `assistant:write`
+        scope granted)."""
         self.streaming_refusal = None
+        self.grant_scope("assistant:write")
+
+    def grant_scope(self, scope: str) -> None:
+        """`scope` joins the token's scopes (X-OAuth-Scopes, read from auth.test at start-up)."""
+        if scope not in self.scopes.split(","):
+            self.scopes += "," + scope
 
     def refuse_streaming(self, error: str = DEFAULT_STREAMING_REFUSAL) -> None:
         """Every streaming call answers `error` (e.g. `feature_not_enabled`, `unknown_method`,

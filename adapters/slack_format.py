@@ -39,7 +39,10 @@ STREAM_APPEND_BURST = 20
 STREAM_FLUSH_INTERVAL_S = 1.0  # per stream: what arrived in the last second goes out in one append
 STREAM_MAX_CHARS = 12_000  # one streamed message: markdown_text's limit per call, a message's markdown total
 STREAM_CLOSING_RESERVE_CHARS = 200  # left free in a streamed message for the fence that may close it
-STREAM_REFUSAL_RETRY_S = 600.0  # a workspace that refused native streaming is asked again after this
+STREAM_REFUSAL_RETRY_S = 600.0
+# A 429 on chat.startStream with a Retry-After this long is the workspace's Tier 2 (a minute's window) and pauses
+# every start; a shorter one is a channel's "one message per second" and only sends that answer the edit way.
+STREAM_TIER_PAUSE_MIN_S = 10.0  # a workspace that refused native streaming is asked again after this
 PROMPT_PREVIEW_CHARS = 500
 RESPONSE_URL_MAX_USES = 5  # response_url: 5 uses in 30 minutes
 

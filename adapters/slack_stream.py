@@ -179,8 +179,8 @@ class NativeStreamReply:
         except DELIVERY_ERRORS as error:
             native.answered(works=False)
             native.starts.release()
-            if isinstance(error, RateLimited):
-                native.starts.pause(error.retry_after_s)
+            if isinstance(error, RateLimited) and error.retry_after_s >= fmt.STREAM_TIER_PAUSE_MIN_S:
+                native.starts.pause(error.retry_after_s)  # the workspace's Tier 2, not one channel's posting burst
             elif isinstance(error, SlackApiError) and error.response.get("error") in WORKSPACE_REFUSALS:
                 native.refuse()
                 log.info("Slack: native streaming refused (%s); answers are edited in for %.0f s, then it is "

@@ -1,10 +1,11 @@
 """Slack: `/ask` and `/imagine` in channels, answered in threads, over Socket Mode or HTTP (Events API).
 
 Flow per command: parse and validate (no I/O) → ack at once (bad input is answered in the ack,
-privately) → post a visible parent message → stream the answer into one thread reply (Markdown in a
-markdown block; edits coalesced per message and budgeted per workspace) → images uploaded as files
-into the thread. While the answer is written its message carries Stop; the finished answer carries Again
-(`adapters.slack_buttons`).
+privately) → post a visible parent message → stream the answer into one thread reply: natively
+(`adapters.slack_stream`) while the workspace's stream budget lasts, else as a placeholder edited into the
+answer (Markdown in a markdown block; edits coalesced per message and budgeted per workspace), else posted once
+→ images uploaded as files into the thread. While the answer is written its message carries Stop (a native
+stream can't: the asker gets Stop privately); the finished answer carries Again (`adapters.slack_buttons`).
 
 Slack failing is not the answer failing: 5xx answers and dropped connections are retried by slack_sdk's
 own handlers, and if the bot still can't post in the channel (not invited, or Slack down), the user is
@@ -50,6 +51,7 @@ from adapters.slack_buttons import SlackButtons
 from adapters.slack_conversations import SlackConversations, link_thread
 from adapters.slack_payloads import command_delivery_key, command_origin
 from adapters.slack_startup import startup_call
+from adapters.slack_stream import STREAMING_SCOPE, NativeStreaming, NativeStreamReply
 from adapters.slack_thread import DELIVERY_ERRORS, SlackThread, call, error_code
 from bot.core import CommandCore
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
@@ -68,6 +70,7 @@ CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archi
 WORKING_TEXT = "_⏳ Working on it…_"
 
 Respond = AsyncRespond
+Reply = StreamingReply | NativeStreamReply  # an answer being shown: edited in, or natively streamed
 Tell = Callable[[str], Awaitable[bool]]  # one private message to the user; False if it did not arrive
 
 
@@ -168,6 +171,7 @@ class SlackAdapter:
         self._socket_handler: AsyncSocketModeHandler | None = None
         self._session: aiohttp.ClientSession | None = None
         self._budgets: dict[str, EditBudget] = {}
+        self._native: dict[str, NativeStreaming] = {}
         self.bot_user_id: str | None = None
 
     @property
@@ -185,9 +189,7 @@ class SlackAdapter:
         self.client.session = self._edit_client.session = self._session
         auth = await startup_call("auth.test", self.client.auth_test(), self._config.api_url)
         self.bot_user_id = auth.get("user_id")
-        self._authorization = AuthorizeResult.from_auth_test_response(
-            bot_token=self._config.bot_token, auth_test_response=auth
-        )
+        self._authorization = self._authorization_of(auth)
         log.info("Slack: signed in as %s in %s", auth.get("user"), auth.get("team"))
         if self._config.app_token:
             self._socket_handler = AsyncSocketModeHandler(
@@ -208,11 +210,15 @@ class SlackAdapter:
     async def _authorize(self) -> AuthorizeResult:
         """bolt's authorize hook: the start-up auth.test's answer (asked again only for a request before start)."""
         if self._authorization is None:
-            auth = await self.client.auth_test()
-            self._authorization = AuthorizeResult.from_auth_test_response(
-                bot_token=self._config.bot_token, auth_test_response=auth
-            )
+            self._authorization = self._authorization_of(await self.client.auth_test())
         return self._authorization
+
+    def _authorization_of(self, auth: Any) -> AuthorizeResult:
+        """Who we are, and which scopes the token holds (Slack says in auth.test's X-OAuth-Scopes header)."""
+        return AuthorizeResult.from_auth_test_response(
+            bot_token=self._config.bot_token, auth_test_response=auth,
+            bot_scopes=auth.headers.get("X-OAuth-Scopes") if auth.headers else None,
+        )
 
     async def wait_closed(self) -> None:
         """Never, by itself: slack_sdk reconnects a dropped socket, and in HTTP mode Slack calls us."""
@@ -334,17 +340,51 @@ class SlackAdapter:
         self, request: CommandRequest, thread: SlackThread, tell: Tell, events: AsyncIterator[ReplyEvent]
     ) -> None:
         budget = self._budget(request.origin.workspace_id or "")
+        stop = Buttons(stop_id=request.request_id)  # on the message being written, until the final edit
+
+        def edit_path(first_message_id: str | None, shown_text: str, prepare: bool) -> StreamingReply:
+            return StreamingReply(
+                thread,
+                first_message_id,
+                RenderLimits(max_chars=fmt.CHAT_UPDATE_MAX_CHARS, edit_interval_s=fmt.EDIT_INTERVAL_S),
+                budget=budget,
+                final_edit_prepaid=False,
+                prepare_text=functools.partial(fmt.inert, markup=thread.markup) if prepare else _as_is,
+                shown_text=shown_text,
+                stop_id=stop.stop_id,
+            )
+
+        # Every budget the workspace gives, best first: a native stream while its start budget lasts (text
+        # answers: a stream shows Markdown), else placeholder-and-edit while the edit budget lasts, else one post.
+        reply: StreamingReply | NativeStreamReply | None = None
+        workspace_id = request.origin.workspace_id
+        if thread.markup is fmt.Markup.MARKDOWN and workspace_id and self._may_stream_natively:
+            reply = await NativeStreamReply.open(
+                thread, self._native_streaming(workspace_id), user_id=request.origin.user_id, team_id=workspace_id,
+                stop_id=stop.stop_id, hand_over=edit_path,
+            )
+        if reply is None:
+            reply = await self._placeholder_reply(request, thread, budget, stop)
+        try:
+            await self._render(events, reply, thread, tell)
+        finally:
+            await reply.aclose()
+
+    async def _placeholder_reply(
+        self, request: CommandRequest, thread: SlackThread, budget: EditBudget, stop: Buttons
+    ) -> StreamingReply:
+        """The edit path: a placeholder (with Stop) edited into the answer, or, with the workspace's edits spent,
+        the answer posted once when it is ready."""
         # A placeholder is only worth posting if it can be edited into the answer later: its final edit
         # is paid for now. With the workspace's edits spent (many answers at once), the answer is
         # posted once when it is ready instead of a placeholder being posted, then deleted.
         placeholder = None
-        stop = Buttons(stop_id=request.request_id)  # on the message being written, until the final edit
         if budget.try_take():
             try:
                 placeholder = await thread.post(WORKING_TEXT, stop)
             except DELIVERY_ERRORS as error:  # the answer is posted when it has something to show instead
                 log.warning("Slack: could not post the placeholder in %s (%s)", thread.channel, error_code(error))
-        reply = StreamingReply(
+        return StreamingReply(
             thread,
             placeholder,
             RenderLimits(max_chars=fmt.CHAT_UPDATE_MAX_CHARS, edit_interval_s=fmt.EDIT_INTERVAL_S),
@@ -354,13 +394,9 @@ class SlackAdapter:
             shown_text=WORKING_TEXT,
             stop_id=stop.stop_id,
         )
-        try:
-            await self._render(events, reply, thread, tell)
-        finally:
-            await reply.aclose()
 
     async def _render(
-        self, events: AsyncIterator[ReplyEvent], reply: StreamingReply, thread: SlackThread, tell: Tell
+        self, events: AsyncIterator[ReplyEvent], reply: Reply, thread: SlackThread, tell: Tell
     ) -> None:
         async for event in events:
             match event:
@@ -374,7 +410,7 @@ class SlackAdapter:
                     assert_never(event)
 
     async def _settle(
-        self, event: TextDone | Images | Failure, reply: StreamingReply, thread: SlackThread, tell: Tell
+        self, event: TextDone | Images | Failure, reply: Reply, thread: SlackThread, tell: Tell
     ) -> None:
         """The final reply into the thread; if Slack won't take it there, privately (`tell`)."""
         partial = reply.text
@@ -399,7 +435,7 @@ class SlackAdapter:
                     log.error("Slack: the user could not be given the answer in the thread or privately")
                     return
 
-    async def _post_images(self, images: Images, reply: StreamingReply, thread: SlackThread) -> None:
+    async def _post_images(self, images: Images, reply: Reply, thread: SlackThread) -> None:
         """Upload the bytes (Replicate deletes outputs after an hour); post links only if the upload fails."""
         uploads = [
             {"content": image.data, "filename": image.filename, "title": f"{images.prompt[:80]} ({index})"}
@@ -439,11 +475,28 @@ class SlackAdapter:
         """Interim edits each workspace may still make now (`GET /metrics` reads it at each scrape)."""
         return {workspace_id: budget.left for workspace_id, budget in self._budgets.items()}
 
+    @property
+    def _may_stream_natively(self) -> bool:
+        """The app was granted Slack's AI-app scope (or auth.test did not say which scopes it has)."""
+        scopes = self._authorization.bot_scopes if self._authorization is not None else None
+        return scopes is None or STREAMING_SCOPE in scopes
+
+    def _native_streaming(self, workspace_id: str) -> NativeStreaming:
+        """The workspace's native streaming budgets (Tier 2 starts and stops, Tier 4 appends) and refusal."""
+        native = self._native.get(workspace_id)
+        if native is None:
+            native = self._native[workspace_id] = NativeStreaming()
+        return native
+
     def _budget(self, workspace_id: str) -> EditBudget:
         budget = self._budgets.get(workspace_id)
         if budget is None:
             budget = self._budgets[workspace_id] = EditBudget(fmt.INTERIM_EDITS_PER_MINUTE, fmt.INTERIM_EDIT_BURST)
         return budget
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def _markup_of(request: CommandRequest) -> fmt.Markup:

@@ -88,7 +88,9 @@ def presser_of(body: dict[str, Any]) -> Origin:
         channel_id=channel,
         user_name=user.get("username") or user.get("name"),
         workspace_id=(body.get("team") or {}).get("id") or user.get("team_id"),
-        thread_id=message.get("thread_ts") or container.get("thread_ts") or message.get("ts"),
+        # An ephemeral message's press (the Stop of a native stream) has no `message`, only the container's ts.
+        thread_id=message.get("thread_ts") or container.get("thread_ts") or message.get("ts")
+        or container.get("message_ts"),
     )
 
 

@@ -29,9 +29,24 @@ EDIT_INTERVAL_S = 1.0  # per message: a reply is edited at most once a second
 CHAT_UPDATE_PER_MINUTE = 50  # Tier 3, per workspace, across all messages
 INTERIM_EDITS_PER_MINUTE = 40  # leaves a fifth of Tier 3 for final edits
 INTERIM_EDIT_BURST = 10
+# Native streaming (docs.slack.dev/reference/methods/chat.startStream, .appendStream, .stopStream; tiers from
+# docs.slack.dev/apis/web-api/rate-limits): starting and stopping are Tier 2 (20 a minute per workspace, each),
+# appending is Tier 4 (100 a minute); a stream leaves the streaming state about 5 minutes after it starts.
+STREAM_STARTS_PER_MINUTE = 20  # chat.startStream, and as many chat.stopStream
+STREAM_RATE_WINDOW_S = 62.0  # a minute, plus margin: Slack counts a call when it arrives, we when we send it
+STREAM_APPENDS_PER_MINUTE = 80  # chat.appendStream's Tier 4 (100), less the burst below
+STREAM_APPEND_BURST = 20
+STREAM_FLUSH_INTERVAL_S = 1.0  # per stream: what arrived in the last second goes out in one append
+STREAM_MAX_CHARS = 12_000  # one streamed message: markdown_text's limit per call, a message's markdown total
+STREAM_CLOSING_RESERVE_CHARS = 200  # left free in a streamed message for the fence that may close it
+STREAM_REFUSAL_RETRY_S = 600.0
+# A 429 on chat.startStream with a Retry-After this long is the workspace's Tier 2 (a minute's window) and pauses
+# every start; a shorter one is a channel's "one message per second" and only sends that answer the edit way.
+STREAM_TIER_PAUSE_MIN_S = 10.0  # a workspace that refused native streaming is asked again after this
 PROMPT_PREVIEW_CHARS = 500
 RESPONSE_URL_MAX_USES = 5  # response_url: 5 uses in 30 minutes
 
+STREAM_STOP_TEXT = "_⏳ Your answer is being written in this thread. Only you can see this: press Stop to end it._"
 PRIVATE_FALLBACK_TEXT = "Slack isn't taking my messages in this channel right now, so here is your answer, privately."
 
 _URL_ENCODED = {"|": "%7C", "<": "%3C", ">": "%3E", " ": "%20", "\n": "%0A", "\t": "%09"}

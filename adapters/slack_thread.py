@@ -11,7 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters import slack_format as fmt
 from adapters.rendering import NO_BUTTONS, Buttons, RateLimited
-from adapters.slack_buttons import message_content
+from adapters.slack_buttons import action_blocks, message_content
 
 # What a Web API call raises once slack_sdk's retries are spent: Slack said no (SlackApiError, 5xx included),
 # the request failed (SlackRequestError), 429s outlasted the retries (RateLimited), the network failed.
@@ -73,3 +73,30 @@ class SlackThread:
 
     async def delete(self, message_id: str) -> None:
         await call(self._client.chat_delete(channel=self.channel, ts=message_id))
+
+    async def post_privately(self, user_id: str, text: str, buttons: Buttons = NO_BUTTONS) -> None:
+        """An ephemeral message (mrkdwn, already escaped) in the thread that only `user_id` sees, with `buttons`."""
+        await call(self._edit_client.chat_postEphemeral(
+            channel=self.channel, user=user_id, thread_ts=self.thread_ts,
+            **message_content(text, fmt.Markup.MRKDWN, buttons),
+        ))
+
+    # Native streaming goes through `edit_client` too: a 429 there means "use another way now", never "wait".
+
+    async def start_stream(self, recipient_user_id: str, recipient_team_id: str) -> str:
+        """A new streamed reply (empty until text is appended); its ts. Slack asks for the recipient in channels."""
+        response = await call(self._edit_client.chat_startStream(
+            channel=self.channel, thread_ts=self.thread_ts,
+            recipient_user_id=recipient_user_id, recipient_team_id=recipient_team_id,
+        ))
+        return str(response["ts"])
+
+    async def append_stream(self, message_id: str, markdown: str) -> None:
+        """Add `markdown` (already inert) to the end of a streamed reply."""
+        await call(self._edit_client.chat_appendStream(channel=self.channel, ts=message_id, markdown_text=markdown))
+
+    async def stop_stream(self, message_id: str, markdown: str, buttons: Buttons = NO_BUTTONS) -> None:
+        """End a streamed reply with `markdown` added (may be empty) and `buttons` under it."""
+        await call(self._edit_client.chat_stopStream(
+            channel=self.channel, ts=message_id, markdown_text=markdown or None, blocks=action_blocks(buttons) or None
+        ))

@@ -29,7 +29,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-follow-ups", action="store_true",
                         help="do not run the follow-up load (N second turns in the /ask threads, on Slack)")
     parser.add_argument("--slack-tiers", action="store_true",
-                        help="the fake Slack enforces the documented rate-limit tiers (chat.update 50/min)")
+                        help="the fake Slack enforces the documented rate-limit tiers of every method the bot uses "
+                             "(chat.update 50/min, streams 20/min, ...) and offers native streaming")
+    parser.add_argument("--channels", type=int, default=None,
+                        help="Slack channels the commands are spread over (default: one per command)")
     parser.add_argument("--profile", action="store_true",
                         help="profile the bot process with cProfile (slows it down); stats go next to its log")
     parser.add_argument("--output-dir", type=Path, default=BENCH_DIR,
@@ -41,7 +44,8 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     from bench.discord_load import run_discord
     from bench.slack_load import run_slack
 
-    workload = Workload(n=args.n, latency_s=args.latency, slack_tiers=args.slack_tiers, profile=args.profile)
+    workload = Workload(n=args.n, latency_s=args.latency, slack_tiers=args.slack_tiers, profile=args.profile,
+                        channels=args.channels)
     runs: list[dict[str, Any]] = []
     plan: list[tuple[str, Any]] = []
     if args.platform in ("slack", "both"):
@@ -66,7 +70,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     clean_environ()
     runs = asyncio.run(run_all(args))
-    meta = {"n": args.n, "latency_s": args.latency, "slack_tiers": args.slack_tiers,
+    meta = {"n": args.n, "latency_s": args.latency, "slack_tiers": args.slack_tiers, "channels": args.channels,
             "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     print(render_table(runs, meta))
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ METRICS = [
     Metric("  create → model done (max)", lambda r: _leg(r, "create_to_model_done"), unit=" ms"),
     Metric("  model done → answer posted (max)", lambda r: _leg(r, "model_done_to_posted"), unit=" ms"),
     Metric("answers complete", lambda r: r.get("answered"), unit=""),
+    Metric("answers visibly streamed (some shown before the final text)", lambda r: r.get("visibly_streamed")),
     Metric("Replicate requests per prediction", lambda r: r.get("replicate_requests_per_prediction"), "≤ 2", 2),
     Metric("  + metrics lookup after the answer (spend)", lambda r: r.get("metrics_lookups_per_prediction")),
     Metric("chat API calls per answer (mean)", lambda r: r.get("chat_calls_per_answer")),
@@ -100,7 +101,8 @@ def _rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def _notes(runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
-    notes = [f"N={meta['n']} concurrent /ask, model latency {meta['latency_s']:g} s, "
+    channels = f"over {meta['channels']} Slack channels, " if meta.get("channels") else ""
+    notes = [f"N={meta['n']} concurrent /ask, {channels}model latency {meta['latency_s']:g} s, "
              f"Slack rate-limit tiers {'enforced' if meta.get('slack_tiers') else 'off'}; {meta['when']}."]
     for run in runs:
         problems = []

@@ -19,6 +19,9 @@ REPLICATE_TOKEN = "r8_bench_token"
 REPLICATE_MAX_WAIT_S = 60.0
 ANSWER_SLACK_S = 30.0  # how long past the model's latency the harness waits for the last answer
 PLATFORM_ACK_DEADLINE_S = 3.0  # Slack and Discord both give up on an unacknowledged command after 3 s
+# Slack's posting limit is "one message per second per channel", with "bursts over that limit for short periods"
+# (docs.slack.dev/apis/web-api/rate-limits) of undocumented length: the bench's fake allows 5 in any 5 s.
+SLACK_POST_BURST = 5
 BASELINE_WORKERS = 10  # SocketModeHandler's default concurrency: the baseline answers 10 commands at a time
 # Settings a developer's shell might carry: never leak them into a bot under test.
 BOT_VARIABLES = (
@@ -35,6 +38,11 @@ class Workload:
     latency_s: float
     slack_tiers: bool = False
     profile: bool = False  # cProfile the bot under test (bench/instrumented_bot.py)
+    channels: int | None = None  # Slack channels the commands are spread over (None: one per command)
+
+    @property
+    def channel_count(self) -> int:
+        return max(1, min(self.channels or self.n, self.n))
 
     @property
     def tokens(self) -> list[str]:

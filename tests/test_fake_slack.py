@@ -253,6 +253,87 @@ async def test_enforced_tiers(fake: FakeSlack, client: AsyncWebClient) -> None:
     assert 55 <= int(per_minute.value.response.headers["Retry-After"]) <= 60
 
 
+async def test_enforced_tiers_cover_streaming_and_allow_a_burst_of_posts(fake: FakeSlack,
+                                                                         client: AsyncWebClient) -> None:
+    fake.allow_streaming()
+    fake.enforce_tiers(post_message_burst=3)  # at most 3 messages in any 3 s per channel
+    parent = await client.chat_postMessage(channel=CHANNEL, text="parent")
+    await client.chat_postMessage(channel=CHANNEL, thread_ts=parent["ts"], text="reply")
+    stream = await client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"], recipient_user_id="U1",
+                                           recipient_team_id="T0TEAM", markdown_text="hi")
+    with pytest.raises(SlackApiError) as per_channel:  # a stream is a message: it counts in the channel's burst
+        await client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"], recipient_user_id="U1",
+                                      recipient_team_id="T0TEAM")
+    assert per_channel.value.response.status_code == 429
+    assert per_channel.value.response.headers["Retry-After"] in ("2", "3")
+    for n in range(19):  # Tier 2: 20 starts a minute, across channels
+        await client.chat_startStream(channel=f"C{n:04d}", thread_ts=parent["ts"], recipient_user_id="U1",
+                                      recipient_team_id="T0TEAM")
+    with pytest.raises(SlackApiError) as tier_2:
+        await client.chat_startStream(channel="C0LAST", thread_ts=parent["ts"], recipient_user_id="U1",
+                                      recipient_team_id="T0TEAM")
+    assert tier_2.value.response.status_code == 429 and 55 <= int(tier_2.value.response.headers["Retry-After"]) <= 60
+    await client.chat_appendStream(channel=CHANNEL, ts=stream["ts"], markdown_text=" there")  # Tier 4: its own
+
+
+async def test_native_streaming_is_refused_until_allowed(fake: FakeSlack, client: AsyncWebClient) -> None:
+    parent = await client.chat_postMessage(channel=CHANNEL, text="parent")
+    with pytest.raises(SlackApiError) as refused:
+        await client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"], recipient_user_id="U1",
+                                      recipient_team_id="T0TEAM", markdown_text="hi")
+    assert refused.value.response["error"] == "feature_not_enabled" and refused.value.response.status_code == 200
+    fake.refuse_streaming("messages_tab_disabled")
+    with pytest.raises(SlackApiError) as tab:
+        await client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"], recipient_user_id="U1",
+                                      recipient_team_id="T0TEAM")
+    assert tab.value.response["error"] == "messages_tab_disabled"
+    assert fake.thread(CHANNEL, parent["ts"]) == []
+
+    fake.allow_streaming()
+    with pytest.raises(SlackApiError) as no_recipient:  # "required when streaming to channels"
+        await client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"], markdown_text="hi")
+    assert no_recipient.value.response["error"] == "missing_recipient_user_id"
+
+
+async def test_a_stream_shows_each_append_and_stops_with_blocks(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.allow_streaming()
+    parent = await client.chat_postMessage(channel=CHANNEL, text="parent")
+    started = await client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"], recipient_user_id="U1",
+                                            recipient_team_id="T0TEAM", markdown_text="**Hel")
+    stream = fake.messages[(CHANNEL, started["ts"])]
+    assert stream.is_reply and stream.streaming and stream.markdown == "**Hel"
+    await client.chat_appendStream(channel=CHANNEL, ts=started["ts"], chunks=[{"type": "markdown_text", "text": "lo"}])
+    with pytest.raises(SlackApiError) as conflict:
+        await client.chat_update(channel=CHANNEL, ts=started["ts"], text="x")
+    assert conflict.value.response["error"] == "streaming_state_conflict"
+    again = {"type": "actions", "block_id": "b", "elements": [
+        {"type": "button", "action_id": "again", "value": "r1", "text": {"type": "plain_text", "text": "Again"}}]}
+    stopped = await client.chat_stopStream(channel=CHANNEL, ts=started["ts"], markdown_text="**", blocks=[again])
+    assert stopped["message"]["text"] == "**Hello**"
+    assert stream.history == ["**Hel", "**Hello", "**Hello**"] and not stream.streaming
+    assert stream.markdown == "**Hello**" and stream.buttons == {"again": "r1"}
+    with pytest.raises(SlackApiError) as over:
+        await client.chat_appendStream(channel=CHANNEL, ts=started["ts"], markdown_text="more")
+    assert over.value.response["error"] == "message_not_in_streaming_state"
+    edited = await client.chat_update(channel=CHANNEL, ts=started["ts"], text="fixed",
+                                      blocks=[{"type": "markdown", "text": "fixed"}])
+    assert edited["ok"]  # after the stream, chat.update works again
+
+
+async def test_an_expired_stream_refuses_appends_and_stops(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.allow_streaming()
+    parent = await client.chat_postMessage(channel=CHANNEL, text="parent")
+    started = await client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"], recipient_user_id="U1",
+                                            recipient_team_id="T0TEAM", markdown_text="partial")
+    fake.expire_stream(fake.messages[(CHANNEL, started["ts"])])
+    for call in (client.chat_appendStream(channel=CHANNEL, ts=started["ts"], markdown_text="x"),
+                 client.chat_stopStream(channel=CHANNEL, ts=started["ts"])):
+        with pytest.raises(SlackApiError) as expired:
+            await call
+        assert expired.value.response["error"] == "message_not_in_streaming_state"
+    assert fake.messages[(CHANNEL, started["ts"])].text == "partial"
+
+
 async def test_concurrent_calls(fake: FakeSlack, client: AsyncWebClient) -> None:
     posts = await asyncio.gather(*(client.chat_postMessage(channel=f"C{n % 20}", text=str(n)) for n in range(200)))
     assert len({(p["channel"], p["ts"]) for p in posts}) == 200

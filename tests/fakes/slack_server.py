@@ -13,6 +13,11 @@ for rate limits, `ok` as text/html from response_urls, `OK - <n>` as text/plain 
 rules bots trip over are enforced: channel membership, 4,000 characters per `chat.update`, 40,000 per post,
 block limits (markdown blocks: 12,000 characters per payload), `block_mismatch` when an edit swaps a markdown
 message for another kind or back, 5 uses per response_url, optionally the documented rate-limit tiers.
+Native streaming (`chat.startStream` / `appendStream` / `stopStream`) is refused by default, as for an app
+without Slack's AI-app feature and its `assistant:write` scope (`allow_streaming` turns both on; `grant_scope` and
+`refuse_streaming` make a workspace that grants the scope yet refuses); a stream's message exists from its start,
+shows each appended text (`Message.history`), expires (`expire_stream`, or 5 minutes after its start) and refuses
+`chat.update` while it streams (`streaming_state_conflict`).
 Faults are scripted per method (`fail`: an API error, an outage's HTTP 5xx, or the connection dropped
 unanswered; `rate_limit`: 429; the vocabulary shared by every fake is in `base.py`). Everything received is
 recorded for assertions (`requests`, `messages`, `ephemerals`, `responses`, `uploads`, `acks`).
@@ -56,6 +61,24 @@ RESPONSE_URL_TTL = 30 * 60.0
 JSON_FIELDS = ("blocks", "attachments", "files", "metadata")
 # All markdown blocks of one payload together (docs.slack.dev/reference/block-kit/blocks/markdown-block).
 MARKDOWN_BLOCKS_MAX_CHARS = 12_000
+# Native streaming (docs.slack.dev/reference/methods/chat.startStream, .appendStream, .stopStream).
+STREAM_TEXT_LIMIT = 12_000  # markdown_text per call
+STREAM_LIFETIME_S = 300.0  # a stream leaves the streaming state about 5 minutes after it started
+STREAMING_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+DEFAULT_STREAMING_REFUSAL = "feature_not_enabled"  # an app without Slack's AI-app feature
+# Per-workspace tiers (calls per minute) of the methods the bot uses, as enforced by `enforce_tiers`
+# (docs.slack.dev/apis/web-api/rate-limits and each method's page). chat.update's own number is a parameter.
+METHOD_TIERS = {
+    "chat.startStream": 20,  # Tier 2
+    "chat.stopStream": 20,  # Tier 2
+    "chat.appendStream": 100,  # Tier 4
+    "chat.delete": 50,  # Tier 3
+    "chat.postEphemeral": 100,  # Tier 4
+    "files.getUploadURLExternal": 100,  # Tier 4
+    "files.completeUploadExternal": 100,  # Tier 4
+}
+# Methods that create a message in a channel: "one message per second per channel", with short bursts.
+POSTING_METHODS = ("chat.postMessage", "chat.startStream")
 SERVER_ERRORS = {500: "internal_error", 502: "bad_gateway", 503: "service_unavailable", 504: "gateway_timeout"}
 MAGIC_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
 
@@ -100,6 +123,9 @@ class Message:
     edit_times: list[float] = field(default_factory=list)
     markdown_history: list[str | None] = field(default_factory=list)  # per post/edit, as `markdown` read then
     buttons_history: list[dict[str, str]] = field(default_factory=list)  # per post/edit, as `buttons` read then
+    streaming: bool = False  # started by chat.startStream and not yet stopped or expired
+    stream_started_at: float | None = None
+    stream_history: list[tuple[float, str]] = field(default_factory=list)  # (when, text shown) per stream call
 
     @property
     def markdown(self) -> str | None:
@@ -185,11 +211,17 @@ class _Window:
 
     def admit(self, now: float) -> int | None:
         """None if admitted (and counted), else the Retry-After seconds until a slot frees (min 1)."""
+        retry_after = self.retry_after(now)
+        if retry_after is None:
+            self.times.append(now)
+        return retry_after
+
+    def retry_after(self, now: float) -> int | None:
+        """None if a call now would be admitted (nothing is counted), else the seconds until a slot frees."""
         while self.times and self.times[0] <= now - self.window:
             self.times.popleft()
         if len(self.times) >= self.limit:
             return max(1, math.ceil(self.times[0] + self.window - now))
-        self.times.append(now)
         return None
 
 
@@ -282,6 +314,8 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         self._missing: set[str] = set()
         self._faults: dict[str, list[_Fault]] = {}
         self._update_window: _Window | None = None
+        self._method_windows: dict[str, _Window] = {}
+        self.streaming_refusal: str | None = DEFAULT_STREAMING_REFUSAL
         self._post_windows: dict[str, _Window] = {}
         self._post_limit: tuple[int, float] | None = None
         self._response_urls: dict[str, dict[str, Any]] = {}  # path → {"created": t, "uses": n}
@@ -295,6 +329,9 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             "chat.update": self._update,
             "chat.delete": self._delete,
             "chat.postEphemeral": self._post_ephemeral,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
         }
@@ -362,13 +399,44 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             error = SERVER_ERRORS.get(status, "internal_error")
         self._faults.setdefault(method, []).append(_Fault(error, times, status=status, drop=drop, when=when))
 
-    def enforce_tiers(self, chat_update_per_minute: int = 50, post_message_per_second_per_channel: float = 1.0) -> None:
-        """Slack's documented limits: `chat.update` (Tier 3) per workspace in a sliding minute, and
-        `chat.postMessage` per channel. Over the limit: 429 with Retry-After = seconds until a slot frees."""
+    def enforce_tiers(self, chat_update_per_minute: int = 50, post_message_per_second_per_channel: float = 1.0,
+                      *, post_message_burst: int = 1) -> None:
+        """Slack's documented limits: `chat.update` (Tier 3) and every method in `METHOD_TIERS` per workspace in a
+        sliding minute, and messages created per channel (`chat.postMessage`, `chat.startStream`): at most
+        `post_message_burst` in any `post_message_burst / post_message_per_second_per_channel` seconds (Slack
+        "allows bursts over that limit for short periods" without saying how long; 1 = no burst at all). Over a
+        limit: 429 with Retry-After = seconds until a slot frees."""
         self._update_window = _Window(chat_update_per_minute, 60.0)
-        window = max(1.0, 1.0 / post_message_per_second_per_channel)
+        self._method_windows = {method: _Window(limit, 60.0) for method, limit in METHOD_TIERS.items()}
+        window = max(1.0, post_message_burst / post_message_per_second_per_channel)
         self._post_limit = (max(1, round(post_message_per_second_per_channel * window)), window)
         self._post_windows = {}
+
+    def allow_streaming(self) -> None:
+        """Native streaming works, as for an app with Slack's AI-app feature turned on (its `assistant:write`
+        scope granted)."""
+        self.streaming_refusal = None
+        self.grant_scope("assistant:write")
+
+    def grant_scope(self, scope: str) -> None:
+        """`scope` joins the token's scopes (X-OAuth-Scopes, read from auth.test at start-up)."""
+        if scope not in self.scopes.split(","):
+            self.scopes += "," + scope
+
+    def refuse_streaming(self, error: str = DEFAULT_STREAMING_REFUSAL) -> None:
+        """Every streaming call answers `error` (e.g. `feature_not_enabled`, `unknown_method`,
+        `messages_tab_disabled`), as a workspace without the feature does."""
+        self.streaming_refusal = error
+
+    def expire_stream(self, message: Message) -> None:
+        """The stream leaves the streaming state now, as Slack's do ~5 minutes after they start: its text stays,
+        and appends and stops answer `message_not_in_streaming_state`."""
+        message.streaming = False
+        self._changed()
+
+    def streams(self) -> list[Message]:
+        """Messages created by chat.startStream (deleted ones excluded), oldest first."""
+        return sorted((m for m in self.messages.values() if m.stream_started_at is not None), key=lambda m: m.ts)
 
     def new_response_url(self) -> str:
         """A fresh response_url (`{origin}/commands/{team}/{n}/{secret}`), good for 5 posts in 30 minutes."""
@@ -389,6 +457,23 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             message=message.as_json(self.team_id, self.app_id), channel_id=message.channel, button=button,
             block_id=block_id, user_id=user_id, team_id=self.team_id, team_domain=self.team_domain,
             api_app_id=self.app_id, response_url=self.new_response_url(), token=self.verification_token)
+
+    def press_ephemeral(self, ephemeral: dict[str, Any], action_id: str, user_id: str | None = None) -> dict[str, Any]:
+        """The `block_actions` payload of the ephemeral message's user (or `user_id`) pressing its button
+        `action_id`. An ephemeral message's press carries no `message` (Slack keeps no copy of it): its container
+        says `is_ephemeral` and gives only its `message_ts` and channel."""
+        found = [(block_id, button) for block_id, button in button_elements(ephemeral.get("blocks"))
+                 if button.get("action_id") == action_id]
+        assert found, f"the ephemeral message shows no {action_id!r} button"
+        block_id, button = found[0]
+        as_message = {"ts": ephemeral["message_ts"], "type": "message", "text": ephemeral.get("text") or ""}
+        payload = block_actions_payload(
+            message=as_message, channel_id=ephemeral["channel"], button=button, block_id=block_id,
+            user_id=user_id or ephemeral["user"], team_id=self.team_id, team_domain=self.team_domain,
+            api_app_id=self.app_id, response_url=self.new_response_url(), token=self.verification_token)
+        payload.pop("message")
+        payload["container"]["is_ephemeral"] = True
+        return payload
 
     # --- reading what happened ---------------------------------------------------------------------
 
@@ -522,6 +607,8 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             return self._answer(call, *self._ratelimited(fault.retry_after))
         if fault is not None:
             return self._answer(call, {"ok": False, "error": fault.error}, fault.status)
+        if method in STREAMING_METHODS and self.streaming_refusal is not None:
+            return self._answer(call, {"ok": False, "error": self.streaming_refusal})
         retry_after = self._tier_check(method, params)
         if retry_after is not None:
             return self._answer(call, *self._ratelimited(retry_after))
@@ -534,13 +621,23 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             return self._answer(call, {"ok": False, "error": error.error, **error.extra})
 
     def _tier_check(self, method: str, params: dict[str, Any]) -> int | None:
+        """None if the call is within every limit that applies to it (and then it counts in each), else the
+        Retry-After of the first limit it exceeds (a refused call counts in none)."""
         now = time.monotonic()
+        windows = []
         if method == "chat.update" and self._update_window is not None:
-            return self._update_window.admit(now)
-        if method == "chat.postMessage" and self._post_limit is not None:
+            windows.append(self._update_window)
+        if method in self._method_windows:
+            windows.append(self._method_windows[method])
+        if method in POSTING_METHODS and self._post_limit is not None:
             channel = str(params.get("channel", ""))
-            window = self._post_windows.setdefault(channel, _Window(*self._post_limit))
-            return window.admit(now)
+            windows.append(self._post_windows.setdefault(channel, _Window(*self._post_limit)))
+        for window in windows:
+            retry_after = window.retry_after(now)
+            if retry_after is not None:
+                return retry_after
+        for window in windows:
+            window.admit(now)
         return None
 
     # --- Web API methods (sync: each call's state change is atomic) ----------------------------------
@@ -604,6 +701,8 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
             raise ApiError("message_not_found")
         if message.user != self.bot_user_id:
             raise ApiError("cant_update_message")
+        if message.streaming:
+            raise ApiError("streaming_state_conflict")
         text, blocks = self._message_content(params, UPDATE_TEXT_LIMIT)
         replaces_blocks = blocks is not None or "blocks" in params  # without `blocks`, Slack keeps the old ones
         if replaces_blocks and (markdown_text(message.blocks) is None) != (markdown_text(blocks) is None):
@@ -620,6 +719,75 @@ class FakeSlack(LocalServer, SocketModeControls):  # LocalServer first: its wait
         message.edit_times.append(time.monotonic())
         data = message.as_json(self.team_id, self.app_id)
         return {"channel": channel, "ts": message.ts, "text": message.text, "message": data}
+
+    def _stream_text(self, params: dict[str, Any], *, required: bool) -> str:
+        """What a streaming call adds: `markdown_text` and the text of `markdown_text` chunks (slack_sdk's
+        `AsyncChatStream` sends `chunks`), each at most 12,000 characters."""
+        pieces = [params["markdown_text"]] if isinstance(params.get("markdown_text"), str) else []
+        chunks = params.get("chunks")
+        if chunks is not None:
+            if not isinstance(chunks, list) or not all(isinstance(c, dict) and c.get("type") for c in chunks):
+                raise ApiError("invalid_chunks")
+            pieces += [str(c.get("text", "")) for c in chunks if c.get("type") == "markdown_text"]
+        if any(len(piece) > STREAM_TEXT_LIMIT for piece in pieces):
+            raise ApiError("msg_too_long")
+        if required and not "".join(pieces):
+            raise ApiError("no_text")
+        return "".join(pieces)
+
+    def _streaming_message(self, params: dict[str, Any]) -> Message:
+        channel = self._check_channel(params.get("channel"))
+        message = self.messages.get((channel, str(params.get("ts", ""))))
+        if message is None:
+            raise ApiError("message_not_found")
+        if message.streaming and message.stream_started_at is not None and \
+                time.monotonic() - message.stream_started_at > STREAM_LIFETIME_S:
+            message.streaming = False
+        if not message.streaming:
+            raise ApiError("message_not_in_streaming_state")
+        return message
+
+    def _show_stream_text(self, message: Message, added: str) -> None:
+        message.text += added
+        message.blocks = [{"type": "markdown", "text": message.text}] if message.text else None
+        message.history.append(message.text)
+        message.markdown_history.append(message.markdown)
+        message.buttons_history.append(message.buttons)
+        message.stream_history.append((time.monotonic(), message.text))
+
+    def _start_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._check_channel(params.get("channel"))
+        if not params.get("thread_ts"):
+            raise ApiError("invalid_arguments")
+        if not channel.startswith("D"):  # "required when streaming to channels"
+            if not params.get("recipient_user_id"):
+                raise ApiError("missing_recipient_user_id")
+            if not params.get("recipient_team_id"):
+                raise ApiError("missing_recipient_team_id")
+        text = self._stream_text(params, required=False)
+        now = time.monotonic()
+        message = Message(channel, self._next_ts(), "", self.bot_user_id, self.bot_id, now,
+                          thread_ts=self._thread_root(channel, params.get("thread_ts")), streaming=True,
+                          stream_started_at=now)
+        self.messages[(channel, message.ts)] = message
+        self._show_stream_text(message, text)
+        return {"channel": channel, "ts": message.ts}
+
+    def _append_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming_message(params)
+        self._show_stream_text(message, self._stream_text(params, required=True))
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _stop_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming_message(params)
+        extra = _check_blocks(params.get("blocks"))
+        added = self._stream_text(params, required=False)
+        message.streaming = False
+        self._show_stream_text(message, added)
+        if extra:  # "rendered at the bottom of the finalized message"
+            message.blocks = [*(message.blocks or []), *extra]
+            message.buttons_history[-1] = message.buttons
+        return {"channel": message.channel, "ts": message.ts, "message": message.as_json(self.team_id, self.app_id)}
 
     def _delete(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._check_channel(params.get("channel"))

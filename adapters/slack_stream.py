@@ -234,9 +234,7 @@ class NativeStreamReply:
         head, tail = self._cut(final_text)
         last = Buttons(again_id=again_id) if again_id is not None and not tail else NO_BUTTONS
         if not await self._stop(head[len(self._shown):], last):
-            self._take_over(self._shown)
-            assert self._rest is not None
-            await self._rest.finish(final_text, again_id=again_id)
+            await self._take_over(self._shown).finish(final_text, again_id=again_id)
             return
         if tail:  # the rest of a long answer: new messages, split like the edit path's
             await self._hand_over(None, "", False).finish(tail, again_id=again_id)
@@ -249,9 +247,7 @@ class NativeStreamReply:
         elif self._shown:
             await self._stop_then_hand_over(text, again_id, replace=True)
         elif not await self._stop(text, Buttons(again_id=again_id) if again_id is not None else NO_BUTTONS):
-            self._take_over("")
-            assert self._rest is not None
-            await self._rest.replace(text, again_id=again_id)
+            await self._take_over("").replace(text, again_id=again_id)
 
     async def aclose(self) -> None:
         await self._stop_pump()
@@ -331,11 +327,12 @@ class NativeStreamReply:
         else:
             await self._rest.finish(text, again_id=again_id)
 
-    def _take_over(self, shown: str) -> None:
+    def _take_over(self, shown: str) -> StreamingReply:
         """From now on the edit path renders this answer, starting from the stream's message as it stands."""
         rest = self._hand_over(self._ts, shown, True)
         rest.append(self._text)
         self._rest = rest
+        return rest
 
     def _cut(self, final_text: str) -> tuple[str, str]:
         """The final text of the streamed message, and what follows it in new messages ("" if nothing does)."""

@@ -81,10 +81,11 @@ class SlackAnswers:
                     self.roots[(channel, str(call.response.get("ts")))] = key
             return
         if call.method in ("chat.postMessage", "chat.startStream", "chat.postEphemeral"):
-            root: MessageKey | None = (channel, str(params.get("thread_ts")))
+            parent: MessageKey = (channel, str(params.get("thread_ts")))
             message = (channel, str(call.response.get("ts") or call.response.get("message_ts")))
             if call.ok and call.method != "chat.postEphemeral":
-                self._root_of[message] = root
+                self._root_of[message] = parent
+            root: MessageKey | None = parent
         else:
             message = (channel, str(params.get("ts")))
             root = self._root_of.get(message)

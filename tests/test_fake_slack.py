@@ -310,7 +310,8 @@ async def test_a_stream_shows_each_append_and_stops_with_blocks(fake: FakeSlack,
         {"type": "button", "action_id": "again", "value": "r1", "text": {"type": "plain_text", "text": "Again"}}]}
     stopped = await client.chat_stopStream(channel=CHANNEL, ts=started["ts"], markdown_text="**", blocks=[again])
     assert stopped["message"]["text"] == "**Hello**"
-    assert stream.history == ["**Hel", "**Hello", "**Hello**"] and not stream.streaming
+    assert stream.history == ["**Hel", "**Hello", "**Hello**"]
+    assert fake.messages[(CHANNEL, started["ts"])].streaming is False
     assert stream.markdown == "**Hello**" and stream.buttons == {"again": "r1"}
     with pytest.raises(SlackApiError) as over:
         await client.chat_appendStream(channel=CHANNEL, ts=started["ts"], markdown_text="more")

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 
 from adapters.base import Adapter
 from bot.core import CommandCore
 from bot.inflight import InFlight, Journal
+from bot.replies import ReplyEvent
 from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
 
@@ -90,4 +91,14 @@ class Recovery:
             await self._core.abandon(entry)
             return
         async with aclosing(self._core.resume(entry)) as events:
-            await adapter.resume(request, entry.destination, events)
+            # Its first event starts the follow-up: from then on, an adapter that leaves the rest unread (the answer
+            # can go nowhere) closes a running prediction's frame, which cancels it on Replicate.
+            first = await anext(events)
+            async with aclosing(_after(first, events)) as rest:
+                await adapter.resume(request, entry.destination, rest)
+
+
+async def _after(first: ReplyEvent, rest: AsyncIterator[ReplyEvent]) -> AsyncGenerator[ReplyEvent, None]:
+    yield first
+    async for event in rest:
+        yield event

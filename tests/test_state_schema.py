@@ -46,7 +46,7 @@ async def test_an_empty_sqlite_file_is_migrated_to_the_current_schema(tmp_path: 
     await reopened.aclose()
 
 
-async def test_a_version_one_sqlite_file_is_migrated_to_the_current_schema_and_keeps_its_counters(tmp_path: Path) -> None:
+async def test_a_version_one_sqlite_file_is_migrated_to_the_current_one_and_keeps_its_counters(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:  # what a version-1 bot wrote
         sqlite_schema.MIGRATIONS[0](db)

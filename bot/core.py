@@ -353,13 +353,14 @@ class CommandCore:
         what the prediction probably cost, from its metrics, into today's spend and the log line."""
         admitted = self._admitted.pop(request.request_id, None) or _Admitted(None)
         governance = admitted.governance if self._governor is not None else None
-        if self._journal is not None:
-            # First: the answer has landed, and the shorter the entry outlives it, the smaller the window in which
-            # a survivor could deliver it again (`bot.inflight`).
-            await self._journal.close(request.request_id)
         try:
-            if governance is not None and self._governor is not None:
-                await self._governor.release(governance, reached_replicate=bool(admitted.prediction_ids))
+            # At once and together (one store round trip): the answer has landed, and the shorter its journal entry
+            # outlives it, the smaller the window in which a survivor could deliver it again (`bot.inflight`).
+            await asyncio.gather(
+                self._journal.close(request.request_id) if self._journal is not None else asyncio.sleep(0),
+                self._governor.release(governance, reached_replicate=bool(admitted.prediction_ids))
+                if governance is not None and self._governor is not None else asyncio.sleep(0),
+            )
             run = final.run if isinstance(final, (TextDone, Images)) else None
             if run is None and admitted.prediction_ids:  # failed, timed out or cancelled after Replicate took it
                 run = RunInfo(model=request.model, prediction_id=admitted.prediction_ids[-1])

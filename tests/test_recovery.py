@@ -156,6 +156,7 @@ async def test_an_answer_whose_channel_is_gone_is_cancelled_on_replicate_by_the_
             assert prediction.canceled and took_up(second)
         finally:
             await second.kill()
+        assert replicate.fake_errors == [], replicate.fake_errors
 
 
 async def test_stop_pressed_on_another_process_cancels_the_prediction_and_the_streaming_one_shows_it_stopped(

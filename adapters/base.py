@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from bot.buttons import STOP_EXPIRED_TEXT, STOP_NOT_YOURS_TEXT, ButtonAction, StopOutcome
 from bot.core import CommandCore
-from bot.replies import Failure
+from bot.replies import Failure, ReplyEvent
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.state.store import StateStoreError
 from bot.tasks import BackgroundTasks
@@ -52,6 +52,13 @@ class Adapter(Protocol):
 
     def http_routes(self) -> list[web.RouteDef]:
         """Routes the adapter serves on the bot's HTTP port (Slack's HTTP mode); usually none."""
+
+    async def resume(
+        self, request: CommandRequest, destination: Mapping[str, Any], events: AsyncIterator[ReplyEvent]
+    ) -> None:
+        """Finish an answer that a process which died began (`service.recovery`), where `destination` says: the
+        dict this adapter noted for it (`CommandCore.note_destination`). `events` follow its prediction from the
+        start. Returning before their end, when the answer can go nowhere, cancels the prediction."""
 
 
 AdapterBuilder = Callable[[Settings, CommandCore, "CommandIntake"], "Adapter | None"]
@@ -170,6 +177,11 @@ class CommandIntake:
     ) -> None:
         if action is ButtonAction.STOP:
             outcome = self._core.stop(request_id, origin)
+            if outcome is StopOutcome.NOT_RUNNING:  # not here: perhaps in another process (the journal knows)
+                try:
+                    outcome = await self._core.stop_elsewhere(request_id, origin)
+                except StateStoreError:
+                    log.exception("%s: Stop could not look for command %s elsewhere", origin.platform, request_id)
             if outcome is not StopOutcome.STOPPING:
                 await refuse(STOP_NOT_YOURS_TEXT if outcome is StopOutcome.NOT_YOURS else STOP_EXPIRED_TEXT)
             return

@@ -14,7 +14,7 @@ import asyncio
 import datetime
 import io
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, assert_never
 
@@ -45,6 +45,7 @@ from adapters.discord_replies import (
     TokenExpired,
     rate_limited_call,
 )
+from adapters.discord_resume import ResumedAnswer, destination_of
 from adapters.discord_shards import GatewayPlan, IdentifyTurns, plan_gateway, shard_states, sharded_client
 from adapters.discord_startup import LOGIN_ERRORS, gateway_closed, login_failed
 from adapters.rendering import RenderLimits, StreamingReply
@@ -52,7 +53,7 @@ from bot.core import CommandCore
 from bot.errors import FailureKind
 from bot.models import ModelKind
 from bot.options import OptionSpec, options_for
-from bot.replies import FINAL_EVENTS, Failure, Image, Images, Status, TextDelta, TextDone
+from bot.replies import FINAL_EVENTS, Failure, Image, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest
 from bot.text import close_open_fence, split_message
 from config.settings import DiscordSettings, Settings
@@ -321,8 +322,19 @@ class DiscordAdapter:
 
     # --- answers --------------------------------------------------------------------------------------
 
+    async def resume(
+        self, request: CommandRequest, destination: Mapping[str, Any], events: AsyncIterator[ReplyEvent]
+    ) -> None:
+        """An answer a stopped process began (`adapters.base.Adapter.resume`): `adapters.discord_resume`."""
+        lifetime = INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
+        in_dm = request.origin.workspace_id is None
+        answer = ResumedAnswer(self.client, request, destination, lifetime.total_seconds(),
+                               lambda text: self._conversations.final_text(text, in_dm=in_dm))
+        await answer.run(events)
+
     async def _answer(self, interaction: discord.Interaction, request: CommandRequest, ack_latency_s: float) -> None:
         """Stream into the interaction while its token lives; every final reply goes along `CommandReplies`."""
+        self._core.note_destination(request.request_id, destination_of(interaction))  # for a survivor, if we die
         def token_alive() -> bool:
             return not self._token_expired(interaction)
 

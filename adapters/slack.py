@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -67,6 +67,8 @@ TRANSIENT_RETRIES = 2  # a 500/503 or a dropped connection: each call is tried t
 WEB_API_TIMEOUT_S = 30  # slack_sdk's own default, which a shared session must carry itself
 SOCKET_PING_INTERVAL_S = 3.0  # bolt's 10 s default notices a dead socket only after 40 s (4 missed pings)
 CANNOT_POST_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived", "restricted_action"})
+# An answer's message or channel that no longer takes it (https://docs.slack.dev/reference/methods/chat.update).
+GONE_ERRORS = CANNOT_POST_ERRORS | {"message_not_found", "cant_update_message"}
 WORKING_TEXT = "_⏳ Working on it…_"
 
 Respond = AsyncRespond
@@ -336,8 +338,32 @@ class SlackAdapter:
         thread = SlackThread(self.client, self._edit_client, channel, parent["ts"], _markup_of(request))
         await self._answer_in_thread(request, thread, functools.partial(_tell, respond), events)
 
+    async def resume(
+        self, request: CommandRequest, destination: Mapping[str, Any], events: AsyncIterator[ReplyEvent]
+    ) -> None:
+        """An answer a stopped process began (`adapters.base.Adapter.resume`): written on into the message it was
+        being written in (or a new one in its thread), as a live one; if that message or its channel is gone, left
+        unread (the prediction is cancelled)."""
+        channel, thread_ts = str(destination.get("channel") or ""), str(destination.get("thread_ts") or "")
+        message_ts = destination.get("message_ts")
+        if not (channel and thread_ts):
+            return
+        thread = SlackThread(self.client, self._edit_client, channel, thread_ts, _markup_of(request))
+        if message_ts:
+            try:  # says at once that it goes on, and whether it still can
+                await thread.edit(str(message_ts), WORKING_TEXT, Buttons(stop_id=request.request_id))
+            except DELIVERY_ERRORS as error:
+                gone = isinstance(error, SlackApiError) and error.response.get("error") in GONE_ERRORS
+                what = "can't be resumed: it is gone" if gone else "goes on after a failed edit"
+                log.warning("Slack: the answer in %s %s (%s)", channel, what, error_code(error))
+                if gone:
+                    return
+        tell = functools.partial(self.tell_privately, channel, request.origin.user_id, thread_ts)
+        await self._answer_in_thread(request, thread, tell, events, written_in=str(message_ts or "") or None)
+
     async def _answer_in_thread(
-        self, request: CommandRequest, thread: SlackThread, tell: Tell, events: AsyncIterator[ReplyEvent]
+        self, request: CommandRequest, thread: SlackThread, tell: Tell, events: AsyncIterator[ReplyEvent],
+        *, written_in: str | None = None,
     ) -> None:
         budget = self._budget(request.origin.workspace_id or "")
         stop = Buttons(stop_id=request.request_id)  # on the message being written, until the final edit
@@ -358,38 +384,44 @@ class SlackAdapter:
         # answers: a stream shows Markdown), else placeholder-and-edit while the edit budget lasts, else one post.
         reply: StreamingReply | NativeStreamReply | None = None
         workspace_id = request.origin.workspace_id
-        if thread.markup is fmt.Markup.MARKDOWN and workspace_id and self._may_stream_natively:
+        if written_in is None and thread.markup is fmt.Markup.MARKDOWN and workspace_id and self._may_stream_natively:
             reply = await NativeStreamReply.open(
                 thread, self._native_streaming(workspace_id), user_id=request.origin.user_id, team_id=workspace_id,
                 stop_id=stop.stop_id, hand_over=edit_path,
             )
         if reply is None:
-            reply = await self._placeholder_reply(request, thread, budget, stop)
+            reply = await self._placeholder_reply(request, thread, budget, stop, written_in)
+        else:  # a survivor answers in a new message: a stream's own can't be edited until Slack ends it
+            self._core.note_destination(request.request_id, {
+                "channel": thread.channel, "thread_ts": thread.thread_ts, "message_ts": None})
         try:
             await self._render(events, reply, thread, tell)
         finally:
             await reply.aclose()
 
     async def _placeholder_reply(
-        self, request: CommandRequest, thread: SlackThread, budget: EditBudget, stop: Buttons
+        self, request: CommandRequest, thread: SlackThread, budget: EditBudget, stop: Buttons, written_in: str | None
     ) -> StreamingReply:
         """The edit path: a placeholder (with Stop) edited into the answer, or, with the workspace's edits spent,
         the answer posted once when it is ready."""
         # A placeholder is only worth posting if it can be edited into the answer later: its final edit
         # is paid for now. With the workspace's edits spent (many answers at once), the answer is
         # posted once when it is ready instead of a placeholder being posted, then deleted.
-        placeholder = None
-        if budget.try_take():
+        placeholder = written_in  # a resumed answer goes on in its message
+        if placeholder is None and budget.try_take():
             try:
                 placeholder = await thread.post(WORKING_TEXT, stop)
             except DELIVERY_ERRORS as error:  # the answer is posted when it has something to show instead
                 log.warning("Slack: could not post the placeholder in %s (%s)", thread.channel, error_code(error))
+        # Where a survivor finishes this answer if this process dies (`Adapter.resume`).
+        self._core.note_destination(request.request_id, {
+            "channel": thread.channel, "thread_ts": thread.thread_ts, "message_ts": placeholder})
         return StreamingReply(
             thread,
             placeholder,
             RenderLimits(max_chars=fmt.CHAT_UPDATE_MAX_CHARS, edit_interval_s=fmt.EDIT_INTERVAL_S),
             budget=budget,
-            final_edit_prepaid=placeholder is not None,
+            final_edit_prepaid=placeholder is not None and written_in is None,
             prepare_text=functools.partial(fmt.inert, markup=thread.markup),
             shown_text=WORKING_TEXT,
             stop_id=stop.stop_id,

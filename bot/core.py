@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.administration import Administration
@@ -22,6 +24,7 @@ from bot.conversation_memory import ConversationMemory
 from bot.dedupe import RecentKeys
 from bot.errors import BotError, FailureKind, ModelNotAllowed, ShuttingDown, describe_failure
 from bot.governance import Governor, Pass, Refusal
+from bot.inflight import Destination, InFlight, Journal
 from bot.model_catalog import ModelCatalog
 from bot.model_input import build_model_input
 from bot.models import KIND_FOR_COMMAND
@@ -94,6 +97,7 @@ class CommandCore:
         self._store: StateStore | None = None
         self._running: dict[str, _Running] = {}  # by request id: what a Stop press can reach
         self._admitted: dict[str, _Admitted] = {}
+        self._journal: Journal | None = None
 
     @property
     def in_flight(self) -> int:
@@ -142,6 +146,16 @@ class CommandCore:
         self._memory = memory
         self._again = again
 
+    def use_journal(self, journal: Journal) -> None:
+        """Record every command in flight from now on, for a survivor to finish if this process dies (the service
+        turns it on; the console, whose commands end with it, does not)."""
+        self._journal = journal
+
+    def note_destination(self, request_id: str, destination: Destination) -> None:
+        """Where the answer of `request_id` goes, in the adapter's own terms (`Adapter.resume` reads it back)."""
+        if self._journal is not None:
+            self._journal.note_destination(request_id, destination)
+
     async def prepare_again(self, request_id: str, origin: Origin) -> CommandRequest | Failure | None:
         """Again, pressed by `origin`: the finished command `request_id` as a new command of theirs (their limits
         and access; a new seed for pictures; a conversation's turn answered anew). None: a double press, drop it."""
@@ -159,13 +173,29 @@ class CommandCore:
         running = self._running.get(request_id)
         if running is None or running.producer.done():
             return StopOutcome.NOT_RUNNING
-        asker = running.request.origin
-        is_asker = (asker.platform, asker.user_id) == (origin.platform, origin.user_id)
-        if not is_asker and not (self._governor is not None and self._governor.is_admin(origin)):
+        if not self._may_stop(running.request.origin, origin):
             return StopOutcome.NOT_YOURS
         running.stopped = True
         running.producer.cancel()
         return StopOutcome.STOPPING
+
+    async def stop_elsewhere(self, request_id: str, origin: Origin) -> StopOutcome:
+        """Stop, pressed here for a command another process runs (a press reaches any process): cancelled on
+        Replicate by the prediction id in the journal, and marked, so the process streaming it shows the text so
+        far marked as stopped (its stream ends cancelled; the mark tells it why)."""
+        entry = await self._journal.find(request_id) if self._journal is not None else None
+        if entry is None or entry.prediction_id is None or self._journal is None or self._journal.owns(request_id):
+            return StopOutcome.NOT_RUNNING
+        if not self._may_stop(entry.request.origin, origin):
+            return StopOutcome.NOT_YOURS
+        await self._journal.mark_stopped(request_id)
+        await self._runner.cancel(entry.prediction_id)
+        log.info("Stopped command %s, running in another process, from here", request_id)
+        return StopOutcome.STOPPING
+
+    def _may_stop(self, asker: Origin, origin: Origin) -> bool:
+        is_asker = (asker.platform, asker.user_id) == (origin.platform, origin.user_id)
+        return is_asker or (self._governor is not None and self._governor.is_admin(origin))
 
     async def administer(self, origin: Origin, text: str) -> str:
         """The private answer to `/replicate <text>` (help, models, usage; admins' controls)."""
@@ -274,12 +304,55 @@ class CommandCore:
             await self._settle(request, failure, record)
             yield failure
             return
-        events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
         admitted = self._admitted.get(request.request_id)
-        on_created = admitted.prediction_ids.append if admitted is not None else (lambda _: None)
-        producer = self._producers.spawn(
-            self._produce(request, events.put_nowait, on_created), name=f"command-{request.request_id}"
-        )
+
+        def on_created(prediction_id: str) -> None:
+            if admitted is not None:
+                admitted.prediction_ids.append(prediction_id)
+            if self._journal is not None:
+                self._journal.created(request.request_id, prediction_id)
+
+        produced = self._events(request, record, lambda emit: self._produce(request, emit, on_created))
+        async with aclosing(produced) as events:
+            async for event in events:
+                yield event
+
+    async def resume(self, entry: InFlight) -> AsyncGenerator[ReplyEvent, None]:
+        """An orphan taken from the journal (`Journal.take`): its prediction followed to its end from here, with the
+        same events, Stop, settlement and journal entry as a command of this process. Leaving early cancels it."""
+        request, prediction_id = entry.request, entry.prediction_id
+        assert prediction_id is not None, "a cut-off create is abandoned, never resumed"
+        self._admitted[request.request_id] = _Admitted(entry.governance, [prediction_id])
+        record = CommandRecord.start(request, None)
+        followed = self._events(request, record, lambda emit: self._produce_followed(request, emit, prediction_id))
+        async with aclosing(followed) as events:
+            async for event in events:
+                yield event
+
+    async def abandon(self, entry: InFlight) -> None:
+        """An orphan whose answer can go nowhere: its prediction cancelled on Replicate (or, if its create was cut
+        off, looked for and cancelled), its running slot given back, its entry deleted."""
+        request = entry.request
+        if entry.prediction_id is not None:
+            await self._runner.cancel(entry.prediction_id)
+        elif entry.create_sent_at is not None:
+            sent_at = datetime.fromtimestamp(entry.create_sent_at, UTC)
+            await self._runner.cancel_cut_off_create(request.model, entry.model_input, sent_at)
+        self._admitted[request.request_id] = _Admitted(
+            entry.governance, [entry.prediction_id] if entry.prediction_id else [])
+        failure = Failure(FailureKind.CANCELLED, describe_failure(FailureKind.CANCELLED),
+                          prediction_id=entry.prediction_id)
+        record = CommandRecord.start(request, None)
+        record.observe(failure)
+        await self._settle(request, failure, record)
+
+    async def _events(
+        self, request: CommandRequest, record: CommandRecord,
+        produce: Callable[[Callable[[ReplyEvent], None]], Coroutine[Any, Any, None]],
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """The producer's events, read from a queue; the command settled (off the answer's path) once they end."""
+        events: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        producer = self._producers.spawn(produce(events.put_nowait), name=f"command-{request.request_id}")
         self._running[request.request_id] = _Running(request, producer)
         final: ReplyEvent | None = None
         try:
@@ -306,8 +379,13 @@ class CommandCore:
         admitted = self._admitted.pop(request.request_id, None) or _Admitted(None)
         governance = admitted.governance if self._governor is not None else None
         try:
-            if governance is not None and self._governor is not None:
-                await self._governor.release(governance, reached_replicate=bool(admitted.prediction_ids))
+            # At once and together (one store round trip): the answer has landed, and the shorter its journal entry
+            # outlives it, the smaller the window in which a survivor could deliver it again (`bot.inflight`).
+            await asyncio.gather(
+                self._journal.close(request.request_id) if self._journal is not None else asyncio.sleep(0),
+                self._governor.release(governance, reached_replicate=bool(admitted.prediction_ids))
+                if governance is not None and self._governor is not None else asyncio.sleep(0),
+            )
             run = final.run if isinstance(final, (TextDone, Images)) else None
             if run is None and admitted.prediction_ids:  # failed, timed out or cancelled after Replicate took it
                 run = RunInfo(model=request.model, prediction_id=admitted.prediction_ids[-1])
@@ -357,18 +435,28 @@ class CommandCore:
         await self._settlements.cancel_all()
 
     async def _produce(
-        self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None]
+        self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None],
+        *, follow: str | None = None,
     ) -> None:
-        created: list[str] = []  # the prediction's id once Replicate made it: the log line names what was cancelled
+        """Run the command (or, with `follow`, follow that prediction of it) and emit its events, ending with
+        exactly one final event whatever happens."""
+        # The prediction's id once Replicate made it: the log line names what was cancelled.
+        created: list[str] = [follow] if follow is not None else []
 
         def remember(prediction_id: str) -> None:
             created.append(prediction_id)
             on_created(prediction_id)
 
         try:
-            await self._run(request, emit, remember)
+            if follow is not None:
+                await self._follow(request, emit, follow)
+            else:
+                await self._run(request, emit, remember)
         except BotError as error:
             prediction_id = getattr(error, "prediction_id", None)
+            if error.kind is FailureKind.CANCELLED and await self._stopped_elsewhere(request.request_id):
+                emit(Failure(FailureKind.STOPPED, describe_failure(FailureKind.STOPPED), prediction_id=prediction_id))
+                return
             emit(Failure(error.kind, error.user_message, prediction_id=prediction_id))
         except asyncio.CancelledError:
             running = self._running.get(request.request_id)
@@ -386,6 +474,17 @@ class CommandCore:
             log.exception("Command %s (%s) failed unexpectedly", request.request_id, request.command)
             emit(Failure(FailureKind.MODEL_FAILED, INTERNAL_ERROR_TEXT))
 
+    async def _stopped_elsewhere(self, request_id: str) -> bool:
+        """A cancel this process did not make: Stop pressed in another process (`stop_elsewhere`) marks it."""
+        return self._journal is not None and await self._journal.was_stopped(request_id)
+
+    async def _produce_followed(
+        self, request: CommandRequest, emit: Callable[[ReplyEvent], None], prediction_id: str
+    ) -> None:
+        """`_produce` for a prediction made before: the same outcomes, no create (and no admission slot: the
+        prediction runs already, whatever this process's queue holds)."""
+        await self._produce(request, emit, lambda _: None, follow=prediction_id)
+
     async def _run(
         self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None]
     ) -> None:
@@ -402,6 +501,9 @@ class CommandCore:
         except AdmissionClosed as error:
             raise ShuttingDown(describe_failure(FailureKind.SHUTTING_DOWN), cause=error) from error
         try:
+            if self._journal is not None:  # before the create: a kill right after it still leaves a trace
+                admitted = self._admitted.get(request.request_id)
+                await self._journal.open(request, admitted.governance if admitted else None, model_input.values)
             if is_image:
                 seed = model_input.values.get(info.seed_field) if info.seed_field else None
                 async for event in self._runner.generate_images(
@@ -421,6 +523,22 @@ class CommandCore:
                     emit(text_event)
         finally:
             self._admission.release()
+
+    async def _follow(self, request: CommandRequest, emit: Callable[[ReplyEvent], None], prediction_id: str) -> None:
+        """A prediction made before, to its end: text from its start, or its images; the answer kept as usual."""
+        if request.command is CommandName.IMAGINE:
+            async for event in self._runner.follow_images(request.model, prediction_id):
+                if isinstance(event, ImagesResult):
+                    seed = request.options.seed  # the seed typed, if any (the model's own choice is not kept)
+                    emit(Images(images=event.images, prompt=request.prompt, seed=seed, run=event.run,
+                                again_id=self._record_finished(request, None)))
+                else:
+                    emit(event)
+            return
+        async for text_event in self._runner.follow_text(request.model, prediction_id):
+            if isinstance(text_event, TextDone):
+                text_event = await self._remembered(request, text_event)
+            emit(text_event)
 
     async def _remembered(self, request: CommandRequest, done: TextDone) -> TextDone:
         """The answer as shown: with its Again button and the request's notes. The turn goes into the conversation,

@@ -117,14 +117,27 @@ class PredictionRunner:
             prediction = await self._create(run, stream=True, wait=None)
             on_created(prediction.id)
             yield Status(Phase.STARTING)
-            parts: list[str] = []
-            async for piece in self._text_pieces(run.client, prediction, run.tracker):
-                parts.append(piece)
-                yield TextDelta(piece)
-            text = "".join(parts)
-            if not text.strip():
-                raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
-            yield TextDone(text=text, run=_run_info(model, prediction))
+            async for event in self._text_of(run, model, prediction):
+                yield event
+
+    async def follow_text(self, model: str, prediction_id: str) -> AsyncIterator[Status | TextDelta | TextDone]:
+        """`stream_text` for a prediction made before (by a process that died): its text from the start, read
+        from its stream (which replays what was written) or, once it ended, from the prediction itself."""
+        async with self._prediction(model, {}) as run:
+            prediction = await self._get(run, model, prediction_id)
+            yield _status_of(prediction)
+            async for event in self._text_of(run, model, prediction):
+                yield event
+
+    async def _text_of(self, run: _Run, model: str, prediction: Prediction) -> AsyncIterator[TextDelta | TextDone]:
+        parts: list[str] = []
+        async for piece in self._text_pieces(run.client, prediction, run.tracker):
+            parts.append(piece)
+            yield TextDelta(piece)
+        text = "".join(parts)
+        if not text.strip():
+            raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
+        yield TextDone(text=text, run=_run_info(model, prediction))
 
     async def generate_images(
         self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
@@ -134,18 +147,42 @@ class PredictionRunner:
             yield Status(Phase.STARTING)  # at once: a create that waits for the image takes seconds
             prediction = await self._create(run, stream=False, wait=self._create_wait_s(run.deadline))
             on_created(prediction.id)
-            async for status in self._until_terminal(prediction):
-                yield status
-            run.tracker.finished = True
-            self._raise_for_outcome(model, prediction)
-            urls = _output_urls(prediction.output)
-            if not urls:
-                raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
-            if len(urls) > MAX_OUTPUT_FILES:
-                log.warning("Prediction %s returned %d outputs; keeping the first %d",
-                            prediction.id, len(urls), MAX_OUTPUT_FILES)
-            images = await asyncio.gather(*(self._download(url, i) for i, url in enumerate(urls[:MAX_OUTPUT_FILES])))
-            yield ImagesResult(images=tuple(images), run=_run_info(model, prediction, image_count=len(images)))
+            async for event in self._images_of(run, model, prediction):
+                yield event
+
+    async def follow_images(self, model: str, prediction_id: str) -> AsyncIterator[Status | ImagesResult]:
+        """`generate_images` for a prediction made before (by a process that died)."""
+        async with self._prediction(model, {}) as run:
+            prediction = await self._get(run, model, prediction_id)
+            async for event in self._images_of(run, model, prediction):
+                yield event
+
+    async def _get(self, run: _Run, model: str, prediction_id: str) -> Prediction:
+        """An existing prediction, now owned by this frame (cancelled on every way out unless it ended)."""
+        try:
+            prediction = await run.client.predictions.async_get(prediction_id)
+        except ReplicateError as error:
+            raise api_error(model, error, prediction_id) from error
+        except httpx.HTTPError as error:
+            raise ReplicateUnavailable(describe_failure(FailureKind.REPLICATE_UNAVAILABLE), cause=error,
+                                       prediction_id=prediction_id) from error
+        self._owned.remember(prediction.id)
+        run.tracker.prediction = prediction
+        return prediction
+
+    async def _images_of(self, run: _Run, model: str, prediction: Prediction) -> AsyncIterator[Status | ImagesResult]:
+        async for status in self._until_terminal(prediction):
+            yield status
+        run.tracker.finished = True
+        self._raise_for_outcome(model, prediction)
+        urls = _output_urls(prediction.output)
+        if not urls:
+            raise EmptyOutput(describe_failure(FailureKind.EMPTY_OUTPUT, model=model), prediction_id=prediction.id)
+        if len(urls) > MAX_OUTPUT_FILES:
+            log.warning("Prediction %s returned %d outputs; keeping the first %d",
+                        prediction.id, len(urls), MAX_OUTPUT_FILES)
+        images = await asyncio.gather(*(self._download(url, i) for i, url in enumerate(urls[:MAX_OUTPUT_FILES])))
+        yield ImagesResult(images=tuple(images), run=_run_info(model, prediction, image_count=len(images)))
 
     @contextlib.asynccontextmanager
     async def _prediction(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[_Run]:
@@ -410,6 +447,15 @@ class PredictionRunner:
         except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
             log.error("Could not look for the prediction of a cut-off create for %s (%s); it may be running",
                       model, type(error).__name__)
+
+    async def cancel(self, prediction_id: str) -> None:
+        """Cancel a prediction by id (one this process does not follow: a Stop pressed here for another's)."""
+        await self._cancel(prediction_id)
+
+    async def cancel_cut_off_create(self, model: str, model_input: dict[str, Any], sent_at: datetime) -> None:
+        """The prediction a create sent at `sent_at` may have made (a process died before hearing back): found
+        among our newest and cancelled, or found to be none."""
+        await self._find_and_cancel(model, model_input, sent_at)
 
     def shorten_cancels(self, finish_by: float) -> None:
         """From now on, cancels give up by `finish_by` (loop time): shutdown must end before the platform kills us."""

@@ -91,6 +91,7 @@ class Settings:
     image_dir: Path = Path("images")
     prediction_timeout_s: float = 300.0
     shutdown_grace_s: float = 25.0
+    heartbeat_timeout_s: float = 30.0  # HEARTBEAT_TIMEOUT: a process silent this long is dead; others finish its work
     port: int = 3000
     http_host: str | None = None  # HTTP_HOST; None: see `http_listen_host`
     log_level: str = "INFO"
@@ -193,6 +194,7 @@ def _settings_from(env: Mapping[str, str]) -> Settings:
         image_dir=Path(env.get("IMAGE_DIR", "images")),
         prediction_timeout_s=_number(env, "PREDICTION_TIMEOUT", 300.0, float, minimum=0.1),
         shutdown_grace_s=_number(env, "SHUTDOWN_GRACE", 25.0, float, minimum=0.0),
+        heartbeat_timeout_s=_number(env, "HEARTBEAT_TIMEOUT", 30.0, float, minimum=0.5),
         port=_number(env, "PORT", 3000, int, minimum=0, maximum=65535),
         http_host=_ip_address(env, "HTTP_HOST"),
         log_level=_log_level(env),

@@ -16,6 +16,7 @@ from adapters.base import Adapter, CommandIntake
 from adapters.registry import PLATFORMS
 from adapters.startup import StartupError
 from bot.factory import CoreResources, create_core
+from bot.inflight import Journal
 from bot.runner import RunPolicy
 from bot.state.retention import purge_every
 from bot.state.store import StateStoreError
@@ -24,6 +25,7 @@ from config.settings import Settings
 from service.health import RECONNECT_WINDOW_S, HealthMonitor
 from service.http_server import HttpPort
 from service.metrics import BotMetrics
+from service.recovery import Recovery
 
 log = logging.getLogger(__name__)
 # After SHUTDOWN_GRACE, everything else (cancels on Replicate, the users' last replies, closing connections)
@@ -68,6 +70,7 @@ class BotService:
         probes = {adapter.name: adapter.is_connected for adapter in self.adapters}
         self.health = HealthMonitor(self.core, probes, reconnect_window_s=reconnect_window_s, clock=clock)
         self._http: HttpPort | None = None
+        self.recovery: Recovery | None = None
         self.http_host: str | None = None  # where the HTTP port is bound, once started
         self.http_port: int | None = None
 
@@ -100,6 +103,14 @@ class BotService:
             await adapter.start()
         if self._resources.store is not None:
             self._housekeeping.spawn(purge_every(self._resources.store), name="state-purge")
+            journal = Journal(self._resources.store, heartbeat_s=self._settings.heartbeat_timeout_s)
+            self.core.use_journal(journal)
+            # A SQLite file serves one process at a time: whatever is in flight there at start-up was left by the
+            # process before this one, which is gone.
+            single_process = self._settings.governance.state_url.startswith("sqlite:")
+            self.recovery = Recovery(self.core, journal, self.adapters, self.tasks,
+                                     takes_every_entry_at_start=single_process)
+            self._housekeeping.spawn(self.recovery.run(), name="recovery")
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; raises `StartupError` if a platform ends the connection for good meanwhile (Discord's

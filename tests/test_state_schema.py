@@ -46,7 +46,7 @@ async def test_an_empty_sqlite_file_is_migrated_to_the_current_schema(tmp_path: 
     await reopened.aclose()
 
 
-async def test_a_version_one_sqlite_file_is_migrated_to_two_and_keeps_its_counters(tmp_path: Path) -> None:
+async def test_a_version_one_sqlite_file_is_migrated_to_the_current_one_and_keeps_its_counters(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:  # what a version-1 bot wrote
         sqlite_schema.MIGRATIONS[0](db)
@@ -57,16 +57,18 @@ async def test_a_version_one_sqlite_file_is_migrated_to_two_and_keeps_its_counte
 
     store = await SqliteStore.open(path)
     try:
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == sqlite_schema.SCHEMA_VERSION
         assert [await store.count("day"), await store.total("b"), await store.score("b", "alice")] == [4, 7, 7]
         assert await store.get_settings() == {"model.ask": "meta/llama"}
         await store.put_value("link", "x", until)
         assert await store.claim("delivery", until) is True
         assert await store.append_item("turns", "a", until) == 1
         assert (await store.get_value("link"), await store.items("turns")) == ("x", ["a"])
+        await store.put_entry("inflight", "r1", "{}")
+        assert await store.entries("inflight") == {"r1": "{}"}
     finally:
         await store.aclose()
-    assert user_version(path) == 2
+    assert user_version(path) == sqlite_schema.SCHEMA_VERSION
 
 
 async def test_a_sqlite_file_from_a_newer_bot_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -436,3 +436,33 @@ async def test_values_claims_and_lists_outlive_closing_and_reopening(backend: Ba
     assert await reopened.claim("delivery:E1", until) is False
     assert await reopened.items("turns") == ["a", LARGE_TEXT]
     assert await reopened.append_item("turns", "b", until) == 3
+
+
+async def test_entries_are_put_replaced_listed_by_collection_and_deleted_once(backend: Backend) -> None:
+    store = await backend.store()
+    await store.put_entry("inflight", "r1", AWKWARD_TEXT)
+    await store.put_entry("inflight", "r2", "two")
+    await store.put_entry("other", "r1", "elsewhere")
+    await store.put_entry("inflight", "r2", "two, replaced")
+
+    assert await store.entries("inflight") == {"r1": AWKWARD_TEXT, "r2": "two, replaced"}
+    assert await store.get_entry("inflight", "r2") == "two, replaced"
+    assert await store.get_entry("inflight", "never") is None
+    assert await store.entries("empty") == {}
+
+    deletions = await asyncio.gather(*(store.delete_entry("inflight", "r1") for _ in range(5)))
+    assert deletions.count(True) == 1
+    assert await store.entries("inflight") == {"r2": "two, replaced"}
+    assert await store.get_entry("other", "r1") == "elsewhere"
+
+
+async def test_entries_never_expire_and_outlive_closing_and_reopening(backend: Backend) -> None:
+    store = await backend.store()
+    await store.put_entry("inflight", "r1", LARGE_TEXT)
+    await store.aclose()
+    if backend.inspector is None:
+        backend.clock.now += 10 * 365 * 86_400
+
+    reopened = await backend.store()
+    assert await reopened.purge_expired() == 0
+    assert await reopened.entries("inflight") == {"r1": LARGE_TEXT}

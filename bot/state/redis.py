@@ -2,8 +2,8 @@
 it is atomic across processes (https://redis.io/docs/latest/develop/programmability/eval-intro/).
 
 Keys: `counter:<key>` (a string INCRed), `board:<board>` (a sorted set of scores) with `board-total:<board>`,
-`value:<key>` (a string), `claim:<key>` (a string set once), `list:<key>` (a list), one hash `settings`, and
-`schema` (the schema version). Expiry is Redis's own (PEXPIREAT, milliseconds);
+`value:<key>` (a string), `claim:<key>` (a string set once), `list:<key>` (a list), `entries:<collection>` (a
+hash), one hash `settings`, and `schema` (the schema version). Expiry is Redis's own (PEXPIREAT, milliseconds);
 PEXPIRETIME needs Redis 7.0 or later. One Redis node, not a cluster (a script's keys may span slots).
 """
 
@@ -21,7 +21,9 @@ from bot.state.store import Quota, StateStoreError
 
 CONNECT_TIMEOUT_S = 5.0  # an unreachable server fails `open` within this, not the TCP default of minutes
 COMMAND_TIMEOUT_S = 5.0  # a server that stops answering fails the command (StateStoreError), never hangs it
-SCHEMA_VERSION = 1  # version 1: the keys above; a newer version appends a migration to `_MIGRATIONS`
+# Version 1: the keys above (a key type added later, like `entries:`, is created on first write and needs no
+# migration); a newer version that rewrites data appends a migration to `_MIGRATIONS`.
+SCHEMA_VERSION = 1
 _SCHEMA_KEY = "schema"
 _SETTINGS_KEY = "settings"
 
@@ -221,6 +223,26 @@ class RedisStore:
     @_redis_errors_as_store_errors
     async def items(self, key: str) -> list[str]:
         return [str(item) for item in await self._redis.lrange(f"list:{key}", 0, -1)]
+
+    @_redis_errors_as_store_errors
+    async def put_entry(self, collection: str, key: str, value: str) -> None:
+        await self._redis.hset(f"entries:{collection}", key, value)
+
+    @_redis_errors_as_store_errors
+    async def get_entry(self, collection: str, key: str) -> str | None:
+        stored = await self._redis.hget(f"entries:{collection}", key)
+        return str(stored) if stored is not None else None
+
+    @_redis_errors_as_store_errors
+    async def delete_entry(self, collection: str, key: str) -> bool:
+        # HDEL is one command: of racing deleters exactly one removes the field
+        # (https://redis.io/docs/latest/commands/hdel/).
+        return bool(await self._redis.hdel(f"entries:{collection}", key))
+
+    @_redis_errors_as_store_errors
+    async def entries(self, collection: str) -> Mapping[str, str]:
+        every = await self._redis.hgetall(f"entries:{collection}")
+        return {str(key): str(value) for key, value in every.items()}
 
     async def purge_expired(self) -> int:
         """Redis deletes expired keys itself: nothing to do."""

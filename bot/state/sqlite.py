@@ -189,6 +189,22 @@ class SqliteStore:
                                 (key, self._clock()))
         return [str(item) for (item,) in rows]
 
+    async def put_entry(self, collection: str, key: str, value: str) -> None:
+        await self._rows("INSERT INTO entries(collection, key, value) VALUES (?, ?, ?) "
+                         "ON CONFLICT(collection, key) DO UPDATE SET value = excluded.value", (collection, key, value))
+
+    async def get_entry(self, collection: str, key: str) -> str | None:
+        rows = await self._rows("SELECT value FROM entries WHERE collection = ? AND key = ?", (collection, key))
+        return str(rows[0][0]) if rows else None
+
+    async def delete_entry(self, collection: str, key: str) -> bool:
+        return await self._call(lambda db: db.execute(
+            "DELETE FROM entries WHERE collection = ? AND key = ?", (collection, key)).rowcount == 1)
+
+    async def entries(self, collection: str) -> Mapping[str, str]:
+        rows = await self._rows("SELECT key, value FROM entries WHERE collection = ?", (collection,))
+        return {str(key): str(value) for key, value in rows}
+
     async def purge_expired(self) -> int:
         """Delete expired counters, boards (a board's members go with it), values, claims and lists (with their
         items); returns how many of those went (members and items not counted)."""

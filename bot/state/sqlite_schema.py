@@ -46,5 +46,11 @@ def create_values_claims_and_lists(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (create_tables, create_values_claims_and_lists)
+def create_entries(db: sqlite3.Connection) -> None:
+    """Version 3: entries, small keyed collections listed whole (the commands in flight); they never expire."""
+    db.execute("CREATE TABLE entries (collection TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+               "PRIMARY KEY (collection, key))")
+
+
+MIGRATIONS: tuple[Migration, ...] = (create_tables, create_values_claims_and_lists, create_entries)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,7 +2,7 @@
 
 Two implementations (`bot.state.sqlite`, the default, nothing to install; `bot.state.redis`, for several
 processes) pass the same contract tests. Every method is atomic on its own; none blocks the event loop.
-Keys are plain strings chosen by the caller (`bot.governance` names them); times are Unix seconds.
+Keys are plain strings chosen by the caller (`bot.governance`, `bot.inflight` name them); times are Unix seconds.
 
 Retention is the caller's policy, expressed in `expires_at`: a day's counters, for instance, are given an
 `expires_at` RETENTION_DAYS past the end of that day. Expired entries are invisible at once; SQLite deletes
@@ -80,6 +80,21 @@ class StateStore(Protocol):
 
     async def items(self, key: str) -> list[str]:
         """Every item of the list at `key`, oldest first (empty when missing or expired)."""
+
+    # Entries: small keyed collections listed whole (the commands in flight, `bot.inflight`). They never expire: each
+    # is deleted by whoever finished with it.
+
+    async def put_entry(self, collection: str, key: str, value: str) -> None:
+        """Set entry `key` of `collection` to `value` (created or replaced)."""
+
+    async def get_entry(self, collection: str, key: str) -> str | None:
+        """Entry `key` of `collection` (None when missing)."""
+
+    async def delete_entry(self, collection: str, key: str) -> bool:
+        """Delete entry `key` of `collection`; True if it was there (of racing deleters, one sees True)."""
+
+    async def entries(self, collection: str) -> Mapping[str, str]:
+        """Every entry of `collection`, by key (empty when none)."""
 
     async def purge_expired(self) -> int:
         """Delete what has expired; returns how many entries went (Redis expires keys itself: 0)."""

@@ -630,9 +630,9 @@ class FakeReplicate(LocalServer):
         if p is None or not p.stream:
             return problem(404, detail="Not found.")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-        await response.prepare(request)
         sent = 0
         try:
+            await response.prepare(request)  # the client may have gone already (a follower that gave up at once)
             while True:
                 if sent < len(p.events):
                     frames = b"".join(_sse(i, *p.events[i]) for i in range(sent, len(p.events)))

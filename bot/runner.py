@@ -26,7 +26,6 @@ import httpx
 import replicate
 from replicate.exceptions import ReplicateError
 from replicate.prediction import Prediction
-from replicate.stream import ServerSentEvent
 
 from bot.downloads import OutputFetcher, OutputRefused
 from bot.errors import (
@@ -42,7 +41,7 @@ from bot.orphans import OwnedPredictions
 from bot.replicate_client import ReplicateClients, last_retry_after_s
 from bot.replicate_errors import api_error, model_error, retry_after_from_detail, stream_error_detail
 from bot.replies import Image, Phase, RunInfo, Status, TextDelta, TextDone
-from bot.sse import stream_events
+from bot.sse import EventKind, stream_events
 from bot.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -308,11 +307,10 @@ class PredictionRunner:
         if prediction.urls and prediction.urls.get("stream"):
             try:
                 async for event in stream_events(client, prediction.urls["stream"]):
-                    if event.event is ServerSentEvent.EventType.OUTPUT:
-                        piece = str(event.data)  # a token like "https:" arrives as a FileOutput; str() restores it
-                        delivered += len(piece)
-                        yield piece
-                    elif event.event is ServerSentEvent.EventType.DONE:
+                    if event.kind is EventKind.OUTPUT:
+                        delivered += len(event.data)
+                        yield event.data
+                    elif event.kind is EventKind.DONE:
                         tracker.finished = True
                         reason = _done_reason(event.data)
                         if reason == "canceled":

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import replicate
-from replicate.stream import ServerSentEvent
 
-from bot.sse import sse_lines, stream_events
+from bot.sse import EventKind, StreamEvent, decode_events, sse_lines, stream_events
 from tests.fakes.replicate_server import FakeReplicate, TextModel
 
 TOKEN = "r8_test_token"
@@ -66,5 +65,38 @@ async def test_stream_events_asks_for_an_event_stream_and_keeps_separators_insid
         assert stream_request.headers["Accept"] == "text/event-stream"  # as replicate's own `async_stream` asks
         assert stream_request.headers["Cache-Control"] == "no-store"
         assert fake.fake_errors == []
-    assert [event.data for event in events if event.event is ServerSentEvent.EventType.OUTPUT] == tokens
-    assert events[-1].event is ServerSentEvent.EventType.DONE
+    assert [event.data for event in events if event.kind is EventKind.OUTPUT] == tokens
+    assert events[-1].kind is EventKind.DONE
+
+
+async def events_of(*lines: str) -> list[StreamEvent]:
+    async def arriving() -> AsyncIterator[str]:
+        for line in lines:
+            yield line
+
+    return [event async for event in decode_events(arriving())]
+
+
+async def test_an_event_is_its_data_lines_joined_and_ends_at_a_blank_line() -> None:
+    assert await events_of("event: output", "id: 1", "data: two", "data: lines", "", "event: done", "data: {}", "") == [
+        StreamEvent(EventKind.OUTPUT, "two\nlines"), StreamEvent(EventKind.DONE, "{}")]
+
+
+async def test_a_token_that_looks_like_a_url_stays_text_and_leading_spaces_after_the_first_stay() -> None:
+    assert await events_of("event: output", "data: https://example.com/x", "", "event: output", "data:   three", "") \
+        == [StreamEvent(EventKind.OUTPUT, "https://example.com/x"), StreamEvent(EventKind.OUTPUT, "  three")]
+
+
+async def test_nothing_after_done_is_read_and_comments_and_ids_change_nothing() -> None:
+    assert await events_of(": keep-alive", "event: done", "id: 9", "data: {}", "", "event: output", "data: late", "") \
+        == [StreamEvent(EventKind.DONE, "{}")]
+
+
+async def test_an_error_event_is_raised_with_its_data() -> None:
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        await events_of("event: output", "data: a", "", "event: error", 'data: {"detail": "CUDA out of memory"}', "")
+
+
+async def test_an_event_type_replicate_does_not_send_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        await events_of("event: surprise", "data: x", "")

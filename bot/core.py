@@ -19,7 +19,7 @@ from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.buttons import EXPIRED_TEXT, AgainPayloads, StopOutcome
 from bot.command_log import CommandRecord
 from bot.conversation_memory import ConversationMemory
-from bot.dedupe import RecentKeys
+from bot.dedupe import DeliveryClaims
 from bot.errors import BotError, FailureKind, ModelNotAllowed, ShuttingDown, describe_failure
 from bot.governance import Governor, Pass, Refusal
 from bot.model_catalog import ModelCatalog
@@ -31,7 +31,7 @@ from bot.replies import FINAL_EVENTS, Failure, Images, Phase, ReplyEvent, RunInf
 from bot.request_builder import NO_MODEL_TEXT, RequestBuilder
 from bot.requests import CommandName, CommandRequest, Origin
 from bot.runner import ImagesResult, PredictionRunner
-from bot.state.store import StateStoreError
+from bot.state.store import StateStore, StateStoreError
 from bot.tasks import BackgroundTasks
 from config.models import ASK_SYSTEM_PROMPT
 
@@ -80,7 +80,8 @@ class CommandCore:
         # After the answer: give back units, look up the metrics, count the spend, write the log line.
         self._settlements = BackgroundTasks("command settlement")
         self._accepting = True
-        self._deliveries = RecentKeys()
+        self._deliveries = DeliveryClaims()
+        self._shared_state: StateStore | None = None
         self._builder = RequestBuilder(config.limits, config.retention_days, lambda: self._models)
         self._governor: Governor | None = None
         self._memory: ConversationMemory | None = None
@@ -158,9 +159,21 @@ class CommandCore:
             return "The bot's state store is not open yet. Try again in a moment."
         return await Administration(self._governor, self._models).run(origin, text)
 
-    def claim_delivery(self, key: str) -> bool:
-        """False when this delivery (Slack trigger, Discord interaction) was already taken: drop it."""
-        return self._deliveries.claim(key)
+    def share_state(self, store: StateStore) -> None:
+        """Deliveries are claimed in `store` from now on, so every process on it takes each one once; adapters
+        find it in `shared_state` for what they share between processes themselves (Slack's edit budget)."""
+        self._deliveries.use_store(store)
+        self._shared_state = store
+
+    @property
+    def shared_state(self) -> StateStore | None:
+        """The state store every process of this bot shares (None until the service opened it)."""
+        return self._shared_state
+
+    async def claim_delivery(self, key: str) -> bool:
+        """False when this delivery (Slack trigger, Discord interaction) was already taken, in this process or
+        another on the same state store: drop it. At most one store round trip, before the acknowledgement."""
+        return await self._deliveries.claim(key)
 
     async def prepare(
         self,

@@ -50,6 +50,7 @@ class CoreResources:
                 ConversationMemory(self.store, governance.retention_days),
                 AgainPayloads(self.store, governance.retention_days),
             )
+            self.core.share_state(self.store)
 
     async def load_models(self) -> None:
         """Learn each configured model's kind and inputs from Replicate (bounded in time; never raises for it)."""

@@ -516,12 +516,14 @@ class FakeGateway:
 
     # --- what the server side does --------------------------------------------------------------
 
-    def dispatch(self, event: str, data: dict[str, Any]) -> int:
-        """Send an op 0 event on the current session (buffered for RESUME if the socket is down)."""
-        session = self.current
-        if session is None or not session.valid:
+    def dispatch(self, event: str, data: dict[str, Any], *, session: str | None = None) -> int:
+        """Send an op 0 event on the current session, or on session `session` (an id from `sessions`: several
+        processes each have one, e.g. two with the same shard both get its events); buffered for RESUME if the
+        socket is down."""
+        target = self.current if session is None else self.sessions.get(session)
+        if target is None or not target.valid:
             raise RuntimeError("no gateway session: start the client and `await fake.wait_for_ready()` first")
-        return self._dispatch(session, event, data)
+        return self._dispatch(target, event, data)
 
     def _dispatch(self, session: GatewaySession, event: str, data: dict[str, Any]) -> int:
         session.seq += 1

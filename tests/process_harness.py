@@ -142,9 +142,11 @@ async def launch_bot(
     """`python -m bot` in `cwd`, connected to the fakes; returns it and its HTTP port once it said it runs.
 
     Several may run at once on the same fakes (give them the same `STATE_URL` to make them one bot); each
-    one's Slack socket and Discord session come on top of those already open."""
+    one's Slack socket and Discord session come on top of those already open. A setting given as "" is left out
+    of the environment (`SLACK_APP_TOKEN=""`: Slack's HTTP mode, no socket to wait for)."""
     port = int(settings.pop("PORT", free_port()))
     env = {**process_env(replicate, slack, discord, port), **settings}  # STATE_URL: its default, under cwd
+    env = {name: value for name, value in env.items() if value != ""}
     sockets, sessions = slack.socket.ready_count, discord.ready_count
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", env=env, cwd=cwd,
@@ -154,7 +156,8 @@ async def launch_bot(
     bot.read()
     try:
         await bot.wait_for_line("Bot running:", START_TIMEOUT_S)
-        await slack.wait_for_socket(sockets + 1, WAIT_S)
+        if env.get("SLACK_APP_TOKEN"):
+            await slack.wait_for_socket(sockets + 1, WAIT_S)
         await discord.wait_for_ready(sessions + 1, WAIT_S)
     except BaseException:
         await bot.kill()

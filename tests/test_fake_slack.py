@@ -442,7 +442,7 @@ async def test_several_connections_each_get_the_envelopes_sent_to_them_and_redel
         await second.connect_async()
         await fake.wait_for_socket(2)
 
-        command = await fake.send_slash_command(command="/ask", text="hi", connection=1)
+        command = await fake.send_slash_command_on(1, command="/ask", text="hi")
         await fake.wait_for_ack(command)
         again = await fake.redeliver(command, connection=2)
         await fake.wait_for_ack(again)
@@ -464,7 +464,7 @@ async def test_several_connections_each_get_the_envelopes_sent_to_them_and_redel
         assert fake.sent_envelopes[retry].message["retry_reason"] == "timeout"
         assert fake.sent_envelopes[second_retry].redelivery_of == event
         with pytest.raises(RuntimeError, match="connection 3 is not open"):
-            await fake.send_slash_command(command="/ask", text="nowhere", connection=3)
+            await fake.send_slash_command_on(3, command="/ask", text="nowhere")
     finally:
         await first.close_async()
         await second.close_async()

@@ -109,8 +109,7 @@ async def test_a_slash_command_redelivered_to_another_process_is_answered_once(
     tmp_path: Path, redis_url: str
 ) -> None:
     async with two_bots(tmp_path, redis_url) as bots:
-        first = await bots.slack.send_slash_command(command="/ask", text="once", channel_id=CHANNEL,
-                                                    connection=connection_of(bots.a))
+        first = await bots.slack.send_slash_command_on(connection_of(bots.a), "/ask", "once", channel_id=CHANNEL)
         assert await ack_text(bots.slack, first) is None
         again = await bots.slack.redeliver(first, connection=connection_of(bots.b))
         assert await ack_text(bots.slack, again) is None  # acked, as Slack wants, and dropped
@@ -189,11 +188,9 @@ async def test_a_discord_interaction_reaching_two_sessions_is_deferred_and_answe
 
 async def test_a_limit_used_up_through_one_process_holds_in_the_other(tmp_path: Path, redis_url: str) -> None:
     async with two_bots(tmp_path, redis_url, LIMITS="ask=1/day") as bots:
-        first = await bots.slack.send_slash_command(command="/ask", text="one", channel_id=CHANNEL,
-                                                    connection=connection_of(bots.a))
+        first = await bots.slack.send_slash_command_on(connection_of(bots.a), "/ask", "one", channel_id=CHANNEL)
         assert await ack_text(bots.slack, first) is None
-        second = await bots.slack.send_slash_command(command="/ask", text="two", channel_id="C0OTHER",
-                                                     connection=connection_of(bots.b))
+        second = await bots.slack.send_slash_command_on(connection_of(bots.b), "/ask", "two", channel_id="C0OTHER")
         refusal = await ack_text(bots.slack, second)
 
         assert refusal is not None and "You've used your 1 /ask command for today." in refusal, refusal
@@ -204,13 +201,11 @@ async def test_a_limit_used_up_through_one_process_holds_in_the_other(tmp_path: 
 
 async def test_a_pause_through_one_process_stops_new_commands_in_the_other(tmp_path: Path, redis_url: str) -> None:
     async with two_bots(tmp_path, redis_url) as bots:
-        pause = await bots.slack.send_slash_command(command="/replicate", text="pause", user_id=ADMIN,
-                                                    connection=connection_of(bots.a))
+        pause = await bots.slack.send_slash_command_on(connection_of(bots.a), "/replicate", "pause", user_id=ADMIN)
         said = await ack_text(bots.slack, pause)
         assert said is not None and said.startswith("Paused"), said
 
-        command = await bots.slack.send_slash_command(command="/ask", text="anyone?", channel_id=CHANNEL,
-                                                      connection=connection_of(bots.b))
+        command = await bots.slack.send_slash_command_on(connection_of(bots.b), "/ask", "anyone?", channel_id=CHANNEL)
         refusal = await ack_text(bots.slack, command)
 
         assert refusal is not None and "The bot is paused by its admins." in refusal, refusal
@@ -219,8 +214,7 @@ async def test_a_pause_through_one_process_stops_new_commands_in_the_other(tmp_p
 
 async def test_again_pressed_through_another_process_runs_the_answer_anew(tmp_path: Path, redis_url: str) -> None:
     async with two_bots(tmp_path, redis_url) as bots:
-        command = await bots.slack.send_slash_command(command="/ask", text="again", channel_id=CHANNEL,
-                                                      connection=connection_of(bots.a))
+        command = await bots.slack.send_slash_command_on(connection_of(bots.a), "/ask", "again", channel_id=CHANNEL)
         await bots.slack.wait_for_ack(command)
         await bots.slack.wait_until(lambda: finished(bots.slack, CHANNEL), WAIT_S, what="the answer")
         [parent] = bots.slack.channel_messages(CHANNEL)
@@ -257,9 +251,8 @@ async def test_two_processes_streaming_at_once_share_the_workspaces_edit_budget(
             for _ in range(ANSWERS_PER_PROCESS):
                 channel = f"C0LOAD{len(channels)}"
                 channels.append(channel)
-                await bots.slack.send_slash_command(command="/ask", text="stream", channel_id=channel,
-                                                    user_id=f"U0LOAD{len(channels)}",
-                                                    connection=connection_of(instance))
+                await bots.slack.send_slash_command_on(connection_of(instance), "/ask", "stream", channel_id=channel,
+                                                       user_id=f"U0LOAD{len(channels)}")
         expected = "".join(STREAM_TOKENS)
 
         def all_finished() -> bool:

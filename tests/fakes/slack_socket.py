@@ -12,8 +12,8 @@
 - WebSocket pings (the SDK sends `sdk-ping-pong:<time>` every `ping_interval`) are answered with pongs.
 - An app may hold several connections (one per process; at most 10 per app): Slack sends each envelope to one of
   them, and redelivers an envelope that was not acknowledged, maybe to another. Tests choose the connection
-  (`connection=` index) and redeliver with `redeliver`: the same payload in a new envelope, an event's carrying
-  `retry_attempt`/`retry_reason` (which bolt turns into `X-Slack-Retry-Num`/`-Reason` headers).
+  (`send_slash_command_on`, or a `connection=` index) and redeliver with `redeliver`: the same payload in a new
+  envelope, an event's carrying `retry_attempt`/`retry_reason` (bolt's `X-Slack-Retry-Num`/`-Reason` headers).
 
 In HTTP mode the same payloads are POSTed to the app, signed: `slash_command_form` and `signed_headers` build
 such a request for bolt's `AsyncBoltRequest` (or an HTTP client pointed at the bot). A button press
@@ -355,9 +355,21 @@ class SocketModeControls:
 
     async def send_slash_command(self, command: str = "/ask", text: str = "", user_id: str = "U0USER",
                                  channel_id: str = "C0CHAN", user_name: str = "alice",
-                                 channel_name: str = "general", connection: int | None = None, **extra: str) -> str:
-        """Deliver a `slash_commands` envelope with a fresh response_url; returns the envelope id
-        (`fake.sent_envelopes[id].response_url` is the URL). `connection`: that socket (1-based), else the newest."""
+                                 channel_name: str = "general", **extra: str) -> str:
+        """Deliver a `slash_commands` envelope with a fresh response_url on the newest socket; returns the envelope
+        id (`fake.sent_envelopes[id].response_url` is the URL)."""
+        return await self._send_slash_command(None, command, text, user_id, channel_id, user_name, channel_name,
+                                              extra)
+
+    async def send_slash_command_on(self, connection: int, command: str = "/ask", text: str = "",
+                                    user_id: str = "U0USER", channel_id: str = "C0CHAN", user_name: str = "alice",
+                                    channel_name: str = "general", **extra: str) -> str:
+        """`send_slash_command` on socket `connection` (1-based, in order of opening): one process of several."""
+        return await self._send_slash_command(connection, command, text, user_id, channel_id, user_name,
+                                              channel_name, extra)
+
+    async def _send_slash_command(self, connection: int | None, command: str, text: str, user_id: str,
+                                  channel_id: str, user_name: str, channel_name: str, extra: dict[str, str]) -> str:
         url = self.new_response_url()
         payload = slash_command_payload(
             command=command, text=text, user_id=user_id, user_name=user_name, channel_id=channel_id,

@@ -97,7 +97,7 @@ class CommandIntake:
         """One command from `origin`. `redelivered` answers a delivery already taken (Slack still wants its ack);
         `precondition` may refuse a valid request for a platform reason (e.g. no permission to attach files)."""
         received = time.monotonic()
-        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+        if not await self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
             log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
             if redelivered is not None:
                 await redelivered()
@@ -135,7 +135,7 @@ class CommandIntake:
         like /ask, refused privately in the platform's way, else answered in an owned task. Messages need no ack.
         """
         received = time.monotonic()
-        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+        if not await self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
             log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
             return
         prepared = await self._core.prepare_turn(text, origin, conversation_id=conversation_id, forgotten=forgotten)
@@ -164,11 +164,11 @@ class CommandIntake:
         why not.
         """
         received = time.monotonic()
-        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+        if not await self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
             log.info("%s: dropped a repeated delivery of a button press (%s)", origin.platform, delivery_key)
             return
         if acknowledge is not None:
-            await acknowledge()  # in memory so far: nothing reaches the store or Replicate before it
+            await acknowledge()  # only the claim (one store round trip) comes before it; Replicate after
         self._tasks.spawn(self._press(origin, action, request_id, refuse, answer, received),
                           name=f"{origin.platform}-{action}-{request_id}")
 
@@ -211,7 +211,7 @@ class CommandIntake:
     ) -> None:
         """`/replicate <text>`, answered privately: in the acknowledgement if the answer is ready within
         `ADMIN_ANSWER_WAIT_S`, else acknowledged at once and sent when ready. A repeated delivery answers once."""
-        if not self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+        if not await self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
             log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
             if redelivered is not None:
                 await redelivered()

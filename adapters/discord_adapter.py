@@ -212,7 +212,7 @@ class DiscordAdapter:
         self.client.add_dynamic_items(*PERSISTENT_BUTTONS)
         self._plan = await plan_gateway(self.client, self._config)
         application_id = self.client.application_id or 0
-        turns = IdentifyTurns(lambda: self._core.store, application_id, self._plan.max_concurrency)
+        turns = IdentifyTurns(lambda: self._core.shared_state, application_id, self._plan.max_concurrency)
         self.client.before_identify_hook = turns.wait_turn  # type: ignore[method-assign]
         self.registrations_skipped += await register_commands(self.client, self.tree, self._config.guild_ids)
 

@@ -106,9 +106,10 @@ AnswerAgain = Callable[[discord.Interaction[Any], CommandRequest, float], Awaita
 
 
 class ButtonPresses:
-    """A press: claimed once (in memory: a redelivered interaction is dropped before it could be acknowledged
-    twice), acknowledged at once with a deferred update (nothing changes on screen), then Again runs the command
-    anew as the presser's, or Stop cancels it; a refusal is an ephemeral follow-up."""
+    """A press: claimed once (in the state store: a redelivered interaction, in this process or another, is
+    dropped before it could be acknowledged twice), acknowledged at once with a deferred update (nothing changes on
+    screen), then Again runs the command anew as the presser's, or Stop cancels it; a refusal is an ephemeral
+    follow-up."""
 
     def __init__(self, intake: CommandIntake, answer_again: AnswerAgain) -> None:
         self._intake = intake

@@ -209,7 +209,7 @@ class DiscordConversations:
 
     async def _hint(self, message: discord.Message, conversation_id: str | None) -> None:
         """Say how to ask (once per message, like a turn); a reply to the hint goes on with the conversation."""
-        if not self._core.claim_delivery(f"discord:{message.id}"):
+        if not await self._core.claim_delivery(f"discord:{message.id}"):
             return
         try:
             sent = await message.reply(

@@ -46,6 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters import slack_format as fmt
 from adapters.base import CommandIntake
 from adapters.rendering import Buttons, EditBudget, RenderLimits, StreamingReply
+from adapters.shared_budget import SlackEditBudgets
 from adapters.slack_admin import SlackAdministration
 from adapters.slack_buttons import SlackButtons
 from adapters.slack_conversations import SlackConversations, link_thread
@@ -172,7 +173,8 @@ class SlackAdapter:
         SlackButtons(self.app, core, intake, answer=self.answer_turn, respond_privately=_tell)
         self._socket_handler: AsyncSocketModeHandler | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._budgets: dict[str, EditBudget] = {}
+        # Per workspace, and shared with the bot's other processes when its state store is theirs too.
+        self._budgets = SlackEditBudgets(lambda: core.shared_state)
         self._native: dict[str, NativeStreaming] = {}
         self.bot_user_id: str | None = None
 
@@ -234,6 +236,7 @@ class SlackAdapter:
     async def close(self) -> None:
         if self._socket_handler is not None:
             await self._socket_handler.close_async()
+        await self._budgets.aclose()
         if self._session is not None:
             await self._session.close()  # later calls, if any, fall back to slack_sdk's own sessions
 
@@ -505,7 +508,7 @@ class SlackAdapter:
 
     def edit_budget_left(self) -> dict[str, float]:
         """Interim edits each workspace may still make now (`GET /metrics` reads it at each scrape)."""
-        return {workspace_id: budget.left for workspace_id, budget in self._budgets.items()}
+        return self._budgets.left()
 
     @property
     def _may_stream_natively(self) -> bool:
@@ -521,10 +524,7 @@ class SlackAdapter:
         return native
 
     def _budget(self, workspace_id: str) -> EditBudget:
-        budget = self._budgets.get(workspace_id)
-        if budget is None:
-            budget = self._budgets[workspace_id] = EditBudget(fmt.INTERIM_EDITS_PER_MINUTE, fmt.INTERIM_EDIT_BURST)
-        return budget
+        return self._budgets.of(workspace_id)
 
 
 def _as_is(text: str) -> str:

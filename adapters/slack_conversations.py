@@ -111,7 +111,7 @@ class SlackConversations:
         text = self._own_mention().sub(" ", str(event.get("text") or "")).strip()
         if not text:
             # Never an empty prompt to a model; the hint is given once, however many events the message came as.
-            if mentioned and self._core.claim_delivery(f"slack:{delivery_key}"):
+            if mentioned and await self._core.claim_delivery(f"slack:{delivery_key}"):
                 await self._tell(channel, user, root, EMPTY_MENTION_TEXT)
             return
 

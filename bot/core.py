@@ -21,7 +21,7 @@ from bot.admission import AdmissionClosed, AdmissionQueue
 from bot.buttons import EXPIRED_TEXT, AgainPayloads, StopOutcome
 from bot.command_log import CommandObserver, CommandRecord, NoObserver
 from bot.conversation_memory import ConversationMemory
-from bot.dedupe import RecentKeys
+from bot.dedupe import DeliveryClaims
 from bot.errors import BotError, FailureKind, ModelNotAllowed, ShuttingDown, describe_failure
 from bot.governance import Governor, Pass, Refusal
 from bot.inflight import Destination, InFlight, Journal
@@ -89,12 +89,12 @@ class CommandCore:
         # After the answer: give back units, look up the metrics, count the spend, write the log line.
         self._settlements = BackgroundTasks("command settlement")
         self._accepting = True
-        self._deliveries = RecentKeys()
+        self._deliveries = DeliveryClaims()
+        self._shared_state: StateStore | None = None
         self._builder = RequestBuilder(config.limits, config.retention_days, lambda: self._models)
         self._governor: Governor | None = None
         self._memory: ConversationMemory | None = None
         self._again: AgainPayloads | None = None
-        self._store: StateStore | None = None
         self._running: dict[str, _Running] = {}  # by request id: what a Stop press can reach
         self._admitted: dict[str, _Admitted] = {}
         self._journal: Journal | None = None
@@ -124,11 +124,6 @@ class CommandCore:
         return self._models
 
     @property
-    def store(self) -> StateStore | None:
-        """The state store, once the service has opened it: what an adapter coordinates processes through."""
-        return self._store
-
-    @property
     def limits(self) -> InputLimits:
         return self._config.limits
 
@@ -136,12 +131,9 @@ class CommandCore:
         """Replace the fallback catalog with the one looked up on Replicate (at start-up, before any command)."""
         self._models = models
 
-    def use_state(
-        self, governor: Governor, memory: ConversationMemory, again: AgainPayloads, store: StateStore | None = None
-    ) -> None:
+    def use_state(self, governor: Governor, memory: ConversationMemory, again: AgainPayloads) -> None:
         """Limits, budget, access, conversations and Again buttons from now on (the service opens the state store
         before any command)."""
-        self._store = store
         self._governor = governor
         self._memory = memory
         self._again = again
@@ -203,9 +195,22 @@ class CommandCore:
             return "The bot's state store is not open yet. Try again in a moment."
         return await Administration(self._governor, self._models).run(origin, text)
 
-    def claim_delivery(self, key: str) -> bool:
-        """False when this delivery (Slack trigger, Discord interaction) was already taken: drop it."""
-        return self._deliveries.claim(key)
+    def share_state(self, store: StateStore) -> None:
+        """Deliveries are claimed in `store` from now on, so every process on it takes each one once; adapters
+        find it in `shared_state` for what they share between processes themselves (Slack's edit budget, Discord's
+        IDENTIFY turns)."""
+        self._deliveries.use_store(store)
+        self._shared_state = store
+
+    @property
+    def shared_state(self) -> StateStore | None:
+        """The state store every process of this bot shares (None until the service opened it)."""
+        return self._shared_state
+
+    async def claim_delivery(self, key: str) -> bool:
+        """False when this delivery (Slack trigger, Discord interaction) was already taken, in this process or
+        another on the same state store: drop it. At most one store round trip, before the acknowledgement."""
+        return await self._deliveries.claim(key)
 
     async def prepare(
         self,

@@ -50,8 +50,8 @@ class CoreResources:
                 Governor(self.store, governance, running_slot_s=self.settings.prediction_timeout_s),
                 ConversationMemory(self.store, governance.retention_days),
                 AgainPayloads(self.store, governance.retention_days),
-                store=self.store,
             )
+            self.core.share_state(self.store)
 
     async def load_models(self) -> None:
         """Learn each configured model's kind and inputs from Replicate (bounded in time; never raises for it)."""

@@ -143,9 +143,11 @@ async def launch_bot(
 
     Several may run at once on the same fakes (give them the same `STATE_URL` to make them one bot); each
     one's Slack socket and Discord sessions (one per shard it runs: DISCORD_SHARD_IDS, else DISCORD_SHARD_COUNT,
-    else one) come on top of those already open."""
+    else one) come on top of those already open. A setting given as "" is left out of the environment
+    (`SLACK_APP_TOKEN=""`: Slack's HTTP mode, no socket to wait for)."""
     port = int(settings.pop("PORT", free_port()))
     env = {**process_env(replicate, slack, discord, port), **settings}  # STATE_URL: its default, under cwd
+    env = {name: value for name, value in env.items() if value != ""}
     sockets, sessions = slack.socket.ready_count, discord.ready_count
     shards = settings.get("DISCORD_SHARD_IDS")
     discord_sessions = len(shards.split(",")) if shards else int(settings.get("DISCORD_SHARD_COUNT", "1"))
@@ -157,7 +159,8 @@ async def launch_bot(
     bot.read()
     try:
         await bot.wait_for_line("Bot running:", START_TIMEOUT_S)
-        await slack.wait_for_socket(sockets + 1, WAIT_S)
+        if env.get("SLACK_APP_TOKEN"):
+            await slack.wait_for_socket(sockets + 1, WAIT_S)
         await discord.wait_for_ready(sessions + discord_sessions, WAIT_S)
     except BaseException:
         await bot.kill()

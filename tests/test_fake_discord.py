@@ -193,6 +193,29 @@ async def test_ended_session_makes_discord_py_identify_again(fake: FakeDiscord, 
     await answered(fake, sent.token)
 
 
+async def test_an_event_goes_to_the_session_it_is_dispatched_on(fake: FakeDiscord, bot: AskBot) -> None:
+    assert fake.gateway.current is not None
+    first_session = fake.gateway.current.id
+    other = build_bot()  # a second process's session (the same shard: both could be sent everything)
+    task = asyncio.create_task(other.client.start(TOKEN))
+    try:
+        await fake.wait_for_ready(2)
+        sent = await fake.send_interaction(name="ask", options={"prompt": "hi"})  # to the newest session
+        await answered(fake, sent.token)
+        assert [i.id for i in other.seen] == [sent.id] and bot.seen == []
+
+        fake.gateway.dispatch("INTERACTION_CREATE", sent.payload, session=first_session)  # the same, redelivered
+        await asyncio.wait_for(bot.errored.wait(), 5)  # its defer refused: set by discord.py's error hook
+        assert [i.id for i in bot.seen] == [sent.id]
+        assert isinstance(bot.errors[0], discord.HTTPException) and bot.errors[0].code == 40060
+        bot.errors.clear()  # what a second acknowledgement gets: "Interaction has already been acknowledged"
+        with pytest.raises(RuntimeError, match="no gateway session"):
+            fake.gateway.dispatch("INTERACTION_CREATE", sent.payload, session="no-such-session")
+    finally:
+        await other.client.close()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_dm_interaction(fake: FakeDiscord, bot: AskBot) -> None:
     sent = await fake.send_interaction(name="ask", options={"prompt": "psst"}, user_id=USER, dm=True)
     await answered(fake, sent.token)

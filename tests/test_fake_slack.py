@@ -497,6 +497,61 @@ async def test_bolt_events_and_dropped_socket(fake: FakeSlack) -> None:
         await bot.handler.close_async()
 
 
+def build_recording_bolt(
+    fake: FakeSlack, seen: list[tuple[str, str, str | None]], name: str
+) -> AsyncSocketModeHandler:
+    """A bolt app that records (its name, the delivery's id, bolt's x-slack-retry-num) for each command and mention."""
+    app = AsyncApp(client=AsyncWebClient(token=fake.bot_token, base_url=fake.api_url))
+
+    @app.command("/ask")
+    async def ask(ack: Any, command: dict[str, Any]) -> None:
+        await ack()
+        seen.append((name, command["trigger_id"], None))
+
+    @app.event("app_mention")
+    async def mention(body: dict[str, Any], request: AsyncBoltRequest) -> None:
+        seen.append((name, body["event_id"], request.headers.get("x-slack-retry-num", [None])[0]))
+
+    return AsyncSocketModeHandler(app, fake.app_token)
+
+
+async def test_several_connections_each_get_the_envelopes_sent_to_them_and_redeliveries(fake: FakeSlack) -> None:
+    seen: list[tuple[str, str, str | None]] = []
+    first, second = build_recording_bolt(fake, seen, "A"), build_recording_bolt(fake, seen, "B")
+    try:
+        await first.connect_async()
+        await fake.wait_for_socket(1)
+        await second.connect_async()
+        await fake.wait_for_socket(2)
+
+        command = await fake.send_slash_command_on(1, command="/ask", text="hi")
+        await fake.wait_for_ack(command)
+        again = await fake.redeliver(command, connection=2)
+        await fake.wait_for_ack(again)
+        trigger = fake.sent_envelopes[command].payload["trigger_id"]
+        assert seen == [("A", trigger, None), ("B", trigger, None)]
+        assert fake.sent_envelopes[again].connection == 2 and fake.sent_envelopes[again].redelivery_of == command
+        assert fake.sent_envelopes[again].payload == fake.sent_envelopes[command].payload
+        assert fake.sent_envelopes[again].response_url == fake.sent_envelopes[command].response_url
+
+        seen.clear()
+        event = await fake.send_event(fake.mention_event("hello"), connection=2)
+        await fake.wait_for_ack(event)
+        retry = await fake.redeliver(event, connection=1)
+        await fake.wait_for_ack(retry)
+        second_retry = await fake.redeliver(retry, connection=2)
+        await fake.wait_for_ack(second_retry)
+        event_id = fake.sent_envelopes[event].payload["event_id"]
+        assert seen == [("B", event_id, "0"), ("A", event_id, "1"), ("B", event_id, "2")]
+        assert fake.sent_envelopes[retry].message["retry_reason"] == "timeout"
+        assert fake.sent_envelopes[second_retry].redelivery_of == event
+        with pytest.raises(RuntimeError, match="connection 3 is not open"):
+            await fake.send_slash_command_on(3, command="/ask", text="nowhere")
+    finally:
+        await first.close_async()
+        await second.close_async()
+
+
 async def test_bolt_200_concurrent_commands(fake: FakeSlack) -> None:
     bot = build_bolt(fake)
     try:

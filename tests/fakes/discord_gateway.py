@@ -564,14 +564,20 @@ class FakeGateway:
 
     # --- what the server side does --------------------------------------------------------------
 
-    def dispatch(self, event: str, data: dict[str, Any]) -> int:
+    def dispatch(self, event: str, data: dict[str, Any], *, session: str | None = None) -> int:
         """Send an op 0 event to every valid session of the shard its `guild_id` falls on (shard 0 without one),
-        buffered for RESUME where the socket is down; returns its sequence number on the latest of them."""
+        or only to session `session` (an id from `sessions`: one process of several); buffered for RESUME where
+        the socket is down; returns its sequence number on the latest session it went to."""
+        if session is not None:
+            target = self.sessions.get(session)
+            if target is None or not target.valid:
+                raise RuntimeError(f"no valid gateway session {session!r}")
+            return self._dispatch(target, event, data)
         sessions = self.receivers(_guild_id(data))
         if not sessions:
             raise RuntimeError("no gateway session for this event's shard: start the client and "
                                "`await fake.wait_for_ready()` first")
-        return [self._dispatch(session, event, data) for session in sessions][-1]
+        return [self._dispatch(receiver, event, data) for receiver in sessions][-1]
 
     def receivers(self, guild_id: int | None) -> list[GatewaySession]:
         """The valid sessions that get the events of `guild_id` (None: a DM), oldest first."""

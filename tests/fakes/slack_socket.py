@@ -10,6 +10,10 @@
 - `{"type": "disconnect", "reason": …}` asks the client to reconnect; the client opens a new URL and closes
   the old socket itself (the server closes it shortly after anyway).
 - WebSocket pings (the SDK sends `sdk-ping-pong:<time>` every `ping_interval`) are answered with pongs.
+- An app may hold several connections (one per process; at most 10 per app): Slack sends each envelope to one of
+  them, and redelivers an envelope that was not acknowledged, maybe to another. Tests choose the connection
+  (`send_slash_command_on`, or a `connection=` index) and redeliver with `redeliver`: the same payload in a new
+  envelope, an event's carrying `retry_attempt`/`retry_reason` (bolt's `X-Slack-Retry-Num`/`-Reason` headers).
 
 In HTTP mode the same payloads are POSTed to the app, signed: `slash_command_form` and `signed_headers` build
 such a request for bolt's `AsyncBoltRequest` (or an HTTP client pointed at the bot). A button press
@@ -150,6 +154,7 @@ class SentEnvelope:
     sent_at: float  # time.monotonic()
     response_url: str | None = None
     ack: dict[str, Any] | None = None
+    redelivery_of: str | None = None  # the envelope id of the first delivery, for a redelivery
 
     @property
     def ack_latency(self) -> float | None:
@@ -187,9 +192,20 @@ class SocketModeHub:
     def current(self) -> SocketConnection | None:
         """The newest open connection that has had its hello: where new envelopes go."""
         for conn in reversed(self.connections):
-            if conn.open and conn.ready_at is not None and conn.disconnect_reason is None:
+            if self._usable(conn):
                 return conn
         return None
+
+    def connection(self, index: int) -> SocketConnection:
+        """Connection `index` (1-based, in order of opening), which must be open and greeted."""
+        if not 1 <= index <= len(self.connections) or not self._usable(self.connections[index - 1]):
+            raise RuntimeError(f"Socket Mode connection {index} is not open and ready "
+                               f"(open: {[c.index for c in self.connections if self._usable(c)]})")
+        return self.connections[index - 1]
+
+    @staticmethod
+    def _usable(conn: SocketConnection) -> bool:
+        return conn.open and conn.ready_at is not None and conn.disconnect_reason is None
 
     # --- the socket --------------------------------------------------------------------------------
 
@@ -252,10 +268,12 @@ class SocketModeHub:
     # --- what the server side does -----------------------------------------------------------------
 
     async def send_envelope(self, conn: SocketConnection, type_: str, payload: dict[str, Any],
-                            response_url: str | None = None, **extra: Any) -> SentEnvelope:
+                            response_url: str | None = None, redelivery_of: str | None = None,
+                            **extra: Any) -> SentEnvelope:
         envelope_id = str(uuid.uuid4())
         message = {"envelope_id": envelope_id, "payload": payload, "type": type_, **extra}
-        sent = SentEnvelope(envelope_id, type_, payload, message, conn.index, time.monotonic(), response_url)
+        sent = SentEnvelope(envelope_id, type_, payload, message, conn.index, time.monotonic(), response_url,
+                            redelivery_of=redelivery_of)
         self.envelopes[envelope_id] = sent  # before the write: an ack may race the return
         await conn.ws.send_str(json.dumps(message))
         self._changed()
@@ -338,27 +356,40 @@ class SocketModeControls:
     async def send_slash_command(self, command: str = "/ask", text: str = "", user_id: str = "U0USER",
                                  channel_id: str = "C0CHAN", user_name: str = "alice",
                                  channel_name: str = "general", **extra: str) -> str:
-        """Deliver a `slash_commands` envelope with a fresh response_url; returns the envelope id
-        (`fake.sent_envelopes[id].response_url` is the URL)."""
+        """Deliver a `slash_commands` envelope with a fresh response_url on the newest socket; returns the envelope
+        id (`fake.sent_envelopes[id].response_url` is the URL)."""
+        return await self._send_slash_command(None, command, text, user_id, channel_id, user_name, channel_name,
+                                              extra)
+
+    async def send_slash_command_on(self, connection: int, command: str = "/ask", text: str = "",
+                                    user_id: str = "U0USER", channel_id: str = "C0CHAN", user_name: str = "alice",
+                                    channel_name: str = "general", **extra: str) -> str:
+        """`send_slash_command` on socket `connection` (1-based, in order of opening): one process of several."""
+        return await self._send_slash_command(connection, command, text, user_id, channel_id, user_name,
+                                              channel_name, extra)
+
+    async def _send_slash_command(self, connection: int | None, command: str, text: str, user_id: str,
+                                  channel_id: str, user_name: str, channel_name: str, extra: dict[str, str]) -> str:
         url = self.new_response_url()
         payload = slash_command_payload(
             command=command, text=text, user_id=user_id, user_name=user_name, channel_id=channel_id,
             channel_name=channel_name, team_id=self.team_id, team_domain=self.team_domain, api_app_id=self.app_id,
             response_url=url, token=self.verification_token, **extra)
-        conn = await self._socket_for_send()
+        conn = await self._socket_for_send(connection)
         sent = await self.socket.send_envelope(conn, "slash_commands", payload, response_url=url,
                                                accepts_response_payload=True)
         return sent.envelope_id
 
     async def send_event(self, event: dict[str, Any], event_id: str | None = None, retry_attempt: int = 0,
-                         retry_reason: str = "") -> str:
+                         retry_reason: str = "", connection: int | None = None) -> str:
         """Deliver an `events_api` envelope (event_callback payload); returns the envelope id. A message or
-        app_mention event also becomes a `Message`, so the bot can thread under it."""
+        app_mention event also becomes a `Message`, so the bot can thread under it. `connection`: that socket
+        (1-based), else the newest."""
         payload = event_callback_payload(event, team_id=self.team_id, api_app_id=self.app_id,
                                          bot_user_id=self.bot_user_id, event_id=event_id or new_event_id(),
                                          token=self.verification_token)
         self._remember_event(event)
-        conn = await self._socket_for_send()
+        conn = await self._socket_for_send(connection)
         sent = await self.socket.send_envelope(conn, "events_api", payload, accepts_response_payload=False,
                                                retry_attempt=retry_attempt, retry_reason=retry_reason)
         return sent.envelope_id
@@ -393,13 +424,27 @@ class SocketModeControls:
     def _root_author(self, channel: str, thread_ts: str) -> str | None:
         raise NotImplementedError
 
-    async def send_interactive(self, payload: dict[str, Any]) -> str:
+    async def send_interactive(self, payload: dict[str, Any], connection: int | None = None) -> str:
         """Deliver an `interactive` envelope (a button press: `press`); the same payload again is a redelivery.
-        Returns the envelope id."""
-        conn = await self._socket_for_send()
+        Returns the envelope id. `connection`: that socket (1-based), else the newest."""
+        conn = await self._socket_for_send(connection)
         sent = await self.socket.send_envelope(conn, "interactive", payload,
                                                response_url=payload.get("response_url"),
                                                accepts_response_payload=False)
+        return sent.envelope_id
+
+    async def redeliver(self, envelope_id: str, connection: int | None = None, retry_reason: str = "timeout") -> str:
+        """Slack's retry of envelope `envelope_id`: the same payload (same trigger_id or event_id) in a new
+        envelope, on socket `connection` (1-based; else the newest). An event's retry counts up `retry_attempt`
+        and says why (`retry_reason`), as Slack's Events API retries do. Returns the new envelope id."""
+        first = self.socket.envelopes[envelope_id]
+        original = self.socket.envelopes.get(first.redelivery_of or "", first)
+        extra: dict[str, Any] = {"accepts_response_payload": first.message.get("accepts_response_payload", False)}
+        if first.type == "events_api":
+            extra.update(retry_attempt=int(first.message.get("retry_attempt") or 0) + 1, retry_reason=retry_reason)
+        conn = await self._socket_for_send(connection)
+        sent = await self.socket.send_envelope(conn, first.type, first.payload, response_url=first.response_url,
+                                               redelivery_of=original.envelope_id, **extra)
         return sent.envelope_id
 
     async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -424,7 +469,9 @@ class SocketModeControls:
             raise RuntimeError("no open Socket Mode connection to drop")
         self.socket.drop(conn)
 
-    async def _socket_for_send(self) -> SocketConnection:
+    async def _socket_for_send(self, connection: int | None = None) -> SocketConnection:
+        if connection is not None:
+            return self.socket.connection(connection)
         if self.socket.current() is None:
             try:
                 await self.wait_until(lambda: self.socket.current() is not None, 2.0, what="a ready socket")

@@ -321,10 +321,11 @@ class SlackAdapter:
         self, request: CommandRequest, respond: Respond, events: AsyncIterator[ReplyEvent]
     ) -> None:
         channel = request.origin.channel_id
+        # Before any await, so the journal entry written before the create already has it: a survivor opens the
+        # thread itself if this process dies before it could (`resume`).
+        self._core.note_destination(request.request_id, {"channel": channel})
         try:
-            parent = await call(self.client.chat_postMessage(
-                channel=channel, text=fmt.parent_text(request), unfurl_links=False, unfurl_media=False
-            ))
+            thread_ts = await self._post_parent(request, channel)
         except DELIVERY_ERRORS as error:
             if isinstance(error, SlackApiError) and error.response.get("error") in CANNOT_POST_ERRORS:
                 log.info("Slack: cannot post in %s (%s); answering privately", channel, error_code(error))
@@ -336,19 +337,19 @@ class SlackAdapter:
                 notice = fmt.PRIVATE_FALLBACK_TEXT
             await self._answer_privately(respond, events, notice)
             return
-        if request.conversation_id is not None:  # a reply in this thread continues the conversation
-            await link_thread(self._core, channel, parent["ts"], request.conversation_id)
-        thread = SlackThread(self.client, self._edit_client, channel, parent["ts"], _markup_of(request))
+        thread = SlackThread(self.client, self._edit_client, channel, thread_ts, _markup_of(request))
         await self._answer_in_thread(request, thread, functools.partial(_tell, respond), events)
 
     async def resume(
         self, request: CommandRequest, destination: Mapping[str, Any], events: AsyncIterator[ReplyEvent]
     ) -> None:
         """An answer a stopped process began (`adapters.base.Adapter.resume`): written on into the message it was
-        being written in (or a new one in its thread), as a live one; if that message or its channel is gone, left
-        unread (the prediction is cancelled)."""
+        being written in (or a new one in its thread, or a thread opened now if it died before it opened one), as a
+        live one; if that message or its channel is gone, left unread (the prediction is cancelled)."""
         channel, thread_ts = str(destination.get("channel") or ""), str(destination.get("thread_ts") or "")
         message_ts = destination.get("message_ts")
+        if channel and not thread_ts:
+            thread_ts = await self._open_thread_for(request, channel) or ""
         if not (channel and thread_ts):
             return
         thread = SlackThread(self.client, self._edit_client, channel, thread_ts, _markup_of(request))
@@ -364,10 +365,29 @@ class SlackAdapter:
         tell = functools.partial(self.tell_privately, channel, request.origin.user_id, thread_ts)
         await self._answer_in_thread(request, thread, tell, events, written_in=str(message_ts or "") or None)
 
+    async def _post_parent(self, request: CommandRequest, channel: str) -> str:
+        """The visible message that opens a command's thread (who asked what); its ts. Raises DELIVERY_ERRORS."""
+        parent = await call(self.client.chat_postMessage(
+            channel=channel, text=fmt.parent_text(request), unfurl_links=False, unfurl_media=False
+        ))
+        if request.conversation_id is not None:  # a reply in this thread continues the conversation
+            await link_thread(self._core, channel, parent["ts"], request.conversation_id)
+        return str(parent["ts"])
+
+    async def _open_thread_for(self, request: CommandRequest, channel: str) -> str | None:
+        """A resumed command's thread, opened now (its process died first); None if the channel won't take it."""
+        try:
+            return await self._post_parent(request, channel)
+        except DELIVERY_ERRORS as error:
+            log.warning("Slack: a resumed answer cannot open its thread in %s (%s)", channel, error_code(error))
+            return None
+
     async def _answer_in_thread(
         self, request: CommandRequest, thread: SlackThread, tell: Tell, events: AsyncIterator[ReplyEvent],
         *, written_in: str | None = None,
     ) -> None:
+        # Before any await (see `_open_thread_and_answer`): the thread is known, its message not yet.
+        self._core.note_destination(request.request_id, {"channel": thread.channel, "thread_ts": thread.thread_ts})
         budget = self._budget(request.origin.workspace_id or "")
         stop = Buttons(stop_id=request.request_id)  # on the message being written, until the final edit
 

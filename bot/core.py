@@ -334,6 +334,15 @@ class CommandCore:
             async for event in events:
                 yield event
 
+    async def find_prediction(self, entry: InFlight) -> InFlight:
+        """An orphan whose create was cut off (its process died before hearing back): with the prediction that
+        create made, if Replicate has one, so it can be followed and delivered like any other."""
+        if entry.prediction_id is not None or entry.create_sent_at is None:
+            return entry
+        sent_at = datetime.fromtimestamp(entry.create_sent_at, UTC)
+        found = await self._runner.find_cut_off_create(entry.request.model, entry.model_input, sent_at)
+        return entry if found is None else dataclasses.replace(entry, prediction_id=found)
+
     async def abandon(self, entry: InFlight) -> None:
         """An orphan whose answer can go nowhere: its prediction cancelled on Replicate (or, if its create was cut
         off, looked for and cancelled), its running slot given back, its entry deleted."""

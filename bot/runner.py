@@ -450,6 +450,18 @@ class PredictionRunner:
         """Cancel a prediction by id (one this process does not follow: a Stop pressed here for another's)."""
         await self._cancel(prediction_id)
 
+    async def find_cut_off_create(self, model: str, model_input: dict[str, Any], sent_at: datetime) -> str | None:
+        """The id of the prediction a create sent at `sent_at` made, if it made one (a process died before hearing
+        back): found among our newest, as `_find_and_cancel` finds it, to be followed instead of cancelled."""
+        client = self._clients.any()
+        for search in range(ORPHAN_SEARCHES):
+            if search:
+                await self._sleep(ORPHAN_SEARCH_INTERVAL_S)
+            orphan = await self._owned.find_orphan(client, model, model_input, sent_at)
+            if orphan is not None:
+                return str(orphan.id)
+        return None
+
     async def cancel_cut_off_create(self, model: str, model_input: dict[str, Any], sent_at: datetime) -> None:
         """The prediction a create sent at `sent_at` may have made (a process died before hearing back): found
         among our newest and cancelled, or found to be none."""

@@ -3,9 +3,10 @@
 Every `beat_interval` (a third of HEARTBEAT_TIMEOUT, so a missed beat or two never looks like death) this process
 renews its heartbeat and looks in the journal (`bot.inflight`) for commands whose owner has none. Each one it takes
 (one survivor per orphan: a claim in the store) is followed to its end on Replicate and its answer delivered by the
-adapter of its platform where the dead process would have put it (`Adapter.resume`). An orphan whose answer can go
-nowhere (no adapter for its platform here, no destination recorded yet, no prediction id because the create was
-cut off) is cancelled on Replicate instead. Either way it is settled like any command: running slot, spend, turn,
+adapter of its platform where the dead process would have put it (`Adapter.resume`); a create the kill cut off
+(no prediction id recorded) is looked for among Replicate's newest predictions first, and followed if found. An
+orphan whose answer can go nowhere (no adapter for its platform here, no destination recorded, no prediction
+found) is cancelled on Replicate instead. Either way it is settled like any command: running slot, spend, turn,
 Again payload, log line, and its entry deleted.
 
 With a store one process uses at a time (SQLite), whoever starts takes every entry left at once: the process before
@@ -83,6 +84,8 @@ class Recovery:
     async def _finish(self, entry: InFlight) -> None:
         request = entry.request
         adapter = self._adapters.get(request.origin.platform)
+        if adapter is not None and entry.destination:
+            entry = await self._core.find_prediction(entry)  # a create cut off by the kill may have made one
         if entry.prediction_id is None or adapter is None or not entry.destination:
             why = ("its create was cut off" if entry.prediction_id is None
                    else f"{request.origin.platform} is not served here" if adapter is None

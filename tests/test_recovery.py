@@ -135,6 +135,36 @@ def original_text(discord: FakeDiscord, token: str) -> str:
     return original.content if original is not None else ""
 
 
+async def test_a_kill_before_the_create_was_answered_or_the_thread_opened_is_still_delivered_by_the_restart(
+    tmp_path: Path,
+) -> None:
+    async with started_fakes() as (replicate, slack, discord):
+        assert slack is not None and discord is not None
+        add_models(replicate)
+        first, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
+        try:
+            replicate.hold("create")  # Replicate makes the prediction; the bot never hears its id
+            slack.fail("chat.postMessage", status=500, times=3)  # nor could it open the thread (tried 3 times)
+            envelope = await slack.send_slash_command(command="/ask", text=f"count --model {SLOW_MODEL}",
+                                                      channel_id="C0CUT")
+            await slack.wait_for_ack(envelope)
+            await replicate.wait_until(lambda: len(replicate.creates) == 1, WAIT_S, what="the create")
+            await slack.wait_until(lambda: len(slack.requests_to("chat.postMessage")) >= 3, WAIT_S,
+                                   what="the thread's three failed posts")
+        finally:
+            await first.kill()
+        second, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
+        try:
+            # The restart finds the prediction the cut-off create made, opens the thread and answers in it.
+            await slack.wait_until(lambda: ANSWER in thread_texts(slack, "C0CUT"), WAIT_S,
+                                   what="the restarted process's answer")
+            [parent] = slack.channel_messages("C0CUT")
+            assert "count" in parent.text and thread_texts(slack, "C0CUT") == [ANSWER]
+            assert len(replicate.creates) == 1 and replicate.cancels == []  # followed, neither made again nor lost
+        finally:
+            await second.kill()
+
+
 async def test_an_answer_whose_channel_is_gone_is_cancelled_on_replicate_by_the_restarted_process(
     tmp_path: Path,
 ) -> None:

@@ -28,6 +28,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the seed-style baseline")
     parser.add_argument("--skip-follow-ups", action="store_true",
                         help="do not run the follow-up load (N second turns in the /ask threads, on Slack)")
+    parser.add_argument("--skip-instances", action="store_true",
+                        help="do not run the two-instance loads (N split over two processes on one Redis; then the "
+                             "same with one of them killed mid-load)")
     parser.add_argument("--slack-tiers", action="store_true",
                         help="the fake Slack enforces the documented rate-limit tiers of every method the bot uses "
                              "(chat.update 50/min, streams 20/min, ...) and offers native streaming")
@@ -42,6 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     from bench.discord_load import run_discord
+    from bench.instances import run_instances
     from bench.slack_load import run_slack
 
     workload = Workload(n=args.n, latency_s=args.latency, slack_tiers=args.slack_tiers, profile=args.profile,
@@ -52,6 +56,9 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         plan.append(("bot on Slack", lambda: run_slack(workload, baseline=False)))
         if not args.skip_follow_ups:
             plan.append(("follow-ups on Slack", lambda: run_slack(workload, baseline=False, follow_ups=True)))
+        if not args.skip_instances:
+            plan.append(("2 instances on Slack", lambda: run_instances(workload, kill=False)))
+            plan.append(("2 instances, 1 killed", lambda: run_instances(workload, kill=True)))
     if args.platform in ("discord", "both"):
         plan.append(("bot on Discord", lambda: run_discord(workload)))
     if not args.skip_baseline:

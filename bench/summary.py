@@ -48,17 +48,17 @@ def summarise(workload: Workload, reading: LoadReading, seen: Observed[MessageKe
         "n": workload.n,
         "latency_s": workload.latency_s,
         "acks": len(seen.acks),
-        "ack_p50_ms": _ms(percentile(seen.acks, 0.5)),
-        "ack_p99_ms": _ms(percentile(seen.acks, 0.99)),
-        "ack_max_ms": _ms(max(seen.acks) if seen.acks else None),
+        "ack_p50_ms": as_ms(percentile(seen.acks, 0.5)),
+        "ack_p99_ms": as_ms(percentile(seen.acks, 0.99)),
+        "ack_max_ms": as_ms(max(seen.acks) if seen.acks else None),
         "acks_over_3s": (
             sum(1 for latency in seen.acks if latency > PLATFORM_ACK_DEADLINE_S) + workload.n - len(seen.acks)
         ),
         "answered": len(seen.per_command),
         "complete": reading.complete,
-        "answer_ratio_p50": _ratio(percentile(seen.per_command, 0.5), workload),
-        "answer_ratio_max": _ratio(max(seen.per_command) if seen.per_command else None, workload),
-        "all_answers_ratio": _ratio(max(seen.finals) - reading.started_at if seen.finals else None, workload),
+        "answer_ratio_p50": as_ratio(percentile(seen.per_command, 0.5), workload),
+        "answer_ratio_max": as_ratio(max(seen.per_command) if seen.per_command else None, workload),
+        "all_answers_ratio": as_ratio(max(seen.finals) - reading.started_at if seen.finals else None, workload),
         "replicate_requests": seen.replicate_requests,
         "predictions": seen.creates,
         "replicate_requests_per_prediction": round(seen.replicate_requests / seen.creates, 2) if seen.creates else None,
@@ -68,26 +68,26 @@ def summarise(workload: Workload, reading: LoadReading, seen: Observed[MessageKe
         "chat_calls_by_method": dict(seen.chat_calls_by_method),
         "chat_calls_rate_limited": seen.rate_limited,
         "max_edits_per_s_per_message": max((max_events_in_window(t) for t in edit_times.values()), default=0),
-        "min_edit_gap_ms": _ms(min(gaps) if gaps else None),
+        "min_edit_gap_ms": as_ms(min(gaps) if gaps else None),
         "edits_under_1s_apart": sum(pair[0] for pair in close),
         "edits_under_1s_apart_final": sum(pair[1] for pair in close),
         "edits_total": sum(len(message_edits) for message_edits in seen.edits.values()),
         "loop_lag": reading.bot_lag,
         "harness_lag": reading.harness_lag,
-        "bot_cpu_s": _round(reading.bot_cpu_s),
-        "load_wall_s": _round(reading.finished_at - reading.started_at),
-        "rss_idle_mb": _round(reading.idle_rss_mb),
-        "rss_peak_mb": _round(reading.peak_rss_mb),
+        "bot_cpu_s": rounded(reading.bot_cpu_s),
+        "load_wall_s": rounded(reading.finished_at - reading.started_at),
+        "rss_idle_mb": rounded(reading.idle_rss_mb),
+        "rss_peak_mb": rounded(reading.peak_rss_mb),
     }
 
 
-def _ms(seconds: float | None) -> float | None:
+def as_ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def _ratio(seconds: float | None, workload: Workload) -> float | None:
+def as_ratio(seconds: float | None, workload: Workload) -> float | None:
     return None if seconds is None else round(seconds / workload.latency_s, 3)
 
 
-def _round(value: float | None) -> float | None:
+def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)

@@ -30,6 +30,7 @@ class RedisServer:
     socket_path: Path
     process: subprocess.Popen[bytes]
     log: list[bytes] = field(default_factory=list)
+    drain: threading.Thread | None = None  # keeps reading its log
 
     def url(self, db: int = 0) -> str:
         return f"unix://{self.socket_path}?db={db}"
@@ -63,6 +64,33 @@ def _drain(process: subprocess.Popen[bytes], log: list[bytes]) -> None:
         log.append(chunk)
 
 
+def start_redis_server(directory: Path, binary: str = "redis-server") -> RedisServer:
+    """A redis-server on a Unix socket in `directory`, ready (the benchmark's several-instance runs use it too)."""
+    socket_path = directory / "redis.sock"
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700", "--dir", str(directory),
+         "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, bufsize=0)
+    server = RedisServer(socket_path, process)
+    try:
+        _wait_until_ready(process, server.log)
+    except BaseException:
+        stop_redis_server(server)
+        raise
+    server.drain = threading.Thread(target=_drain, args=(process, server.log), daemon=True)
+    server.drain.start()
+    return server
+
+
+def stop_redis_server(server: RedisServer) -> None:
+    server.process.kill()
+    server.process.wait(timeout=READY_TIMEOUT_S)
+    if server.drain is not None and server.drain.is_alive():
+        server.drain.join(timeout=READY_TIMEOUT_S)  # it ends at the log's end of file
+    if server.process.stdout is not None:
+        server.process.stdout.close()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
@@ -70,25 +98,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         if os.environ.get("CI") == "true":
             pytest.fail(f"{INSTALL_HINT}; under CI the Redis tests must run, not skip")
         pytest.skip(INSTALL_HINT)
-    directory = tmp_path_factory.mktemp("redis")
-    socket_path = directory / "redis.sock"
-    process = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700", "--dir", str(directory),
-         "--save", "", "--appendonly", "no", "--daemonize", "no"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, bufsize=0)
-    server = RedisServer(socket_path, process)
-    drain = threading.Thread(target=_drain, args=(process, server.log), daemon=True)
+    server = start_redis_server(tmp_path_factory.mktemp("redis"), binary)
     try:
-        _wait_until_ready(process, server.log)
-        drain.start()
         yield server
     finally:
-        process.kill()
-        process.wait(timeout=READY_TIMEOUT_S)
-        if drain.is_alive():
-            drain.join(timeout=READY_TIMEOUT_S)  # it ends at the log's end of file
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_redis_server(server)
 
 
 @pytest.fixture

@@ -164,6 +164,7 @@ class StreamingReply:
         prepare_text: Callable[[str], str] = lambda text: text,
         shown_text: str = "",
         stop_id: str | None = None,
+        on_first_message: Callable[[str], None] = lambda _: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Only a caller that shows buttons passes `stop_id`, and it passes a ButtonTarget (a Protocol can't be
@@ -174,6 +175,7 @@ class StreamingReply:
         self._budget = budget
         self._final_edit_prepaid = final_edit_prepaid  # its token was taken when the placeholder was posted
         self._prepare = prepare_text
+        self._on_first_message = on_first_message  # told the id of the answer's first message once it is posted
         self._clock = clock
         self._message_ids = [first_message_id] if first_message_id is not None else []
         self._shown = [shown_text] if first_message_id is not None else []
@@ -309,6 +311,8 @@ class StreamingReply:
 
     async def _post(self, text: str, buttons: Buttons) -> None:
         message_id = await self._target.post(text, buttons)
+        if not self._message_ids:
+            self._on_first_message(message_id)
         self._message_ids.append(message_id)
         self._shown.append(text)
         self._buttons.append(buttons)

@@ -436,9 +436,13 @@ class SlackAdapter:
                 placeholder = await thread.post(WORKING_TEXT, stop)
             except DELIVERY_ERRORS as error:  # the answer is posted when it has something to show instead
                 log.warning("Slack: could not post the placeholder in %s (%s)", thread.channel, error_code(error))
-        # Where a survivor finishes this answer if this process dies (`Adapter.resume`).
-        self._core.note_destination(request.request_id, {
-            "channel": thread.channel, "thread_ts": thread.thread_ts, "message_ts": placeholder})
+        # Where a survivor finishes this answer if this process dies (`Adapter.resume`): the placeholder, or the
+        # answer's first message once it is posted.
+        def note_message(message_ts: str | None) -> None:
+            self._core.note_destination(request.request_id, {
+                "channel": thread.channel, "thread_ts": thread.thread_ts, "message_ts": message_ts})
+
+        note_message(placeholder)
         return StreamingReply(
             thread,
             placeholder,
@@ -448,6 +452,7 @@ class SlackAdapter:
             prepare_text=functools.partial(fmt.inert, markup=thread.markup),
             shown_text=WORKING_TEXT,
             stop_id=stop.stop_id,
+            on_first_message=note_message,
         )
 
     async def _render(

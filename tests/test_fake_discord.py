@@ -200,7 +200,8 @@ async def test_an_event_goes_to_the_session_it_is_dispatched_on(fake: FakeDiscor
     task = asyncio.create_task(other.client.start(TOKEN))
     try:
         await fake.wait_for_ready(2)
-        sent = await fake.send_interaction(name="ask", options={"prompt": "hi"})  # to the newest session
+        assert fake.gateway.current is not None and fake.gateway.current.id != first_session
+        sent = await fake.send_interaction(name="ask", options={"prompt": "hi"}, session=fake.gateway.current.id)
         await answered(fake, sent.token)
         assert [i.id for i in other.seen] == [sent.id] and bot.seen == []
 

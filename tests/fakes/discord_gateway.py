@@ -571,7 +571,7 @@ class FakeGateway:
         if session is not None:
             target = self.sessions.get(session)
             if target is None or not target.valid:
-                raise RuntimeError(f"no valid gateway session {session!r}")
+                raise RuntimeError(f"no gateway session {session!r} (or it is no longer valid)")
             return self._dispatch(target, event, data)
         sessions = self.receivers(_guild_id(data))
         if not sessions:

@@ -282,9 +282,10 @@ class FakeDiscord(LocalServer):
         self, name: str = "ask", options: Mapping[str, Any] | None = None, *, guild_id: int | None = None,
         channel_id: int | None = None, user_id: int = 444, dm: bool = False,
         app_permissions: str | None = None, locale: str = "en-US", subcommand: str | None = None,
-        member_permissions: int = 0,
+        member_permissions: int = 0, session: str | None = None,
     ) -> SentInteraction:
-        """Dispatch INTERACTION_CREATE for slash command `name`, shaped exactly like Discord's.
+        """Dispatch INTERACTION_CREATE for slash command `name`, shaped exactly like Discord's (to every session of
+        its shard, or to gateway session `session` only: one process of several).
 
         Guild commands registered for the guild take precedence (the payload then carries `data.guild_id`,
         as Discord's does), else the global command; option types follow the registered command. With
@@ -326,7 +327,7 @@ class FakeDiscord(LocalServer):
                                            member_permissions=member_permissions)
         self.interactions[token] = InteractionState(interaction_id, token, name, guild_id, channel_id, user_id,
                                                     payload, time.monotonic())
-        self.gateway.dispatch("INTERACTION_CREATE", payload)
+        self.gateway.dispatch("INTERACTION_CREATE", payload, session=session)
         self._changed()
         return SentInteraction(interaction_id, token, guild_id, channel_id, user_id, payload)
 

@@ -351,6 +351,16 @@ async def test_fifty_concurrent_claims_of_one_key_let_exactly_one_through(backen
     assert outcomes.count(False) == 49
 
 
+async def test_a_burst_of_three_hundred_calls_at_once_all_complete(backend: Backend) -> None:
+    """As many calls at once as commands arrive together (a client's connection pool must queue them, not fail)."""
+    store = await backend.store()
+    until = window(backend)
+
+    outcomes = await asyncio.gather(*(store.claim(f"delivery:B{n}", until) for n in range(300)))
+
+    assert outcomes == [True] * 300
+
+
 async def test_items_come_back_in_order_and_append_returns_the_new_length(backend: Backend) -> None:
     store = await backend.store()
     until = window(backend)

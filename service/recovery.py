@@ -13,9 +13,11 @@ With a store one process uses at a time (SQLite), whoever starts takes every ent
 it on that file is gone. So a prediction runs unwatched at most HEARTBEAT_TIMEOUT plus one interval (40 s by
 default), or until the restart.
 
-What remains possible: a process that delivered an answer and died before deleting its entry (one store call
-later) has it delivered again. On Slack and in a live Discord interaction that is an edit of the same message to
-the same text; only an answer that had to go to a channel as a new message could show twice.
+What remains possible: a process that posted an answer's first message and died before the message's id reached
+the journal (a write right after the post) leaves it showing what was written so far, and the survivor writes the
+answer into a new message beside it. A process that delivered an answer and died before deleting its entry (one
+store call later) has it delivered again. On Slack and in a live Discord interaction that is an edit of the same
+message to the same text; only an answer that had to go to a channel as a new message could show twice.
 """
 
 from __future__ import annotations

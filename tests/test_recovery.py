@@ -72,7 +72,10 @@ async def test_kill_9_mid_answer_on_slack_then_one_of_two_survivors_on_redis_del
                      for name in ("b", "c")]
         doomed, _ = await launch_bot(directory(tmp_path, "a"), replicate, slack, discord, **settings)
         try:
-            await ask_slowly_on_slack(replicate, slack, "C0KILL")  # Slack hands it to the newest socket: a's
+            # Slack hands it to the newest socket: a's. Killed once the answer's message has had an edit, so its
+            # id has surely reached the journal (a kill between a message's post and that write leaves it behind,
+            # and the survivor writes a message of its own: service/recovery.py).
+            await ask_slowly_on_slack(replicate, slack, "C0KILL", written="word4")
             await doomed.kill()
 
             await slack.wait_until(lambda: answer_message(slack, "C0KILL").text == ANSWER, WAIT_S,

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 # How far before our create request an orphan's `created_at` may be (clocks differ) and still be ours.
 ORPHAN_CLOCK_SKEW = timedelta(seconds=30)
-KNOWN_PREDICTIONS = 10_000  # far more than a page of the list (100), which is all a search reads
+KNOWN_PREDICTIONS = 10_000  # far more than a search reads
+ORPHAN_SEARCH_PAGES = 10  # of 100 predictions each: a search reads back this far at most
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -40,23 +41,34 @@ class OwnedPredictions:
     async def find_orphan(
         self, client: replicate.Client, model: str, model_input: dict[str, Any], sent_at: datetime
     ) -> Prediction | None:
-        """The prediction a failed create may have made anyway: not ours yet, same model and input, made just now."""
+        """The prediction a failed create may have made anyway: not ours yet, same model and input, made just now.
+
+        Pages back through the list (newest first) until it reaches predictions made before the create was sent:
+        a burst of creates (a process killed with 100 in flight) pushes one past the first page."""
         name, _, version = model.partition(":")
-        try:
-            page = await client.predictions.async_list()
-        except (ReplicateError, httpx.HTTPError) as error:
-            log.warning("Could not list predictions to look for one a failed create made (%s)", type(error).__name__)
-            return None
-        for prediction in page.results:
-            if (
-                prediction.id not in self._known
-                and (prediction.version == version if version else prediction.model == name)
-                and prediction.input == model_input
-                and _created_since(prediction, sent_at - ORPHAN_CLOCK_SKEW)
-            ):
-                log.warning("Create for %s failed, but prediction %s was made: following it", model, prediction.id)
-                self.remember(prediction.id)
-                return prediction
+        earliest = sent_at - ORPHAN_CLOCK_SKEW
+        cursor: Any = ...  # replicate's "first page"
+        for _ in range(ORPHAN_SEARCH_PAGES):
+            try:
+                page = await client.predictions.async_list(cursor)
+            except (ReplicateError, httpx.HTTPError) as error:
+                log.warning("Could not list predictions to look for one a failed create made (%s)",
+                            type(error).__name__)
+                return None
+            for prediction in page.results:
+                if (
+                    prediction.id not in self._known
+                    and (prediction.version == version if version else prediction.model == name)
+                    and prediction.input == model_input
+                    and _created_since(prediction, earliest)
+                ):
+                    log.warning("Create for %s failed, but prediction %s was made: following it", model,
+                                prediction.id)
+                    self.remember(prediction.id)
+                    return prediction
+            if not page.next or not page.results or not _created_since(page.results[-1], earliest):
+                return None  # no older page, or this one already reaches back before the create
+            cursor = page.next
         return None
 
 

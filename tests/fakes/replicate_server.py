@@ -601,16 +601,23 @@ class FakeReplicate(LocalServer):
         return _json(self._render(p)) if p is not None else problem(404, detail="Not found.")
 
     async def _list(self, request: web.Request) -> web.Response:
-        """`GET /v1/predictions`: the newest first, 100 a page (this fake serves the first page only)."""
+        """`GET /v1/predictions`: the newest first, 100 a page; `next` is the URL of the next page (its `cursor`),
+        as the API's cursor pagination gives it (https://replicate.com/docs/reference/http#predictions.list)."""
         newest_first = sorted(self.predictions.values(), key=lambda p: p.created_at, reverse=True)
+        try:
+            start = max(int(request.query.get("cursor", "0")), 0)
+        except ValueError:
+            return problem(400, detail="Invalid cursor.")
         listed = []
-        for p in newest_first[:LIST_PAGE_SIZE]:
+        for p in newest_first[start:start + LIST_PAGE_SIZE]:
             item = self._render(p)
             del item["logs"]  # the list leaves out logs and says where a prediction came from, as the API does
             item["source"] = "api"
             item["urls"] = {key: item["urls"][key] for key in ("get", "cancel")}
             listed.append(item)
-        return _json({"next": None, "previous": None, "results": listed})
+        after = start + LIST_PAGE_SIZE
+        following = f"{self.base_url}/v1/predictions?cursor={after}" if after < len(newest_first) else None
+        return _json({"next": following, "previous": None, "results": listed})
 
     async def _cancel(self, request: web.Request) -> web.Response:
         self.cancels.append(request.match_info["id"])

@@ -92,6 +92,12 @@ class SharedEditBudget(EditBudget):
         self._want()
         return self.paused or self._leased.get(self._window(), 0) < 1
 
+    @property
+    def left(self) -> float:
+        """Edits this process may make now without asking the store (read by the metrics): this window's leased
+        tokens, less what final edits spent without one."""
+        return float(self._leased.get(self._window(), 0) - self._debt)
+
     # --- leasing ------------------------------------------------------------------------------------------
 
     async def refill(self) -> None:

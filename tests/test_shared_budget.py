@@ -166,3 +166,18 @@ async def test_with_redis_the_budget_is_shared_and_with_sqlite_it_is_the_process
     finally:
         await workspace_budgets.aclose()
         await store.aclose()
+
+
+async def test_what_is_left_counts_the_leased_tokens_of_this_window_less_the_debt(
+    budgets: Callable[[Clock], Awaitable[SharedEditBudget]]
+) -> None:
+    clock = Clock()
+    budget = await budgets(clock)
+    assert budget.left == 0  # nothing leased yet (what `GET /metrics` shows for an idle workspace)
+    await budget.refill()
+    assert budget.left == LEASE_SIZE
+    assert budget.try_take()
+    budget.spend()
+    budget.spend()
+    budget.spend()  # one more final edit than there were tokens: owed to the next lease
+    assert budget.left == -1

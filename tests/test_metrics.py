@@ -154,6 +154,22 @@ async def test_metrics_count_answered_failed_and_refused_commands_with_spend_and
     assert value(samples, "replicate_bot_accepting_commands") == 1
 
 
+async def test_metrics_on_a_redis_store_show_the_workspaces_shared_edit_budget(redis_url: str) -> None:
+    """With Redis, several processes lease Slack's edit budget from the store; the scrape reads what this one holds."""
+    with command_lines() as lines:
+        async with running_bots(discord=False, state_url=redis_url) as bots:
+            assert bots.slack is not None
+            await bots.slack.send_slash_command(command="/ask", text="hello", channel_id="C0REDIS")
+            await bots.slack_final("C0REDIS")
+            await lines.wait_for(1)  # settled: counted
+
+            _, samples = await scrape(bots)
+
+    left = value(samples, "replicate_bot_edit_budget_left", platform="slack", scope=TEAM)
+    assert left is not None and left <= INTERIM_EDIT_BURST
+    assert value(samples, "replicate_bot_commands_total", platform="slack", command="ask", outcome="ok") == 1
+
+
 def hung_model(replicate: FakeReplicate) -> None:
     replicate.add_model(HUNG_MODEL, TextModel(tokens=[], hang=True))
 

@@ -8,10 +8,13 @@ Real processes (`python -m bot`) against the fakes; HEARTBEAT_TIMEOUT is shorten
 
 from __future__ import annotations
 
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.bot_harness import started_fakes
-from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord_server import FakeDiscord, SentInteraction
 from tests.fakes.replicate_server import FakeReplicate, TextModel
 from tests.fakes.slack_server import FakeSlack, Message
 from tests.harness_common import CHANNEL
@@ -61,6 +64,26 @@ def took_up(bot: BotProcess) -> bool:
     return any("Taking up command" in line for line in bot.lines)
 
 
+@asynccontextmanager
+async def killed_and_restarted(
+    tmp_path: Path, replicate: FakeReplicate, slack: FakeSlack, discord: FakeDiscord,
+    until: Callable[[], Awaitable[None]], *, meanwhile: Callable[[], None] = lambda: None,
+) -> AsyncIterator[BotProcess]:
+    """The bot on its SQLite file in `tmp_path`: `until()` while it runs, then `kill -9`, `meanwhile()`, and the
+    process started again on the same file (yielded; killed after)."""
+    first, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
+    try:
+        await until()
+    finally:
+        await first.kill()
+    meanwhile()
+    second, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
+    try:
+        yield second
+    finally:
+        await second.kill()
+
+
 async def test_kill_9_mid_answer_on_slack_then_one_of_two_survivors_on_redis_delivers_it_once(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -96,41 +119,33 @@ async def test_kill_9_mid_answer_on_slack_then_a_restart_on_the_same_sqlite_file
     async with started_fakes() as (replicate, slack, discord):
         assert slack is not None and discord is not None
         add_models(replicate)
-        first, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
-            await ask_slowly_on_slack(replicate, slack, "C0RESTART")
-        finally:
-            await first.kill()
-        second, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
+        async with killed_and_restarted(tmp_path, replicate, slack, discord,
+                                        lambda: ask_slowly_on_slack(replicate, slack, "C0RESTART")):
             await slack.wait_until(lambda: answer_message(slack, "C0RESTART").text == ANSWER, WAIT_S,
                                    what="the restarted process's final answer")
             assert list(answer_message(slack, "C0RESTART").buttons) == ["again"]
             assert len(replicate.creates) == 1 and replicate.cancels == []
-        finally:
-            await second.kill()
 
 
 async def test_kill_9_mid_answer_on_discord_then_a_restart_edits_the_interactions_response(tmp_path: Path) -> None:
     async with started_fakes() as (replicate, slack, discord):
         assert slack is not None and discord is not None
         add_models(replicate)
-        first, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
-            sent = await discord.send_interaction("ask", {"prompt": "count", "model": SLOW_MODEL}, channel_id=CHANNEL)
-            await discord.wait_until(lambda: "word1" in original_text(discord, sent.token), WAIT_S,
+        sent: list[SentInteraction] = []
+
+        async def ask_slowly_on_discord() -> None:
+            sent.append(await discord.send_interaction("ask", {"prompt": "count", "model": SLOW_MODEL},
+                                                       channel_id=CHANNEL))
+            await discord.wait_until(lambda: "word1" in original_text(discord, sent[0].token), WAIT_S,
                                      what="the answer partly written")
-        finally:
-            await first.kill()
-        second, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
-            await discord.wait_until(lambda: original_text(discord, sent.token).startswith(ANSWER.strip()), WAIT_S,
+
+        async with killed_and_restarted(tmp_path, replicate, slack, discord, ask_slowly_on_discord):
+            token = sent[0].token
+            await discord.wait_until(lambda: original_text(discord, token).startswith(ANSWER.strip()), WAIT_S,
                                      what="the restarted process's final answer")
-            original = discord.original_message(sent.token)
+            original = discord.original_message(token)
             assert original is not None and "again:" in str(original.components)
             assert len(replicate.creates) == 1 and replicate.cancels == []
-        finally:
-            await second.kill()
 
 
 def original_text(discord: FakeDiscord, token: str) -> str:
@@ -144,8 +159,8 @@ async def test_a_kill_before_the_create_was_answered_or_the_thread_opened_is_sti
     async with started_fakes() as (replicate, slack, discord):
         assert slack is not None and discord is not None
         add_models(replicate)
-        first, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
+
+        async def ask_unheard() -> None:
             replicate.hold("create")  # Replicate makes the prediction; the bot never hears its id
             slack.fail("chat.postMessage", status=500, times=3)  # nor could it open the thread (tried 3 times)
             envelope = await slack.send_slash_command(command="/ask", text=f"count --model {SLOW_MODEL}",
@@ -154,18 +169,14 @@ async def test_a_kill_before_the_create_was_answered_or_the_thread_opened_is_sti
             await replicate.wait_until(lambda: len(replicate.creates) == 1, WAIT_S, what="the create")
             await slack.wait_until(lambda: len(slack.requests_to("chat.postMessage")) >= 3, WAIT_S,
                                    what="the thread's three failed posts")
-        finally:
-            await first.kill()
-        second, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
+
+        async with killed_and_restarted(tmp_path, replicate, slack, discord, ask_unheard):
             # The restart finds the prediction the cut-off create made, opens the thread and answers in it.
             await slack.wait_until(lambda: ANSWER in thread_texts(slack, "C0CUT"), WAIT_S,
                                    what="the restarted process's answer")
             [parent] = slack.channel_messages("C0CUT")
             assert "count" in parent.text and thread_texts(slack, "C0CUT") == [ANSWER]
             assert len(replicate.creates) == 1 and replicate.cancels == []  # followed, neither made again nor lost
-        finally:
-            await second.kill()
 
 
 async def test_an_answer_whose_channel_is_gone_is_cancelled_on_replicate_by_the_restarted_process(
@@ -174,21 +185,14 @@ async def test_an_answer_whose_channel_is_gone_is_cancelled_on_replicate_by_the_
     async with started_fakes() as (replicate, slack, discord):
         assert slack is not None and discord is not None
         add_models(replicate)
-        first, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
-            # A model that never ends: whatever the restart takes, the prediction is still running after it.
-            await ask_slowly_on_slack(replicate, slack, "C0GONE", model=HUNG_MODEL, written="Thinking")
-        finally:
-            await first.kill()
-        slack.set_missing("C0GONE")
-        second, _ = await launch_bot(tmp_path, replicate, slack, discord, **SETTINGS)
-        try:
+        # A model that never ends: whatever the restart takes, the prediction is still running after it.
+        hung = functools.partial(ask_slowly_on_slack, replicate, slack, "C0GONE", model=HUNG_MODEL, written="Thinking")
+        async with killed_and_restarted(tmp_path, replicate, slack, discord, hung,
+                                        meanwhile=lambda: slack.set_missing("C0GONE")) as second:
             [prediction] = replicate.creates
             await replicate.wait_until(lambda: replicate.cancels == [prediction.id], WAIT_S,
                                        what="the undeliverable prediction cancelled")
             assert prediction.canceled and took_up(second)
-        finally:
-            await second.kill()
         assert replicate.fake_errors == [], replicate.fake_errors
 
 

@@ -6,6 +6,7 @@ import ssl
 from dataclasses import dataclass
 
 import certifi
+import replicate
 
 from bot.admission import AdmissionQueue
 from bot.buttons import AgainPayloads
@@ -17,7 +18,7 @@ from bot.governance import Governor
 from bot.model_catalog import ConfiguredModels, ModelCatalog, load_catalog
 from bot.parsing import InputLimits
 from bot.pricing import PriceTable
-from bot.replicate_client import ReplicateClients
+from bot.replicate_client import build_replicate_client, close_replicate_client
 from bot.runner import PredictionRunner, RunPolicy
 from bot.state import open_store
 from bot.state.retention import purge_expired
@@ -34,7 +35,7 @@ SETTLEMENTS_AT_CLOSE_S = 0.25
 @dataclass
 class CoreResources:
     core: CommandCore
-    clients: ReplicateClients
+    client: replicate.Client
     outputs: OutputFetcher
     configured_models: ConfiguredModels
     settings: Settings
@@ -55,11 +56,11 @@ class CoreResources:
 
     async def load_models(self) -> None:
         """Learn each configured model's kind and inputs from Replicate (bounded in time; never raises for it)."""
-        self.core.use_models(await load_catalog(self.clients.any(), self.configured_models))
+        self.core.use_models(await load_catalog(self.client, self.configured_models))
 
     async def aclose(self) -> None:
         await self.core.finish_settlements(SETTLEMENTS_AT_CLOSE_S)
-        await self.clients.aclose()
+        await close_replicate_client(self.client)
         await self.outputs.aclose()
         if self.store is not None:
             await self.store.aclose()
@@ -75,7 +76,7 @@ def create_core(
     """
     # Loading a CA bundle takes ~15 ms: once, for every client.
     ssl_context = ssl.create_default_context(cafile=str(settings.ca_bundle or certifi.where()))
-    clients = ReplicateClients.build(
+    client = build_replicate_client(
         settings.require_replicate_token(),
         settings.replicate_base_url,
         max_connections=settings.max_concurrent_predictions * CONNECTIONS_PER_PREDICTION + SPARE_CONNECTIONS,
@@ -83,7 +84,7 @@ def create_core(
     )
     outputs = OutputFetcher(OutputHosts(settings.replicate_output_hosts), ssl_context=ssl_context)
     policy = policy or RunPolicy(timeout_s=settings.prediction_timeout_s)
-    runner = PredictionRunner(clients, outputs, policy)
+    runner = PredictionRunner(client, outputs, policy)
     config = CoreConfig(
         limits=InputLimits(max_prompt_chars=settings.max_prompt_chars, allowed_models=settings.allowed_models),
         prices=PriceTable(settings.governance.model_prices, settings.governance.default_price_per_second),
@@ -94,4 +95,4 @@ def create_core(
     configured = ConfiguredModels(settings.ask_model, settings.imagine_model, settings.allowed_models)
     admission = AdmissionQueue(settings.max_concurrent_predictions, max_queued=settings.max_queued)
     core = CommandCore(runner, admission, config, ModelCatalog.from_table(configured), observer)
-    return CoreResources(core=core, clients=clients, outputs=outputs, configured_models=configured, settings=settings)
+    return CoreResources(core=core, client=client, outputs=outputs, configured_models=configured, settings=settings)

@@ -38,7 +38,7 @@ from bot.errors import (
     describe_failure,
 )
 from bot.orphans import OwnedPredictions
-from bot.replicate_client import ReplicateClients, last_retry_after_s
+from bot.replicate_client import last_retry_after_s
 from bot.replicate_errors import api_error, model_error, retry_after_from_detail, stream_error_detail
 from bot.replies import Image, Phase, RunInfo, Status, TextDelta, TextDone
 from bot.sse import EventKind, stream_events
@@ -85,14 +85,14 @@ class PredictionRunner:
 
     def __init__(
         self,
-        clients: ReplicateClients,
+        client: replicate.Client,
         outputs: OutputFetcher,
         policy: RunPolicy = RunPolicy(),
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._clients = clients
+        self._client = client
         self._outputs = outputs
         self._policy = policy
         self._sleep = sleep
@@ -185,14 +185,13 @@ class PredictionRunner:
 
     @contextlib.asynccontextmanager
     async def _prediction(self, model: str, model_input: dict[str, Any]) -> AsyncIterator[_Run]:
-        """One prediction's frame, the same for every kind: a leased client, the deadline, and on every way out
+        """One prediction's frame, the same for every kind: the client, the deadline, and on every way out
         (an answer, an error, the deadline, the consumer leaving, shutdown) nothing left running on Replicate."""
         tracker = _PredictionTracker(model, model_input)
         deadline = asyncio.get_running_loop().time() + self._policy.timeout_s
         try:
-            with self._clients.lease() as client:
-                async with asyncio.timeout_at(deadline):
-                    yield _Run(client, tracker, deadline)
+            async with asyncio.timeout_at(deadline):
+                yield _Run(self._client, tracker, deadline)
         except TimeoutError as error:
             raise self._timed_out(tracker, model, error) from error
         finally:
@@ -209,7 +208,7 @@ class PredictionRunner:
             return run
         try:
             async with self._metrics_lookups, asyncio.timeout(METRICS_LOOKUP_TIMEOUT_S):
-                prediction = await self._clients.any().predictions.async_get(run.prediction_id)
+                prediction = await self._client.predictions.async_get(run.prediction_id)
         except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
             log.debug("No metrics for prediction %s: %r", run.prediction_id, error)
             return run
@@ -417,7 +416,7 @@ class PredictionRunner:
     async def _cancel(self, prediction_id: str) -> None:
         try:
             async with asyncio.timeout(self._cancel_budget_s()):
-                await self._clients.any().predictions.async_cancel(prediction_id)
+                await self._client.predictions.async_cancel(prediction_id)
             log.info("Cancelled prediction %s on Replicate", prediction_id)
         except (ReplicateError, httpx.HTTPError, TimeoutError) as error:
             log.error(
@@ -429,7 +428,7 @@ class PredictionRunner:
 
         The request may reach Replicate a moment after we gave up on it, so a miss is looked at once more.
         """
-        client = self._clients.any()
+        client = self._client
         try:
             async with asyncio.timeout(self._cancel_budget_s()):
                 for search in range(ORPHAN_SEARCHES):
@@ -453,7 +452,7 @@ class PredictionRunner:
     async def find_cut_off_create(self, model: str, model_input: dict[str, Any], sent_at: datetime) -> str | None:
         """The id of the prediction a create sent at `sent_at` made, if it made one (a process died before hearing
         back): found among our newest, as `_find_and_cancel` finds it, to be followed instead of cancelled."""
-        client = self._clients.any()
+        client = self._client
         for search in range(ORPHAN_SEARCHES):
             if search:
                 await self._sleep(ORPHAN_SEARCH_INTERVAL_S)

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -134,6 +134,15 @@ async def _prefetched(
     yield await first
     async for event in rest:
         yield event
+
+
+async def _first_of(signal: Coroutine[Any, Any, object], task: asyncio.Future[Any]) -> None:
+    """Returns when `signal` returns or `task` ends, whichever is first (`task` is left running)."""
+    waiting = asyncio.ensure_future(signal)
+    try:
+        await asyncio.wait((waiting, task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
 
 
 class SlackAdapter:
@@ -305,10 +314,14 @@ class SlackAdapter:
         ack_latency_s: float,
         deliver: Callable[[AsyncIterator[ReplyEvent]], Awaitable[None]],
     ) -> None:
-        events = self._core.execute(request, ack_latency_s=ack_latency_s)
+        under_way = asyncio.Event()
+        events = self._core.execute(request, ack_latency_s=ack_latency_s, on_under_way=under_way.set)
         # Ask for the first event now: the prediction starts while the thread is being opened.
         first_event = asyncio.ensure_future(anext(events))
         try:
+            # The thread opens once the create is on its way (or the command is queued, or over): under a burst of
+            # commands the predictions start first, and their run time covers the posts (`bin/bench`).
+            await _first_of(under_way.wait(), first_event)
             async with aclosing(_prefetched(first_event, events)) as stream:
                 await deliver(stream)
         finally:

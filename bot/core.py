@@ -298,9 +298,23 @@ class CommandCore:
         await self._settle(request, None, None)
 
     async def execute(
-        self, request: CommandRequest, *, ack_latency_s: float | None = None
+        self, request: CommandRequest, *, ack_latency_s: float | None = None,
+        on_under_way: Callable[[], None] = lambda: None,
     ) -> AsyncGenerator[ReplyEvent, None]:
-        """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`)."""
+        """Yield status, partial text, then exactly one final event (`TextDone`, `Images` or `Failure`).
+
+        `on_under_way` is called (perhaps more than once) as soon as the prediction is being created, or the command
+        waits in the queue, or it is over: an adapter may hold its own posts until then, so that under a burst of
+        commands the creates go first and the model's time covers the posts."""
+        try:
+            async for event in self._execute(request, ack_latency_s, on_under_way):
+                yield event
+        finally:
+            on_under_way()
+
+    async def _execute(
+        self, request: CommandRequest, ack_latency_s: float | None, on_under_way: Callable[[], None]
+    ) -> AsyncGenerator[ReplyEvent, None]:
         record = CommandRecord.start(request, ack_latency_s)
         if not self._accepting:
             self._admission.withdraw(request.request_id)
@@ -317,7 +331,7 @@ class CommandCore:
             if self._journal is not None:
                 self._journal.created(request.request_id, prediction_id)
 
-        produced = self._events(request, record, lambda emit: self._produce(request, emit, on_created))
+        produced = self._events(request, record, lambda emit: self._produce(request, emit, on_created, on_under_way))
         async with aclosing(produced) as events:
             async for event in events:
                 yield event
@@ -450,7 +464,7 @@ class CommandCore:
 
     async def _produce(
         self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None],
-        *, follow: str | None = None,
+        on_under_way: Callable[[], None] = lambda: None, *, follow: str | None = None,
     ) -> None:
         """Run the command (or, with `follow`, follow that prediction of it) and emit its events, ending with
         exactly one final event whatever happens."""
@@ -465,7 +479,7 @@ class CommandCore:
             if follow is not None:
                 await self._follow(request, emit, follow)
             else:
-                await self._run(request, emit, remember)
+                await self._run(request, emit, remember, on_under_way)
         except BotError as error:
             prediction_id = getattr(error, "prediction_id", None)
             if error.kind is FailureKind.CANCELLED and await self._stopped_elsewhere(request.request_id):
@@ -500,7 +514,8 @@ class CommandCore:
         await self._produce(request, emit, lambda _: None, follow=prediction_id)
 
     async def _run(
-        self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None]
+        self, request: CommandRequest, emit: Callable[[ReplyEvent], None], on_created: Callable[[str], None],
+        on_under_way: Callable[[], None],
     ) -> None:
         is_image = request.command is CommandName.IMAGINE
         info = self._models.find(request.model, KIND_FOR_COMMAND[request.command])
@@ -511,6 +526,7 @@ class CommandCore:
         )
         try:
             async for position in self._admission.wait_turn(request.request_id):
+                on_under_way()
                 emit(Status(Phase.QUEUED, queue_position=position))
         except AdmissionClosed as error:
             raise ShuttingDown(describe_failure(FailureKind.SHUTTING_DOWN), cause=error) from error
@@ -518,6 +534,7 @@ class CommandCore:
             if self._journal is not None:  # before the create: a kill right after it still leaves a trace
                 admitted = self._admitted.get(request.request_id)
                 await self._journal.open(request, admitted.governance if admitted else None, model_input.values)
+            on_under_way()
             if is_image:
                 seed = model_input.values.get(info.seed_field) if info.seed_field else None
                 async for event in self._runner.generate_images(

@@ -279,6 +279,50 @@ async def test_commands_beyond_the_cap_wait_in_a_queue_and_are_told_their_place(
     assert isinstance(first[-1], TextDone) and isinstance(second[-1], TextDone)
 
 
+async def test_a_command_is_under_way_once_its_create_is_sent_before_replicate_answers_it(
+    replicate: FakeReplicate, core: CoreResources
+) -> None:
+    replicate.hold("create", 1)  # Replicate makes the prediction; its answer waits for the test
+    request = await core.core.prepare("ask", "say hello", ORIGIN)
+    assert isinstance(request, CommandRequest)
+    under_way = asyncio.Event()
+
+    async with aclosing(core.core.execute(request, on_under_way=under_way.set)) as events:
+        first_event = asyncio.ensure_future(anext(events))
+        await asyncio.wait_for(under_way.wait(), 10)
+        await replicate.wait_until(lambda: bool(replicate.creates), what="the create")
+        assert not first_event.done()  # under way, though Replicate has not answered the create yet
+        replicate.release_held()
+        rest = [await first_event] + [event async for event in events]
+    assert isinstance(rest[-1], TextDone)
+
+
+async def test_a_queued_command_is_under_way_while_it_waits_and_a_refused_one_once_it_ends(
+    replicate: FakeReplicate,
+) -> None:
+    replicate.add_model(ASK, TextModel(tokens=["x"], hang=True))
+    # The first prediction outlasts every wait below: only its queue place can put the second under way.
+    resources = make_core(replicate, RunPolicy(timeout_s=60.0), max_concurrent_predictions=1)
+    try:
+        prepared = [await resources.core.prepare("ask", text, ORIGIN) for text in ("1", "2", "3")]
+        running, queued, late = [request for request in prepared if isinstance(request, CommandRequest)]
+        async with aclosing(resources.core.execute(running)) as first:
+            await anext(first)  # "starting": the only slot is taken
+            under_way = asyncio.Event()
+            async with aclosing(resources.core.execute(queued, on_under_way=under_way.set)) as second:
+                waiting = asyncio.ensure_future(anext(second))
+                await asyncio.wait_for(under_way.wait(), 10)
+                status = await waiting
+                assert isinstance(status, Status) and status.phase is Phase.QUEUED
+        resources.core.stop_accepting()  # the third is refused without ever reaching Replicate
+        over = asyncio.Event()
+        async with aclosing(resources.core.execute(late, on_under_way=over.set)) as third:
+            final = [event async for event in third]
+        assert over.is_set() and isinstance(final[-1], Failure)
+    finally:
+        await resources.aclose()
+
+
 async def test_three_hundred_concurrent_commands_all_finish(replicate: FakeReplicate) -> None:
     replicate.add_model(ASK, TextModel(tokens=["ok"], token_interval_s=0.01))
     resources = make_core(replicate, RunPolicy(timeout_s=60.0), max_concurrent_predictions=50, max_queued=250)

@@ -4,6 +4,7 @@ predictions, one structured log line per command, and no secret in the log at an
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import signal
@@ -315,3 +316,10 @@ async def test_healthz_turns_503_when_the_discord_gateway_stays_down_past_the_wi
 
         assert body["adapters"]["discord"]["connected"] is False
         assert status == 503
+
+
+async def test_what_start_up_made_is_kept_out_of_garbage_collection_until_shutdown() -> None:
+    assert gc.get_freeze_count() == 0
+    async with running_bots(slack=True, discord=False):
+        assert gc.get_freeze_count() > 0  # a full collection during a burst no longer scans them
+    assert gc.get_freeze_count() == 0

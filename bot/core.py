@@ -307,8 +307,9 @@ class CommandCore:
         waits in the queue, or it is over: an adapter may hold its own posts until then, so that under a burst of
         commands the creates go first and the model's time covers the posts."""
         try:
-            async for event in self._execute(request, ack_latency_s, on_under_way):
-                yield event
+            async with aclosing(self._execute(request, ack_latency_s, on_under_way)) as events:
+                async for event in events:
+                    yield event
         finally:
             on_under_way()
 

@@ -55,6 +55,7 @@ from adapters.slack_startup import startup_call
 from adapters.slack_stream import STREAMING_SCOPE, NativeStreaming, NativeStreamReply
 from adapters.slack_thread import DELIVERY_ERRORS, SlackThread, call, error_code
 from bot.core import CommandCore
+from bot.inflight import Destination
 from bot.replies import Failure, Images, ReplyEvent, Status, TextDelta, TextDone
 from bot.requests import CommandName, CommandRequest
 from bot.text import close_open_fence
@@ -276,7 +277,7 @@ class SlackAdapter:
 
         async def answer(request: CommandRequest, ack_latency_s: float) -> None:
             open_thread = functools.partial(self._open_thread_and_answer, request, respond)
-            await self._answer(request, ack_latency_s, open_thread)
+            await self._answer(request, ack_latency_s, open_thread, {"channel": request.origin.channel_id})
 
         await self._intake.take(
             delivery_key=command_delivery_key(command),
@@ -297,7 +298,8 @@ class SlackAdapter:
         the thread)."""
         thread = SlackThread(self.client, self._edit_client, channel, thread_ts, _markup_of(request))
         tell = functools.partial(self.tell_privately, channel, user_id, thread_ts)
-        await self._answer(request, latency_s, functools.partial(self._answer_in_thread, request, thread, tell))
+        await self._answer(request, latency_s, functools.partial(self._answer_in_thread, request, thread, tell),
+                           {"channel": channel, "thread_ts": thread_ts})
 
     async def tell_privately(self, channel: str, user_id: str, thread_ts: str | None, text: str) -> bool:
         """One ephemeral message (mrkdwn, already escaped) only `user_id` sees; False if it did not arrive."""
@@ -313,7 +315,11 @@ class SlackAdapter:
         request: CommandRequest,
         ack_latency_s: float,
         deliver: Callable[[AsyncIterator[ReplyEvent]], Awaitable[None]],
+        destination: Destination,
     ) -> None:
+        # Noted first, so the journal entry written before the create already has it: a survivor knows where the
+        # answer goes (and opens the thread itself) if this process dies before `deliver` could (`resume`).
+        self._core.note_destination(request.request_id, destination)
         under_way = asyncio.Event()
         events = self._core.execute(request, ack_latency_s=ack_latency_s, on_under_way=under_way.set)
         # Ask for the first event now: the prediction starts while the thread is being opened.
@@ -334,9 +340,6 @@ class SlackAdapter:
         self, request: CommandRequest, respond: Respond, events: AsyncIterator[ReplyEvent]
     ) -> None:
         channel = request.origin.channel_id
-        # Before any await, so the journal entry written before the create already has it: a survivor opens the
-        # thread itself if this process dies before it could (`resume`).
-        self._core.note_destination(request.request_id, {"channel": channel})
         try:
             thread_ts = await self._post_parent(request, channel)
         except DELIVERY_ERRORS as error:
@@ -399,7 +402,7 @@ class SlackAdapter:
         self, request: CommandRequest, thread: SlackThread, tell: Tell, events: AsyncIterator[ReplyEvent],
         *, written_in: str | None = None,
     ) -> None:
-        # Before any await (see `_open_thread_and_answer`): the thread is known, its message not yet.
+        # Before any await (see `_answer`): the thread is known, its message not yet.
         self._core.note_destination(request.request_id, {"channel": thread.channel, "thread_ts": thread.thread_ts})
         budget = self._budget(request.origin.workspace_id or "")
         stop = Buttons(stop_id=request.request_id)  # on the message being written, until the final edit

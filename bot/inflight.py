@@ -129,8 +129,10 @@ class Journal:
         if entry is None:
             self._destinations.setdefault(request_id, {}).update(destination)
             return
-        entry.destination = {**(entry.destination or {}), **destination}
-        self._changed(request_id)
+        merged = {**(entry.destination or {}), **destination}
+        if merged != entry.destination:  # noted again as it was (a thread answer notes it twice): nothing to write
+            entry.destination = merged
+            self._changed(request_id)
 
     async def close(self, request_id: str) -> None:
         """The answer landed (or the command is over): the entry goes, after any write still on its way."""

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from adapters.ack_first import AcksFirst
 from bot.buttons import STOP_EXPIRED_TEXT, STOP_NOT_YOURS_TEXT, ButtonAction, StopOutcome
 from bot.core import CommandCore
 from bot.replies import Failure, ReplyEvent
@@ -73,12 +74,14 @@ Tell = Callable[[str], Awaitable[object]]  # one private message, in the platfor
 class CommandIntake:
     """Claim the delivery, prepare the request, refuse privately or acknowledge, then answer in an owned task.
 
-    Acknowledged as soon as the command is parsed, before any network call: the platforms give 3 s.
+    Acknowledged as soon as the command is parsed, before any network call: the platforms give 3 s. Answers start
+    once no delivery is owed its acknowledgement (`adapters.ack_first`).
     """
 
     def __init__(self, core: CommandCore, tasks: BackgroundTasks) -> None:
         self._core = core
         self._tasks = tasks
+        self._acks = AcksFirst()
 
     async def take(
         self,
@@ -97,27 +100,47 @@ class CommandIntake:
         """One command from `origin`. `redelivered` answers a delivery already taken (Slack still wants its ack);
         `precondition` may refuse a valid request for a platform reason (e.g. no permission to attach files)."""
         received = time.monotonic()
+        with self._acks.owed():
+            prepared = await self._prepare_and_acknowledge(
+                delivery_key, origin, command, text, typed_options, acknowledge, refuse, redelivered, precondition)
+        if prepared is not None:
+            ack_latency_s = time.monotonic() - received
+            self._tasks.spawn(self._acks.answer(lambda: answer(prepared, ack_latency_s)),
+                              name=f"{origin.platform}-{prepared.request_id}")
+
+    async def _prepare_and_acknowledge(
+        self,
+        delivery_key: str,
+        origin: Origin,
+        command: CommandName | str,
+        text: str,
+        typed_options: Mapping[str, object] | None,
+        acknowledge: Acknowledge,
+        refuse: Refuse,
+        redelivered: Acknowledge | None,
+        precondition: Callable[[CommandRequest], str | None] | None,
+    ) -> CommandRequest | None:
+        """`take` up to the acknowledgement: the request to answer, or None (repeated, refused, withdrawn)."""
         if not await self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
             log.info("%s: dropped a repeated delivery (%s)", origin.platform, delivery_key)
             if redelivered is not None:
                 await redelivered()
-            return
+            return None
         prepared = await self._core.prepare(command, text, origin, typed_options)
         if isinstance(prepared, Failure):
             await refuse(prepared.message)
-            return
+            return None
         problem = precondition(prepared) if precondition is not None else None
         if problem is not None:
             await self._core.withdraw(prepared)
             await refuse(problem)
-            return
+            return None
         try:
             await acknowledge()
         except BaseException:
             await self._core.withdraw(prepared)  # never to run: its place and its units go back at once
             raise
-        ack_latency_s = time.monotonic() - received
-        self._tasks.spawn(answer(prepared, ack_latency_s), name=f"{origin.platform}-{prepared.request_id}")
+        return prepared
 
     async def take_turn(
         self,
@@ -143,7 +166,8 @@ class CommandIntake:
             await refuse(prepared.message)
             return
         latency_s = time.monotonic() - received
-        self._tasks.spawn(answer(prepared, latency_s), name=f"{origin.platform}-{prepared.request_id}")
+        self._tasks.spawn(self._acks.answer(lambda: answer(prepared, latency_s)),
+                          name=f"{origin.platform}-{prepared.request_id}")
 
     async def take_press(
         self,
@@ -164,12 +188,13 @@ class CommandIntake:
         why not.
         """
         received = time.monotonic()
-        if not await self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
-            log.info("%s: dropped a repeated delivery of a button press (%s)", origin.platform, delivery_key)
-            return
-        if acknowledge is not None:
-            await acknowledge()  # only the claim (one store round trip) comes before it; Replicate after
-        self._tasks.spawn(self._press(origin, action, request_id, refuse, answer, received),
+        with self._acks.owed():
+            if not await self._core.claim_delivery(f"{origin.platform}:{delivery_key}"):
+                log.info("%s: dropped a repeated delivery of a button press (%s)", origin.platform, delivery_key)
+                return
+            if acknowledge is not None:
+                await acknowledge()  # only the claim (one store round trip) comes before it; Replicate after
+        self._tasks.spawn(self._acks.answer(lambda: self._press(origin, action, request_id, refuse, answer, received)),
                           name=f"{origin.platform}-{action}-{request_id}")
 
     async def _press(

@@ -188,7 +188,8 @@ class StreamingReply:
         self._settled_at: SplitPoint | None = None
         self._settled_source = ""  # the prepared text the settled chunks were cut from
         self._dirty = asyncio.Event()
-        self._next_edit_at = 0.0
+        self._next_edit_at = 0.0  # when the pump may try again (an edit the budget refused counts: it retries later)
+        self._edit_allowed_at = 0.0  # when the platform takes this reply's next edit: an interval after the last one
         self._lock = asyncio.Lock()  # one platform call at a time per reply keeps edits in order
         self._pump = asyncio.create_task(self._pump_edits(), name="streaming-reply")
         self.edits = 0
@@ -279,21 +280,25 @@ class StreamingReply:
             if not changed and len(chunks) <= len(self._shown):
                 continue
             if self._budget is not None and not self._budget.try_take():
-                self._next_edit_at = self._clock() + self._limits.edit_interval_s
+                self._next_edit_at = self._clock() + self._limits.edit_interval_s  # nothing was sent
                 self._dirty.set()
                 continue
             try:
                 async with self._lock:
                     await self._apply_interim(chunks, buttons)
-                self._next_edit_at = self._clock() + self._limits.edit_interval_s
+                self._edited(wait_s=self._limits.edit_interval_s)
             except RateLimited as limited:
-                self._next_edit_at = self._clock() + max(limited.retry_after_s, self._limits.edit_interval_s)
+                self._edited(wait_s=max(limited.retry_after_s, self._limits.edit_interval_s))
                 if self._budget is not None:
                     self._budget.pause(limited.retry_after_s)  # the limit is the scope's, not just this reply's
                 self._dirty.set()
             except Exception as error:  # an interim edit is disposable; the final one is not
                 log.warning("Interim edit failed (%s); will try again", type(error).__name__)
-                self._next_edit_at = self._clock() + self._limits.edit_interval_s
+                self._edited(wait_s=self._limits.edit_interval_s)
+
+    def _edited(self, *, wait_s: float) -> None:
+        """An edit went to the platform: the next one, interim or final, waits `wait_s`."""
+        self._next_edit_at = self._edit_allowed_at = self._clock() + wait_s
 
     def _interim_buttons(self, count: int) -> list[Buttons]:
         """Stop on the message being written (the last), nothing on those already full."""
@@ -327,7 +332,7 @@ class StreamingReply:
                 self._final_edit_prepaid = False
             else:
                 self._budget.spend()
-        delay = self._next_edit_at - self._clock()
+        delay = self._edit_allowed_at - self._clock()
         if delay > 0:
             await asyncio.sleep(delay)  # the final edit too keeps to one edit per interval per message
         try:

@@ -684,6 +684,21 @@ async def test_final_edit_keeps_the_edit_interval_after_the_last_progress_edit(
     assert final.text == "final answer" and final.at - interim.at >= 0.29
 
 
+async def test_an_interim_edit_the_budget_refused_does_not_hold_the_final_edit_back(
+    target: RecordingTarget, make_reply: Callable[..., StreamingReply]
+) -> None:
+    budget = WatchedBudget(per_minute=60, burst=1, clock=FakeClock())
+    assert budget.try_take()  # the placeholder's final edit, paid when it was posted; nothing left for progress
+    reply = make_reply(RenderLimits(max_chars=500, edit_interval_s=TIMEOUT_S * 2), budget=budget,
+                       final_edit_prepaid=True)
+    reply.append("draft")
+    await asyncio.wait_for(budget.refused.wait(), TIMEOUT_S)  # no edit went out: nothing to keep an interval from
+
+    await asyncio.wait_for(reply.finish("final answer"), TIMEOUT_S)
+
+    assert [call.text for call in target.edits] == ["final answer"]
+
+
 async def test_reply_without_a_placeholder_posts_its_first_message_when_there_is_something_to_show(
     target: RecordingTarget,
 ) -> None:

@@ -437,6 +437,7 @@ class CommandCore:
         queued: nothing waiting is admitted any more, so no prediction is created after the signal."""
         self._accepting = False
         self._admission.close()
+        self._runner.stop_waiting()
 
     async def drain(self, grace_s: float, *, cancels_by: float | None = None) -> None:
         """Let in-flight commands finish for up to `grace_s`, then cancel the rest on Replicate.

@@ -72,6 +72,9 @@ class RunPolicy:
     poll_interval_s: float = 1.0
     create_wait_s: int = 5  # `Prefer: wait=N` for image creates: fast models finish in one request
     cancel_timeout_s: float = 10.0
+    # A finished prediction is priced this long after its answer: answers finishing together are all posted
+    # before any of them is priced (`bin/bench`, N=200: the last answer about 0.01× of the model time sooner).
+    metrics_lookup_delay_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class PredictionRunner:
         self._owned = OwnedPredictions()
         self._cancels_finish_by: float | None = None
         self._metrics_lookups = asyncio.Semaphore(METRICS_LOOKUPS_AT_ONCE)
+        self._stopping = asyncio.Event()
 
     async def stream_text(
         self, model: str, model_input: dict[str, Any], *, on_created: Callable[[str], None] = lambda _: None
@@ -206,6 +210,8 @@ class PredictionRunner:
         """
         if run.prediction_id is None or run.predict_time_s is not None:
             return run
+        if not await self._wait_unless_stopping(self._policy.metrics_lookup_delay_s):
+            return run  # shutting down: the estimate makes do with what it has
         try:
             async with self._metrics_lookups, asyncio.timeout(METRICS_LOOKUP_TIMEOUT_S):
                 prediction = await self._client.predictions.async_get(run.prediction_id)
@@ -214,6 +220,16 @@ class PredictionRunner:
             return run
         found = _run_info(run.model, prediction, image_count=run.image_count)
         return found if found.predict_time_s is not None else run
+
+    def stop_waiting(self) -> None:
+        """Shutdown began: metrics lookups still waiting their turn give up (`with_metrics`)."""
+        self._stopping.set()
+
+    async def _wait_unless_stopping(self, seconds: float) -> bool:
+        """Wait `seconds`; False, at once, if shutdown began (or begins meanwhile)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
 
     async def aclose(self, timeout_s: float | None = None) -> None:
         """Wait for cancels still on their way to Replicate (shutdown), up to `timeout_s`."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -11,11 +13,13 @@ from typing import Any
 
 import pytest
 
+from bot.downloads import OutputFetcher, OutputHosts
 from bot.errors import FailureKind
 from bot.factory import CoreResources, create_core
-from bot.replies import Failure, Images, Phase, ReplyEvent, Status, TextDelta, TextDone
+from bot.replicate_client import build_replicate_client, close_replicate_client
+from bot.replies import Failure, Images, Phase, ReplyEvent, RunInfo, Status, TextDelta, TextDone
 from bot.requests import CommandRequest, Origin
-from bot.runner import RunPolicy
+from bot.runner import PredictionRunner, RunPolicy
 from config.settings import Settings
 from tests.fakes.replicate_server import FakeReplicate, ImageModel, TextModel
 
@@ -79,6 +83,36 @@ async def test_ask_streams_tokens_and_ends_with_the_exact_text_in_two_requests_t
     await replicate.wait_until(lambda: len(replicate.requests) == 3, what="the metrics lookup")
     prediction_id = replicate.creates[0].id
     assert (replicate.requests[2].method, replicate.requests[2].path) == ("GET", f"/v1/predictions/{prediction_id}")
+
+
+async def test_a_finished_answer_is_priced_a_moment_after_it_went_out(replicate: FakeReplicate) -> None:
+    resources = make_core(replicate, dataclasses.replace(FAST, metrics_lookup_delay_s=0.5))
+    try:
+        events = await run(resources, "ask", "say hello")
+        answered_at = time.monotonic()
+        assert isinstance(events[-1], TextDone)
+        await replicate.wait_until(lambda: len(replicate.requests) == 3, what="the metrics lookup")
+    finally:
+        await resources.aclose()
+    # Answers finishing together are all posted before any of them is priced.
+    assert replicate.requests[2].at - answered_at >= 0.45
+
+
+async def test_metrics_lookups_still_waiting_give_up_at_shutdown_and_the_run_is_priced_as_it_is(
+    replicate: FakeReplicate,
+) -> None:
+    client = build_replicate_client("r8_test_token", replicate.base_url, max_connections=4)
+    outputs = OutputFetcher(OutputHosts((replicate.output_host,)))
+    runner = PredictionRunner(client, outputs, dataclasses.replace(FAST, metrics_lookup_delay_s=60.0))
+    try:
+        finished = RunInfo(model=ASK, prediction_id="p-finished")
+        priced = asyncio.create_task(runner.with_metrics(finished))
+        runner.stop_waiting()
+        assert await asyncio.wait_for(priced, 10) == finished  # not a minute later
+    finally:
+        await close_replicate_client(client)
+        await outputs.aclose()
+    assert replicate.requests == []  # no lookup once shutdown began
 
 
 async def test_imagine_downloads_the_image_bytes_with_seed_and_model(

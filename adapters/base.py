@@ -104,9 +104,13 @@ class CommandIntake:
             prepared = await self._prepare_and_acknowledge(
                 delivery_key, origin, command, text, typed_options, acknowledge, refuse, redelivered, precondition)
         if prepared is not None:
-            ack_latency_s = time.monotonic() - received
-            self._tasks.spawn(self._acks.answer(lambda: answer(prepared, ack_latency_s)),
-                              name=f"{origin.platform}-{prepared.request_id}")
+            self._start_answer(answer, prepared, received)
+
+    def _start_answer(self, answer: Answer, request: CommandRequest, received: float) -> None:
+        """The answer in an owned task, started once no delivery is owed its ack; `received` is when it arrived."""
+        latency_s = time.monotonic() - received
+        self._tasks.spawn(self._acks.answer(lambda: answer(request, latency_s)),
+                          name=f"{request.origin.platform}-{request.request_id}")
 
     async def _prepare_and_acknowledge(
         self,
@@ -165,9 +169,7 @@ class CommandIntake:
         if isinstance(prepared, Failure):
             await refuse(prepared.message)
             return
-        latency_s = time.monotonic() - received
-        self._tasks.spawn(self._acks.answer(lambda: answer(prepared, latency_s)),
-                          name=f"{origin.platform}-{prepared.request_id}")
+        self._start_answer(answer, prepared, received)
 
     async def take_press(
         self,

@@ -204,9 +204,10 @@ class PredictionRunner:
     async def with_metrics(self, run: RunInfo) -> RunInfo:
         """`run` with the finished prediction's billing metrics, looked up when the run itself did not carry them.
 
-        A streamed answer ends with the stream, which carries no metrics; one GET (after the answer went out)
-        brings them, so the spend estimate counts tokens and time as Replicate bills them. Bounded; on any
-        failure the run is returned as it was (the estimate then falls back to what is known).
+        A streamed answer ends with the stream, which carries no metrics; one GET (`metrics_lookup_delay_s` after
+        the answer went out) brings them, so the spend estimate counts tokens and time as Replicate bills them.
+        Bounded; on any failure, or at shutdown, the run is returned as it was (the estimate then falls back to
+        what is known).
         """
         if run.prediction_id is None or run.predict_time_s is not None:
             return run

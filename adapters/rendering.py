@@ -116,6 +116,10 @@ class EditBudget:
             return True
         return False
 
+    async def take_soon(self) -> bool:
+        """`try_take` for a caller that may wait a moment (a budget kept elsewhere looks there first)."""
+        return self.try_take()
+
     def spend(self) -> None:
         self._refill()
         self._tokens -= 1

@@ -35,6 +35,7 @@ LEASE_SIZE = 3  # tokens a process holds at once: few round trips, and few left 
 LEASE_WHEN_BELOW = 2  # fewer tokens than this left: lease again at once
 LEASE_AHEAD_S = 1.0  # in a window's last second, tokens of the next window are leased too (no gap at the turn)
 POLL_S = 0.5  # while edits are wanted: how often the lease is topped up and the shared pause read
+LEASE_WAIT_S = 0.25  # an idle process's first placeholder waits this long at most for a lease round
 KEEP_LEASING_S = 30.0  # the background lease stops this long after the last edit was asked for
 KEEP_COUNTER_S = 60.0  # a window's counter outlives its window by this much (then the store forgets it)
 
@@ -58,6 +59,7 @@ class SharedEditBudget(EditBudget):
         self._wake = asyncio.Event()
         self._leasing: asyncio.Task[None] | None = None
         self._one_round = asyncio.Lock()  # rounds never overlap: each sees what the last one leased
+        self._first_lease: asyncio.Task[None] | None = None  # the round an idle process's answers wait for
         self._pause_writes: set[asyncio.Task[None]] = set()
 
     # --- EditBudget's interface: synchronous, no store round trip ------------------------------------------
@@ -65,6 +67,26 @@ class SharedEditBudget(EditBudget):
     def try_take(self) -> bool:
         self._want()
         return not self.paused and self._take_leased()
+
+    async def take_soon(self) -> bool:
+        """`try_take`; with no token leased yet (this process was idle), after one lease round (shared by every
+        answer asking meanwhile, `LEASE_WAIT_S` at most): the first answers after a quiet spell still get their
+        placeholder."""
+        if self.try_take():
+            return True
+        if self.paused or self._window() in self._full:
+            return False
+        if self._first_lease is None or self._first_lease.done():
+            self._first_lease = self._tasks.spawn(self.refill(), name=f"slack-edit-lease-{self._workspace}")
+        try:
+            async with asyncio.timeout(LEASE_WAIT_S):
+                await asyncio.shield(self._first_lease)
+        except TimeoutError:
+            return False  # the round goes on; later answers find its tokens
+        except StateStoreError as error:
+            log.warning("Slack: no edit lease for %s (%s); answering without a placeholder", self._workspace, error)
+            return False
+        return self.try_take()
 
     def spend(self) -> None:
         """A final edit: counted always (the renderer asks only while `exhausted` is False)."""

@@ -447,7 +447,7 @@ class SlackAdapter:
         # is paid for now. With the workspace's edits spent (many answers at once), the answer is
         # posted once when it is ready instead of a placeholder being posted, then deleted.
         placeholder = written_in  # a resumed answer goes on in its message
-        if placeholder is None and budget.try_take():
+        if placeholder is None and await budget.take_soon():
             try:
                 placeholder = await thread.post(WORKING_TEXT, stop)
             except DELIVERY_ERRORS as error:  # the answer is posted when it has something to show instead

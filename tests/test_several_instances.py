@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from adapters.rendering import CURSOR
+from adapters.slack import WORKING_TEXT
 from tests.bot_harness import started_fakes
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.replicate_server import FakeReplicate, TextModel
@@ -267,3 +268,16 @@ async def test_two_processes_streaming_at_once_share_the_workspaces_edit_budget(
         edited = {str(call.params.get("channel")) for call in updates if call.ok}
         # Both processes streamed (edits, not only posts): channels 0.. are a's answers, the rest b's.
         assert edited & set(channels[:ANSWERS_PER_PROCESS]) and edited & set(channels[ANSWERS_PER_PROCESS:])
+
+
+async def test_the_first_answer_after_a_quiet_spell_still_gets_its_placeholder(tmp_path: Path, redis_url: str) -> None:
+    async with two_bots(tmp_path, redis_url) as bots:  # idle since start-up: no edit leased from the store yet
+        await bots.slack.send_slash_command_on(connection_of(bots.a), "/ask", "first", channel_id=CHANNEL)
+        await bots.slack.wait_until(lambda: finished(bots.slack, CHANNEL), WAIT_S, what="the answer")
+
+        [parent] = bots.slack.channel_messages(CHANNEL)
+        [reply] = bots.slack.thread(CHANNEL, parent.ts)
+        [posted] = [call for call in bots.slack.requests_to("chat.postMessage") if call.params.get("ts") == reply.ts
+                    or call.response.get("ts") == reply.ts]
+        assert posted.params["text"] == WORKING_TEXT  # posted as the placeholder, then edited into the answer
+        assert reply.text == ANSWER

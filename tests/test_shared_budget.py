@@ -3,6 +3,7 @@ budget objects on two connections to one store stand for two processes), on SQLi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -181,3 +182,25 @@ async def test_what_is_left_counts_the_leased_tokens_of_this_window_less_the_deb
     budget.spend()
     budget.spend()  # one more final edit than there were tokens: owed to the next lease
     assert budget.left == -1
+
+
+async def test_an_idle_processs_first_answers_share_one_lease_round_for_their_placeholders(
+    budgets: Callable[[Clock], Awaitable[SharedEditBudget]]
+) -> None:
+    budget = await budgets(Clock())
+    assert not budget.try_take()  # nothing leased yet: the process was idle
+
+    placeholders = await asyncio.gather(*(budget.take_soon() for _ in range(LEASE_SIZE + 4)))
+
+    # One round leased LEASE_SIZE tokens for all of them (a round each would have leased the whole window).
+    assert sum(placeholders) == LEASE_SIZE
+
+
+async def test_with_the_windows_edits_spent_elsewhere_an_answer_gets_no_placeholder(
+    budgets: Callable[[Clock], Awaitable[SharedEditBudget]]
+) -> None:
+    clock = Clock()
+    other, budget = await budgets(clock), await budgets(clock)
+    assert await take_all(other) == EDITS_PER_WINDOW
+    assert not await budget.take_soon()  # the round finds the window full
+    assert not await budget.take_soon()  # and so does the next

@@ -18,8 +18,12 @@ import pytest
 from aiohttp import web
 
 from bot.http_transport import AiohttpTransport
+from bot.replicate_client import build_replicate_client, close_replicate_client
+from bot.sse import EventKind, stream_events
+from tests.fakes.replicate_server import FakeReplicate, TextModel
 
 WAIT_S = 10.0  # how long a test waits for something that must happen
+TOKEN = "r8_test_token"
 
 
 def client_over_aiohttp(max_connections: int = 10, timeout: httpx.Timeout | None = None) -> httpx.AsyncClient:
@@ -185,3 +189,25 @@ async def test_a_stream_left_early_gives_its_connection_back() -> None:
         response = await asyncio.wait_for(client.get(f"{url}/next"), WAIT_S)
         test_over.set()
     assert response.text == "next"
+
+
+async def test_the_replicate_client_streams_over_tls_and_never_talks_to_a_server_it_does_not_trust() -> None:
+    async with FakeReplicate(api_token=TOKEN) as fake:
+        fake.add_model("acme/tls", TextModel(tokens=["se", "cure"]))
+        trusting = build_replicate_client(TOKEN, fake.files_url, max_connections=4,
+                                          ssl_context=fake.client_ssl_context())
+        try:
+            prediction = await trusting.models.predictions.async_create(model="acme/tls", input={}, stream=True)
+            assert prediction.urls is not None
+            over_tls = prediction.urls["stream"].replace(fake.base_url, fake.files_url)  # the same routes
+            events = [event async for event in stream_events(trusting, over_tls)]
+        finally:
+            await close_replicate_client(trusting)
+        untrusting = build_replicate_client(TOKEN, fake.files_url, max_connections=4)  # certifi's CAs only
+        try:
+            with pytest.raises(httpx.ConnectError):  # refused before the request left: nothing was created
+                await untrusting.models.predictions.async_create(model="acme/tls", input={}, stream=True)
+        finally:
+            await close_replicate_client(untrusting)
+    assert "".join(event.data for event in events if event.kind is EventKind.OUTPUT) == "secure"
+    assert len(fake.creates) == 1

@@ -328,8 +328,13 @@ class DiscordAdapter:
         """An answer a stopped process began (`adapters.base.Adapter.resume`): `adapters.discord_resume`."""
         lifetime = INTERACTION_TOKEN_LIFETIME - TOKEN_SAFETY_MARGIN
         in_dm = request.origin.workspace_id is None
+
+        async def link(message_ids: list[int]) -> None:
+            dm_user = int(request.origin.user_id) if in_dm else None
+            await self._conversations.link_answer(message_ids, request.conversation_id, dm_user=dm_user)
+
         answer = ResumedAnswer(self.client, request, destination, lifetime.total_seconds(),
-                               lambda text: self._conversations.final_text(text, in_dm=in_dm))
+                               lambda text: self._conversations.final_text(text, in_dm=in_dm), link)
         await answer.run(events)
 
     async def _answer(self, interaction: discord.Interaction, request: CommandRequest, ack_latency_s: float) -> None:

@@ -6,7 +6,8 @@ response through the webhook, as a live one would (`PATCH /webhooks/{application
 @original`, https://discord.com/developers/docs/interactions/receiving-and-responding#edit-original-interaction-
 response), continuing in follow-ups; past it, the answer is posted in the channel, saying whose it is. The
 resumed answer shows its status and Stop at once, then its final text; it is not streamed again token by token
-(a dead process's partial text is already on screen). Every send carries `AllowedMentions.none()`.
+(a dead process's partial text is already on screen). Its messages are linked to its conversation as a live
+answer's are, so a reply to it goes on from there. Every send carries `AllowedMentions.none()`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, assert_never, cast
 
 import discord
@@ -35,6 +36,12 @@ NO_MENTIONS = discord.AllowedMentions.none()
 ORIGINAL = cast(int, "@original")
 RESUMED_TEXT = "⏳ Still working on it…"
 INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
+
+LinkAnswer = Callable[[list[int]], Awaitable[None]]  # a reply to these messages continues the conversation
+
+
+async def _no_link(_: list[int]) -> None:
+    return None
 
 
 def destination_of(interaction: discord.Interaction[Any]) -> dict[str, Any]:
@@ -57,8 +64,11 @@ class ResumedAnswer:
         destination: Mapping[str, Any],
         token_lifetime_s: float,
         final_text: Callable[[str], str],
+        link: LinkAnswer = _no_link,
     ) -> None:
         self._client = client
+        self._link = link
+        self._original_id: int | None = None  # the interaction's response, once the resumed answer is in it
         self._request = request
         self._webhook = discord.Webhook.partial(int(destination["application_id"]), str(destination["token"]),
                                                 client=client)
@@ -82,8 +92,13 @@ class ResumedAnswer:
                 case TextDelta():
                     text += event.text
                 case TextDone():
-                    await self._deliver(split_message(self._final_text(event.text), MAX_MESSAGE_CHARS),
-                                        again_id=event.again_id)
+                    # As a live answer is: linked before its final text shows (so a reply typed at once finds the
+                    # conversation), and again for the messages it added.
+                    linked = [self._original_id] if self._token_alive() and self._original_id is not None else []
+                    await self._link(linked)
+                    written = await self._deliver(split_message(self._final_text(event.text), MAX_MESSAGE_CHARS),
+                                                  again_id=event.again_id)
+                    await self._link([message_id for message_id in written if message_id not in linked])
                 case Images():
                     await self._deliver_images(event)
                 case Failure() if event.kind is FailureKind.STOPPED:
@@ -98,8 +113,10 @@ class ResumedAnswer:
     async def _show_resumed(self) -> bool:
         if self._token_alive():
             try:
-                await self._webhook.edit_message(ORIGINAL, content=RESUMED_TEXT, allowed_mentions=NO_MENTIONS,
-                                                 view=buttons_view(StopButton(self._request.request_id)))
+                original = await self._webhook.edit_message(
+                    ORIGINAL, content=RESUMED_TEXT, allowed_mentions=NO_MENTIONS,
+                    view=buttons_view(StopButton(self._request.request_id)))
+                self._original_id = original.id
                 return True
             except DELIVERY_ERRORS as error:
                 log.info("Discord: the interaction of command %s refused the resumed answer (%s); trying its channel",
@@ -114,25 +131,29 @@ class ResumedAnswer:
         self._via_interaction = False
         return True
 
-    async def _deliver(self, chunks: list[str], *, again_id: str | None = None) -> None:
+    async def _deliver(self, chunks: list[str], *, again_id: str | None = None) -> list[int]:
+        """The chunks, through the interaction while its token lives, else in the channel; the messages written."""
         again = buttons_view(AgainButton(again_id)) if again_id else None
         if self._token_alive():
+            written: list[int] = []
             try:
                 for index, chunk in enumerate(chunks):
                     view = again if index == len(chunks) - 1 else None
                     if index == 0:
-                        await self._webhook.edit_message(ORIGINAL, content=chunk, allowed_mentions=NO_MENTIONS,
-                                                         view=view)
+                        message = await self._webhook.edit_message(ORIGINAL, content=chunk,
+                                                                   allowed_mentions=NO_MENTIONS, view=view)
                     elif view is not None:
-                        await self._webhook.send(content=chunk, wait=True, allowed_mentions=NO_MENTIONS, view=view)
+                        message = await self._webhook.send(content=chunk, wait=True, allowed_mentions=NO_MENTIONS,
+                                                           view=view)
                     else:
-                        await self._webhook.send(content=chunk, wait=True, allowed_mentions=NO_MENTIONS)
-                return
+                        message = await self._webhook.send(content=chunk, wait=True, allowed_mentions=NO_MENTIONS)
+                    written.append(message.id)
+                return written
             except DELIVERY_ERRORS as error:
                 log.info("Discord: the interaction refused the resumed answer of %s (%s); posting in its channel",
                          self._request.request_id, type(error).__name__)
         lead = f"Answer to /{self._request.command} from <@{self._request.origin.user_id}>:\n"
-        await self._post(split_message(lead + "\n".join(chunks), MAX_MESSAGE_CHARS), again)
+        return await self._post(split_message(lead + "\n".join(chunks), MAX_MESSAGE_CHARS), again)
 
     async def _deliver_images(self, images: Images) -> None:
         attachable = [image for image in images.images if image.data][:MAX_ATTACHMENTS]
@@ -154,15 +175,18 @@ class ResumedAnswer:
         await self._post([lead + image_caption(images, links, MAX_MESSAGE_CHARS - len(lead))], again, files())
 
     async def _post(self, chunks: list[str], again: discord.ui.View | None,
-                    files: list[discord.File] | None = None) -> None:
+                    files: list[discord.File] | None = None) -> list[int]:
+        """The chunks posted in the channel; the messages written (those that went before a failure, too)."""
         channel = self._client.get_partial_messageable(self._channel_id)
+        written: list[int] = []
         try:
             for index, chunk in enumerate(chunks):
                 last = index == len(chunks) - 1
                 extra: dict[str, Any] = {"view": again} if last and again is not None else {}
                 if last and files:
                     extra["files"] = files
-                await channel.send(content=chunk, allowed_mentions=NO_MENTIONS, **extra)
+                written.append((await channel.send(content=chunk, allowed_mentions=NO_MENTIONS, **extra)).id)
         except DELIVERY_ERRORS as error:
             log.warning("Discord: the resumed answer of command %s reached no one (%s)", self._request.request_id,
                         type(error).__name__)
+        return written

@@ -147,6 +147,13 @@ async def test_kill_9_mid_answer_on_discord_then_a_restart_edits_the_interaction
             assert original is not None and "again:" in str(original.components)
             assert len(replicate.creates) == 1 and replicate.cancels == []
 
+            # The resumed answer is linked to its conversation: a reply to it is the conversation's next turn.
+            discord.send_message(f"<@{discord.bot_user_id}> and after that?", reply_to=original.id,
+                                 channel_id=int(CHANNEL))
+            await replicate.wait_until(lambda: len(replicate.creates) == 2, WAIT_S, what="the next turn's create")
+            next_prompt = str(replicate.creates[1].input.get("prompt", ""))
+            assert "count" in next_prompt and ANSWER.strip() in next_prompt and "and after that?" in next_prompt
+
 
 def original_text(discord: FakeDiscord, token: str) -> str:
     original = discord.original_message(token)

@@ -113,6 +113,11 @@ class InteractionMessages:
         self._check_token()
         await self._edit(message_id, view=view)
 
+    async def set_view_at_handover(self, message_id: str, view: discord.ui.View | None) -> None:
+        """`set_view` once the answer leaves the interaction: the token is past our margin but not Discord's, so
+        this last edit still lands."""
+        await self._edit(message_id, view=view)
+
     async def _edit(self, message_id: str, **fields: Any) -> None:
         if message_id == self.ORIGINAL:
             message = await rate_limited_call(self._interaction.edit_original_response(**fields))
@@ -370,6 +375,7 @@ class DiscordAdapter:
                     if not handed_over and not token_alive():
                         handed_over = True
                         await reply.aclose()  # nothing more goes through the interaction's webhook
+                        await answer.retire_buttons()
                         if not isinstance(event, FINAL_EVENTS):
                             notice = await answer.announce_handover()
                             if notice is None:
@@ -431,6 +437,12 @@ class _Answer:
 
     def _plain(self, place: Place, text: str) -> list[Message]:
         return [Message(chunk) for chunk in split_message(self._lead(place) + text, MAX_MESSAGE_CHARS)]
+
+    async def retire_buttons(self) -> None:
+        """The answer leaves the interaction: its messages keep what they show, without the Stop that would
+        outlive it there (the answer's own message in the channel carries its buttons)."""
+        self._messages.buttons.end(None, None)
+        await self._messages.buttons.settle(self._reply.message_ids, self._messages.set_view_at_handover)
 
     async def announce_handover(self) -> Delivered | None:
         """Past the token, say where the answer will come; if no place takes even that, nothing will."""

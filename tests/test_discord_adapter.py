@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, DiscordAdapter
+from adapters.discord_adapter import INTERACTION_TOKEN_LIFETIME, TOKEN_SAFETY_MARGIN, DiscordAdapter
 from adapters.rendering import CURSOR
 from service.bot_service import BotService
 from tests.discord_harness import (
@@ -437,6 +437,36 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
     assert posted.allowed_mentions == NO_MENTIONS and not posted.pings
     notice, answer = [r for r in bot.discord.requests if r.path == f"/channels/{CHANNEL}/messages"]
     assert (notice.method, answer.method) == ("POST", "POST") and "still running" in notice.json["content"]
+
+
+async def test_an_answer_leaving_the_interaction_midway_takes_its_stop_button_with_it(bot: DiscordBot) -> None:
+    bot.replicate.add_model(ASK_MODEL, TextModel(tokens=[f"w{i} " for i in range(16)], token_interval_s=0.25))
+    # Two seconds of the token left before the adapter's margin: the answer starts streaming there, with Stop.
+    created = datetime.now(UTC) - INTERACTION_TOKEN_LIFETIME + TOKEN_SAFETY_MARGIN + timedelta(seconds=2)
+    interaction_id = (int(created.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22
+    token = "aW50ZXJhY3Rpb246" + "mid" * 30
+    [ask] = [c for c in bot.discord.commands(GUILD) if c["name"] == "ask"]
+    data = {"id": ask["id"], "name": "ask", "type": 1, "guild_id": str(GUILD),
+            "options": [{"name": "prompt", "type": 3, "value": "a question near the end of the token"}]}
+    payload = bot.discord.objects.interaction(interaction_id=interaction_id, token=token, data=data, guild_id=GUILD,
+                                              channel_id=CHANNEL, user_id=USER, app_permissions=str(BOT_PERMS),
+                                              locale="en-US")
+    bot.discord.interactions[token] = InteractionState(interaction_id, token, "ask", GUILD, CHANNEL, USER, payload,
+                                                       time.monotonic())
+    bot.discord.dispatch("INTERACTION_CREATE", payload)
+
+    def original_components() -> str:
+        original = bot.discord.original_message(token)
+        return str(original.components) if original is not None else ""
+
+    await bot.until(lambda: "stop:" in original_components(), "the answer streaming with Stop")
+    await bot.until(lambda: any("w15" in m.content for m in bot.discord.channel_messages(CHANNEL))
+                    and bool(bot.discord.requests_to("DELETE", f"/channels/{CHANNEL}/messages/")),
+                    "the answer in the channel (its notice gone)")
+
+    original = bot.discord.original_message(token)
+    assert original is not None and "w0" in original.content  # what it streamed stays
+    assert "stop:" not in original_components()  # but no Stop is left on it
 
 
 # --- regressions ---------------------------------------------------------------------------------------

@@ -442,7 +442,11 @@ class _Answer:
         """The answer leaves the interaction: its messages keep what they show, without the Stop that would
         outlive it there (the answer's own message in the channel carries its buttons)."""
         self._messages.buttons.end(None, None)
-        await self._messages.buttons.settle(self._reply.message_ids, self._messages.set_view_at_handover)
+        try:
+            await self._messages.buttons.settle(self._reply.message_ids, self._messages.set_view_at_handover)
+        except Exception as error:  # cosmetic: a stale Stop (a press says "no longer running") must not stop the answer
+            log.info("Discord: Stop stays on the first messages of command %s (%s)", self._request.request_id,
+                     type(error).__name__)
 
     async def announce_handover(self) -> Delivered | None:
         """Past the token, say where the answer will come; if no place takes even that, nothing will."""

@@ -413,20 +413,24 @@ async def test_a_redelivered_interaction_creates_one_prediction(bot: DiscordBot)
 # --- beyond the 15-minute interaction token --------------------------------------------------------------
 
 
-async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in_the_channel(bot: DiscordBot) -> None:
-    # An interaction created 14.5 minutes ago (its id says so): the token has under a minute left when it ends.
-    created = datetime.now(UTC) - INTERACTION_TOKEN_LIFETIME + timedelta(seconds=30)
+def dispatch_ask_created_at(bot: DiscordBot, created: datetime, token: str, prompt: str) -> None:
+    """An /ask interaction that Discord created at `created` (its id says so), dispatched now."""
     interaction_id = (int(created.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22
-    token = "aW50ZXJhY3Rpb246" + "old" * 30
     [ask] = [c for c in bot.discord.commands(GUILD) if c["name"] == "ask"]
     data = {"id": ask["id"], "name": "ask", "type": 1, "guild_id": str(GUILD),
-            "options": [{"name": "prompt", "type": 3, "value": "an old question"}]}
+            "options": [{"name": "prompt", "type": 3, "value": prompt}]}
     payload = bot.discord.objects.interaction(interaction_id=interaction_id, token=token, data=data, guild_id=GUILD,
                                               channel_id=CHANNEL, user_id=USER, app_permissions=str(BOT_PERMS),
                                               locale="en-US")
     bot.discord.interactions[token] = InteractionState(interaction_id, token, "ask", GUILD, CHANNEL, USER, payload,
                                                        time.monotonic())
     bot.discord.dispatch("INTERACTION_CREATE", payload)
+
+
+async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in_the_channel(bot: DiscordBot) -> None:
+    # An interaction created 14.5 minutes ago: the token has under a minute left when it ends.
+    dispatch_ask_created_at(bot, datetime.now(UTC) - INTERACTION_TOKEN_LIFETIME + timedelta(seconds=30),
+                            "aW50ZXJhY3Rpb246" + "old" * 30, "an old question")
     # Past the token, a "still running" notice says where the answer will come; the answer takes its place.
     await bot.until(lambda: [m.content.endswith("Hello, world")
                              for m in bot.discord.channel_messages(CHANNEL)] == [True]
@@ -442,18 +446,9 @@ async def test_answer_finishing_after_the_interaction_token_expires_is_posted_in
 async def test_an_answer_leaving_the_interaction_midway_takes_its_stop_button_with_it(bot: DiscordBot) -> None:
     bot.replicate.add_model(ASK_MODEL, TextModel(tokens=[f"w{i} " for i in range(16)], token_interval_s=0.25))
     # Two seconds of the token left before the adapter's margin: the answer starts streaming there, with Stop.
-    created = datetime.now(UTC) - INTERACTION_TOKEN_LIFETIME + TOKEN_SAFETY_MARGIN + timedelta(seconds=2)
-    interaction_id = (int(created.timestamp() * 1000) - DISCORD_EPOCH_MS) << 22
     token = "aW50ZXJhY3Rpb246" + "mid" * 30
-    [ask] = [c for c in bot.discord.commands(GUILD) if c["name"] == "ask"]
-    data = {"id": ask["id"], "name": "ask", "type": 1, "guild_id": str(GUILD),
-            "options": [{"name": "prompt", "type": 3, "value": "a question near the end of the token"}]}
-    payload = bot.discord.objects.interaction(interaction_id=interaction_id, token=token, data=data, guild_id=GUILD,
-                                              channel_id=CHANNEL, user_id=USER, app_permissions=str(BOT_PERMS),
-                                              locale="en-US")
-    bot.discord.interactions[token] = InteractionState(interaction_id, token, "ask", GUILD, CHANNEL, USER, payload,
-                                                       time.monotonic())
-    bot.discord.dispatch("INTERACTION_CREATE", payload)
+    dispatch_ask_created_at(bot, datetime.now(UTC) - INTERACTION_TOKEN_LIFETIME + TOKEN_SAFETY_MARGIN
+                            + timedelta(seconds=2), token, "a question near the end of the token")
 
     def original_components() -> str:
         original = bot.discord.original_message(token)

@@ -40,10 +40,6 @@ INCOMPLETE_NOTE = "\n\n*(answer incomplete)*"
 LinkAnswer = Callable[[list[int]], Awaitable[None]]  # a reply to these messages continues the conversation
 
 
-async def _no_link(_: list[int]) -> None:
-    return None
-
-
 def destination_of(interaction: discord.Interaction[Any]) -> dict[str, Any]:
     """What a survivor needs to finish this interaction's answer (the token is the store's, never the log's)."""
     return {
@@ -64,7 +60,7 @@ class ResumedAnswer:
         destination: Mapping[str, Any],
         token_lifetime_s: float,
         final_text: Callable[[str], str],
-        link: LinkAnswer = _no_link,
+        link: LinkAnswer,
     ) -> None:
         self._client = client
         self._link = link
